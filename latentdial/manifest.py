@@ -1,0 +1,153 @@
+"""The model-directory contract shared by export (writer) and serving (reader).
+
+A model directory ``models/<name>/<version>/`` holds ``manifest.json``,
+``encoder.onnx``, ``decoder.onnx`` and optional precision variants. The manifest
+states the image shape and value range, the latent size, the graphs' I/O names,
+every file with its sha256, the factor card, the metrics and where the model
+came from. This module is pure Python + numpy-free so that every role can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+Graph = Literal["encoder", "decoder"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+#: Fixed graph signatures (DESIGN.md section 4, "Graphs"). The batch axis is dynamic.
+ENCODER_INPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
+ENCODER_OUTPUTS = ("mean", "log_var")  # (N, D) each
+DECODER_INPUTS = ("latents",)  # (N, D) float32
+DECODER_OUTPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1], sigmoid inside
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed, or does not match the files beside it."""
+
+
+@dataclass(frozen=True)
+class GraphFile:
+    """One ONNX file of a model directory."""
+
+    graph: Graph
+    path: str  # relative to the model directory
+    sha256: str
+    precision: Precision = "fp32"
+    #: Largest absolute output difference against the fp32 torch reference, as measured at export.
+    max_abs_error: float | None = None
+    #: Free-form notes from export, e.g. {"optimised": "onnxslim"} or a speed ratio.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """Self-description of one exported model version."""
+
+    name: str
+    version: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    latent_dim: int
+    files: list[GraphFile]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    io: dict[str, dict[str, list[str]]] = field(
+        default_factory=lambda: {
+            "encoder": {"inputs": list(ENCODER_INPUTS), "outputs": list(ENCODER_OUTPUTS)},
+            "decoder": {"inputs": list(DECODER_INPUTS), "outputs": list(DECODER_OUTPUTS)},
+        }
+    )
+    #: Batch sizes the graphs were checked with; TensorRT profiles use (min, opt, max).
+    batch_profile: dict[str, int] = field(
+        default_factory=lambda: {"min": 1, "opt": 64, "max": 256}
+    )
+    factor_card: dict[str, Any] | None = None  # latentdial.factor_card.FactorCard.to_dict()
+    metrics: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ queries
+    def graph_file(self, graph: Graph, precision: Precision = "fp32") -> GraphFile:
+        """The file of ``graph`` at ``precision``; ManifestError if it was not exported."""
+        for f in self.files:
+            if f.graph == graph and f.precision == precision:
+                return f
+        have = sorted({f"{f.graph}/{f.precision}" for f in self.files})
+        raise ManifestError(f"model {self.name}/{self.version} has no {graph} at {precision}; has {have}")
+
+    # --------------------------------------------------------------- (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        d["value_range"] = list(self.value_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        try:
+            if d.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
+                raise ManifestError(
+                    f"manifest schema {d['schema_version']} is newer than this latentdial "
+                    f"understands ({SCHEMA_VERSION}); upgrade latentdial"
+                )
+            files = [GraphFile(**f) for f in d["files"]]
+            kwargs = {k: v for k, v in d.items() if k != "files"}
+            kwargs["image_shape"] = tuple(int(x) for x in d["image_shape"])
+            kwargs["value_range"] = tuple(float(x) for x in d.get("value_range", (0.0, 1.0)))
+            m = cls(files=files, **kwargs)
+        except (KeyError, TypeError) as e:
+            raise ManifestError(f"malformed manifest: {e}") from e
+        if len(m.image_shape) != 3 or m.latent_dim <= 0:
+            raise ManifestError(f"malformed manifest: image_shape={m.image_shape}, latent_dim={m.latent_dim}")
+        return m
+
+    def save(self, model_dir: Path) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Manifest:
+        path = Path(model_dir) / MANIFEST_NAME
+        if not path.is_file():
+            raise ManifestError(f"{path} does not exist; is {model_dir} a model directory?")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path} is not valid JSON: {e}") from e
+
+    def verify_files(self, model_dir: Path) -> None:
+        """Check every listed file exists and has its recorded sha256; raise ManifestError if not."""
+        for f in self.files:
+            p = Path(model_dir) / f.path
+            if not p.is_file():
+                raise ManifestError(f"{p} is listed in the manifest but missing")
+            actual = sha256_file(p)
+            if actual != f.sha256:
+                raise ManifestError(
+                    f"{p}: sha256 {actual[:12]}… does not match the manifest's {f.sha256[:12]}…; "
+                    "the file was changed or corrupted after export — re-export the model"
+                )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def iter_model_dirs(repository: Path) -> list[tuple[str, str, Path]]:
+    """(name, version, path) for every ``<repository>/<name>/<version>/manifest.json``, sorted."""
+    out = []
+    for manifest in sorted(Path(repository).glob(f"*/*/{MANIFEST_NAME}")):
+        version_dir = manifest.parent
+        out.append((version_dir.parent.name, version_dir.name, version_dir))
+    return out
