@@ -1,0 +1,66 @@
+# latentdial — the two commands (README) and a few helpers.
+#
+#   make serve   fresh machine -> .venv-serve with only the serving extra (no torch) -> gRPC server on models/
+#   make test    fresh machine -> .venv with the dev set (torch 2.13.0 CPU wheel first) -> whole test suite
+#
+# Each target creates and fills its own virtual environment once; the stamp file
+# is refreshed when pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+SERVE_VENV ?= .venv-serve
+PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
+ADDRESS ?= 0.0.0.0:50051
+PYTEST_ARGS ?=
+
+.PHONY: serve test install-dev install-serve protos lint bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
+
+serve: $(SERVE_VENV)/.installed
+	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+install-serve: $(SERVE_VENV)/.installed
+install-dev: $(VENV)/.installed
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[serve]"
+	touch $@
+
+# torch==2.13.0 first: it resolves to the CPU wheel; a plain `torch` would pull CUDA packages.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) torch==2.13.0
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[dev]"
+	touch $@
+
+protos: $(VENV)/.installed
+	$(VENV)/bin/python scripts/gen_protos.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench-runtimes: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_runtimes.py
+
+bench-service: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_service.py
+
+bench-train: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_train.py
+
+bench-data: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_data.py
+
+bench-metrics: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_metrics.py
+
+loadtest: $(VENV)/.installed
+	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/
+
+clean:
+	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info .pytest_cache
