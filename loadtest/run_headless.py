@@ -1,0 +1,162 @@
+"""Bounded, headless Locust run against a latentdial server on this machine.
+
+    python loadtest/run_headless.py --users 8 --spawn-rate 4 --run-time 20s --p99-ms 500 --out reports/
+
+Unless ``--host`` is given, starts ``latentdial serve`` on 127.0.0.1 and a free port,
+waits for the health service to say SERVING, runs Locust headless for ``--run-time``,
+writes ``locust_stats.csv`` (+ history, failures, exceptions), ``report.html`` and
+``server.log`` into ``--out``, prints a table and always stops the server.
+
+Exit status: 0 when there were requests, no failures and p99 <= ``--p99-ms``; 1 otherwise;
+2 when the server did not start. Only loopback targets are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from serverproc import ServerProcess, ServerStartError, require_loopback, wait_serving  # noqa: E402
+
+
+def parse_run_time(text: str) -> float:
+    """Locust-style duration ("20s", "2m", "1h30m", "45") -> seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not parts or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"run time like 20s, 2m or 1h30m, got {text!r}")
+    h, m, s = (int(g or 0) for g in parts.groups())
+    return float(h * 3600 + m * 60 + s)
+
+
+def read_stats(csv_path: Path) -> list[dict[str, str]]:
+    """Rows of Locust's ``*_stats.csv`` (one per RPC plus "Aggregated")."""
+    with open(csv_path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def summarise(rows: list[dict[str, str]]) -> str:
+    """A fixed-width table: RPC, requests, failures, median, p95, p99, max, req/s."""
+    cols = ("Name", "Request Count", "Failure Count", "50%", "95%", "99%", "Max Response Time", "Requests/s")
+    heads = ("rpc", "requests", "failures", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s")
+    lines = ["  ".join(f"{h:>14}" for h in heads)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            try:
+                v = f"{float(v):.1f}" if c in ("Requests/s", "Max Response Time") else v
+            except ValueError:
+                pass
+            cells.append(f"{v:>14}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, str]], p99_ms: float) -> list[str]:
+    """Reasons the run failed (empty list: it passed)."""
+    agg = next((r for r in rows if r.get("Name") == "Aggregated"), None)
+    if agg is None or int(agg.get("Request Count") or 0) == 0:
+        return ["no requests were completed"]
+    problems = []
+    failures = int(agg.get("Failure Count") or 0)
+    if failures:
+        problems.append(f"{failures} of {agg['Request Count']} requests failed")
+    p99 = agg.get("99%", "N/A")
+    if p99 in ("", "N/A") or float(p99) > p99_ms:
+        problems.append(f"p99 {p99} ms exceeds the bound of {p99_ms:g} ms")
+    return problems
+
+
+def run_locust(args: argparse.Namespace, address: str, out: Path, run_time_s: float) -> int:
+    """Run Locust headless (bounded by ``--run-time``, hard-killed 60 s after it)."""
+    cmd = [
+        sys.executable, "-m", "locust",
+        "-f", str(HERE / "locustfile.py"),
+        "--headless", "--only-summary",
+        "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
+        "--run-time", args.run_time, "--stop-timeout", "5",
+        "--host", address,
+        "--csv", str(out / "locust"), "--csv-full-history",
+        "--html", str(out / "report.html"),
+        "--loglevel", "WARNING",
+    ]
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        return subprocess.run(cmd, env=env, timeout=run_time_s + 60).returncode
+    except subprocess.TimeoutExpired:
+        print("locust did not stop 60 s after --run-time; killed", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--users", type=int, default=8, help="concurrent simulated clients")
+    p.add_argument("--spawn-rate", type=float, default=4, help="users started per second")
+    p.add_argument("--run-time", default="20s", help="e.g. 20s, 2m")
+    p.add_argument("--p99-ms", type=float, default=500.0, help="fail when the overall p99 exceeds this")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="folder for CSV/HTML reports")
+    p.add_argument("--host", default=None, help="use a running server (loopback host:port) instead")
+    p.add_argument("--repository", default="models", help="model repository for the started server")
+    p.add_argument("--startup-timeout-s", type=float, default=90.0)
+    p.add_argument(
+        "--server-arg", action="append", default=[], metavar="FLAG",
+        help="extra flag for the started server, e.g. --server-arg=--max-batch-size=32",
+    )
+    args = p.parse_args(argv)
+    run_time_s = parse_run_time(args.run_time)
+    if run_time_s <= 0 or run_time_s > 3600:
+        p.error("--run-time must be between 1 s and 1 h")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    server = None
+    try:
+        if args.host:
+            address = require_loopback(args.host)
+            wait_serving(address, args.startup_timeout_s)
+        else:
+            server = ServerProcess(
+                repository=args.repository, args=args.server_arg,
+                log_path=args.out / "server.log", startup_timeout_s=args.startup_timeout_s,
+            ).start()
+            address = server.address
+            print(f"server pid {server.pid} SERVING on {address} (log: {args.out / 'server.log'})")
+    except (ServerStartError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        if not args.host:
+            print(f"see {args.out / 'server.log'}", file=sys.stderr)
+        return 2
+
+    try:
+        print(f"locust: {args.users} users, spawn rate {args.spawn_rate}/s, {args.run_time} against {address}")
+        rc = run_locust(args, address, args.out, run_time_s)
+    finally:
+        if server is not None:
+            code = server.stop()
+            print(f"server stopped (exit code {code})")
+
+    stats = args.out / "locust_stats.csv"
+    if not stats.is_file():
+        print(f"error: locust wrote no {stats} (exit code {rc})", file=sys.stderr)
+        return 1
+    rows = read_stats(stats)
+    print(summarise(rows))
+    problems = verdict(rows, args.p99_ms)
+    if rc != 0 and not problems:
+        problems.append(f"locust exited with code {rc}")
+    for msg in problems:
+        print(f"FAIL: {msg}", file=sys.stderr)
+    if not problems:
+        print(f"PASS: no failures, p99 within {args.p99_ms:g} ms; reports in {args.out}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
