@@ -1,0 +1,155 @@
+"""Deterministic batch streams for training, resume and data-parallel ranks.
+
+Batch ``step`` of rank ``rank`` is drawn with its own generator
+``np.random.default_rng([seed, rank, step])``, so
+
+- a run resumed at step s sees exactly the batches it would have seen without
+  stopping (no generator state to save in the checkpoint),
+- data-parallel ranks see different data for the same step,
+- any batch can be recomputed on its own (``batch_at(step)``).
+
+Iterating runs the rendering in a background thread (``prefetch`` batches
+ahead), so the training loop does not wait for data.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from .base import GroundTruthData
+from .pairs import sample_weak_pairs
+
+Batch = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+class BatchStream:
+    """Batches of observations, a pure function of (seed, rank, step).
+
+    Args:
+        dataset: any ``GroundTruthData`` (or an unlabelled ``ImageFolder``).
+        batch_size: observations per batch (per rank).
+        seed: non-negative run seed.
+        pairs: yield weakly supervised pairs (x1, x2) instead of single batches
+            (Locatello et al. 2020; see ``pairs.py``); needs labelled factors.
+        k: number of differing factors per pair; None draws 1 .. F-1 per pair.
+        rank, world_size: this process's place among data-parallel ranks.
+    """
+
+    def __init__(
+        self,
+        dataset: GroundTruthData,
+        batch_size: int,
+        seed: int,
+        *,
+        pairs: bool = False,
+        k: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0 .. world_size - 1, got rank={rank}, world_size={world_size}")
+        if pairs and dataset.num_factors == 0:
+            raise ValueError(
+                f"pairs=True needs ground-truth factors, but {getattr(dataset, 'name', 'this dataset')} "
+                "is unlabelled (an image folder has none); train it with pairs=False"
+            )
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.pairs = pairs
+        self.k = k
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    def rng_at(self, step: int) -> np.random.Generator:
+        """The generator of batch ``step`` on this rank."""
+        if step < 0:
+            raise ValueError(f"step must be non-negative, got {step}")
+        return np.random.default_rng([self.seed, self.rank, int(step)])
+
+    def batch_at(self, step: int) -> Batch:
+        """Batch ``step``: (B, C, H, W) float32, or (x1, x2) of that shape with ``pairs=True``."""
+        rng = self.rng_at(step)
+        if self.pairs:
+            x1, x2, _, _ = sample_weak_pairs(self.dataset, self.batch_size, rng, k=self.k)
+            return x1, x2
+        return self.dataset.sample_observations(self.batch_size, rng)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iterate()
+
+    def iterate(
+        self, start_step: int = 0, num_steps: int | None = None, prefetch: int = 2
+    ) -> Iterator[Batch]:
+        """Yield ``batch_at(start_step)``, ``batch_at(start_step + 1)``, ...
+
+        Args:
+            start_step: first step (the step to resume from).
+            num_steps: how many batches; None for an endless stream.
+            prefetch: batches rendered ahead in a background thread; 0 renders inline.
+        """
+        if start_step < 0:
+            raise ValueError(f"start_step must be non-negative, got {start_step}")
+        stop = None if num_steps is None else start_step + num_steps
+        if prefetch <= 0:
+            step = start_step
+            while stop is None or step < stop:
+                yield self.batch_at(step)
+                step += 1
+            return
+        yield from _Prefetcher(self, start_step, stop, prefetch)
+
+
+class _Prefetcher:
+    """Renders batches in a daemon thread into a bounded queue; errors re-raise in the consumer."""
+
+    _DONE = object()
+
+    def __init__(self, stream: BatchStream, start: int, stop: int | None, depth: int) -> None:
+        self._stream, self._start, self._stop = stream, start, stop
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="batch-prefetch", daemon=True)
+
+    def _put(self, item: object) -> bool:
+        while not self._halt.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        step = self._start
+        try:
+            while self._stop is None or step < self._stop:
+                if not self._put(self._stream.batch_at(step)):
+                    return
+                step += 1
+        except Exception as e:  # noqa: BLE001 - re-raised in the consuming thread
+            self._put(e)
+            return
+        self._put(self._DONE)
+
+    def __iter__(self) -> Iterator[Batch]:
+        self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self._halt.set()
+            self._thread.join(timeout=5.0)
