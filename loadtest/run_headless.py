@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from serverproc import ServerProcess, ServerStartError, require_loopback, wait_serving  # noqa: E402
+from serverproc import ServerProcess, ServerStartError, require_loopback, wait_serving
 
 
 def parse_run_time(text: str) -> float:
@@ -90,7 +90,7 @@ def run_locust(args: argparse.Namespace, address: str, out: Path, run_time_s: fl
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        return subprocess.run(cmd, env=env, timeout=run_time_s + 60).returncode
+        return subprocess.run(cmd, check=False, env=env, timeout=run_time_s + 60).returncode
     except subprocess.TimeoutExpired:
         print("locust did not stop 60 s after --run-time; killed", file=sys.stderr)
         return 1
