@@ -1,0 +1,201 @@
+"""The training config: a typed dataclass loaded from TOML with ``--set key=value`` overrides.
+
+A config file (``configs/*.toml``)::
+
+    steps = 300000
+    [dataset]
+    name = "dsprites"
+    [model]
+    latent_dim = 10
+    [objective]
+    name = "beta_vae"
+    beta = 4.0
+    [optimizer]
+    lr = 1e-4
+
+Overrides use dotted keys and TOML literals (``--set objective.beta=8 --set steps=2000
+--set dataset.name=color_dsprites``); a bare word that is not a TOML literal is a string.
+Values are checked against the field types, and unknown keys are rejected with the list
+of valid ones. Defaults follow disentanglement_lib (Adam lr 1e-4, batch 64, 10 latents).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentdial.training.model import ModelConfig
+from latentdial.training.objectives import ObjectiveConfig, get_objective
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message says what to change."""
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam, as in disentanglement_lib (lr 1e-4, default betas)."""
+
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``to_dict`` is what config.json stores."""
+
+    dataset: dict[str, Any] = field(default_factory=lambda: {"name": "dsprites"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective_name: str = "beta_vae"
+    objective: ObjectiveConfig = field(default_factory=lambda: get_objective("beta_vae").Config())
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    batch_size: int = 64
+    steps: int = 300_000
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    evaluate: bool = True
+    device: str = "cpu"
+    num_threads: int = 0  # torch intra-op threads; 0 = all cores / local world size
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if "name" not in self.dataset:
+            raise ConfigError('[dataset] needs a name, e.g. name = "dsprites"')
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        top = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        top.pop("objective_name")
+        top["dataset"] = dict(self.dataset)
+        top["model"] = self.model.to_dict()
+        top["objective"] = {"name": self.objective_name, **dataclasses.asdict(self.objective)}
+        top["optimizer"] = dataclasses.asdict(self.optimizer)
+        return top
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """Build and type-check a config from a nested dict (a parsed TOML file)."""
+        raw = dict(raw)
+        top_fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "objective_name"}
+        _reject_unknown("top level", raw, top_fields)
+        kwargs: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
+        for name, value in raw.items():
+            if name in ("dataset", "model", "objective", "optimizer"):
+                continue
+            kwargs[name] = _coerce(name, value, hints[name])
+        dataset = raw.get("dataset", {"name": "dsprites"})
+        if not isinstance(dataset, dict):
+            raise ConfigError(f"[dataset] must be a table, got {dataset!r}")
+        kwargs["dataset"] = dict(dataset)
+        kwargs["model"] = _dataclass_from("model", ModelConfig, raw.get("model", {}))
+        kwargs["optimizer"] = _dataclass_from("optimizer", OptimizerConfig, raw.get("optimizer", {}))
+        objective = dict(raw.get("objective", {}))
+        name = objective.pop("name", "beta_vae")
+        try:
+            obj_cls = get_objective(str(name))
+        except ValueError as e:
+            raise ConfigError(f"objective.name: {e}") from None
+        kwargs["objective_name"] = obj_cls.name
+        kwargs["objective"] = _dataclass_from(f"objective ({obj_cls.name})", obj_cls.Config, objective)
+        return cls(**kwargs)
+
+
+def _reject_unknown(where: str, raw: dict[str, Any], valid: typing.Iterable[str]) -> None:
+    valid = sorted(valid)
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(valid)}")
+
+
+def _dataclass_from(where: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{where}] must be a table, got {raw!r}")
+    fields_ = {f.name for f in dataclasses.fields(cls)}
+    _reject_unknown(f"[{where}]", raw, fields_)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check ``value`` against the annotation ``typ``; ints widen to floats."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(typ):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a {typ}")
+    if typ is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected None, got {value!r}")
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is str and isinstance(value, str):
+        return value
+    if origin is dict and isinstance(value, dict):
+        return value
+    name = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"objective.beta=8"`` -> (["objective", "beta"], 8). Values are TOML literals, else strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. objective.beta=8")
+    key, raw = text.split("=", 1)
+    path = [p.strip() for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Return a copy of the nested dict ``raw`` with each ``key=value`` applied."""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: Path | str | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """Read a TOML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    return TrainConfig.from_dict(apply_overrides(raw, overrides))
