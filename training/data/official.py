@@ -168,6 +168,15 @@ class Shapes3D(_GridFile):
                 f"3dshapes file not found: {path} (expected 3dshapes.h5 from github.com/deepmind/3d-shapes)"
             )
         self._file: Any = h5py.File(path, "r")
+        try:
+            self._read_layout(path, in_memory)
+        except Exception:
+            self._file.close()
+            raise
+        self.path = path
+
+    def _read_layout(self, path: Path, in_memory: bool) -> None:
+        """Derive and validate the factor grid from ``labels``; keep ``images``."""
         missing = [k for k in ("images", "labels") if k not in self._file]
         if missing:
             raise ValueError(
@@ -188,7 +197,6 @@ class Shapes3D(_GridFile):
         self._set_grid([len(g) for g in grids], grids)
         self.observation_shape = (3, int(images.shape[1]), int(images.shape[2]))
         self._images = images[()] if in_memory else images
-        self.path = path
 
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator | None = None
