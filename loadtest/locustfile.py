@@ -10,11 +10,13 @@ its status code name (e.g. ``RESOURCE_EXHAUSTED: queue full``), so Locust's fail
 groups by code.
 
 Environment: LATENTDIAL_TOKEN (bearer token), LATENTDIAL_MODEL (model name; default the
-repository's default model), LOADTEST_TIMEOUT_S (per-call deadline, default 10).
+repository's default model), LOADTEST_TIMEOUT_S (per-call deadline, default 10),
+LOADTEST_SUMMARY_JSON (where to write the final per-RPC summary; run_headless.py reads it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -27,7 +29,7 @@ import grpc.experimental.gevent as grpc_gevent
 grpc_gevent.init_gevent()
 
 import numpy as np
-from locust import User, between, task
+from locust import User, between, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,3 +123,29 @@ class LatentDialUser(User):
     @task(TASK_WEIGHTS["EditAttributes"])
     def edit(self) -> None:
         self.call("EditAttributes")
+
+
+def summary(stats) -> dict:
+    """Final per-RPC figures plus the "Aggregated" row and the failures by message."""
+    rows = []
+    for e in [*sorted(stats.entries.values(), key=lambda e: e.name), stats.total]:
+        rows.append({
+            "name": e.name,
+            "requests": e.num_requests,
+            "failures": e.num_failures,
+            "p50_ms": e.get_response_time_percentile(0.50),
+            "p95_ms": e.get_response_time_percentile(0.95),
+            "p99_ms": e.get_response_time_percentile(0.99),
+            "max_ms": e.max_response_time,
+            "rps": e.total_rps,
+        })
+    errors = {f"{err.name}: {err.error}": err.occurrences for err in stats.errors.values()}
+    return {"rows": rows, "errors": errors}
+
+
+@events.quitting.add_listener
+def _write_summary(environment, **_kwargs) -> None:
+    """Write the final figures before Locust shuts down (its CSV lags by up to 2 s)."""
+    path = os.environ.get("LOADTEST_SUMMARY_JSON")
+    if path:
+        Path(path).write_text(json.dumps(summary(environment.stats), indent=2) + "\n")

@@ -4,8 +4,8 @@
 
 Unless ``--host`` is given, starts ``latentdial serve`` on 127.0.0.1 and a free port,
 waits for the health service to say SERVING, runs Locust headless for ``--run-time``,
-writes ``locust_stats.csv`` (+ history, failures, exceptions), ``report.html`` and
-``server.log`` into ``--out``, prints a table and always stops the server.
+writes ``summary.json`` (final per-RPC figures), Locust's ``locust_*.csv`` (with the
+full history), ``report.html`` and ``server.log`` into ``--out``, prints a table and always stops the server.
 
 Exit status: 0 when there were requests, no failures and p99 <= ``--p99-ms``; 1 otherwise;
 2 when the server did not start. Only loopback targets are accepted.
@@ -14,7 +14,7 @@ Exit status: 0 when there were requests, no failures and p99 <= ``--p99-ms``; 1 
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import os
 import re
 import subprocess
@@ -35,42 +35,33 @@ def parse_run_time(text: str) -> float:
     return float(h * 3600 + m * 60 + s)
 
 
-def read_stats(csv_path: Path) -> list[dict[str, str]]:
-    """Rows of Locust's ``*_stats.csv`` (one per RPC plus "Aggregated")."""
-    with open(csv_path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def read_summary(path: Path) -> dict:
+    """The final summary the locustfile writes at quit: {"rows": [...], "errors": {...}}."""
+    return json.loads(path.read_text())
 
 
-def summarise(rows: list[dict[str, str]]) -> str:
-    """A fixed-width table: RPC, requests, failures, median, p95, p99, max, req/s."""
-    cols = ("Name", "Request Count", "Failure Count", "50%", "95%", "99%", "Max Response Time", "Requests/s")
+def summarise(rows: list[dict]) -> str:
+    """A fixed-width table: RPC, requests, failures, p50, p95, p99, max, req/s."""
+    keys = ("name", "requests", "failures", "p50_ms", "p95_ms", "p99_ms", "max_ms", "rps")
     heads = ("rpc", "requests", "failures", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s")
     lines = ["  ".join(f"{h:>14}" for h in heads)]
     for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            try:
-                v = f"{float(v):.1f}" if c in ("Requests/s", "Max Response Time") else v
-            except ValueError:
-                pass
-            cells.append(f"{v:>14}")
+        cells = [f"{r[k]:>14.1f}" if isinstance(r[k], float) else f"{r[k]!s:>14}" for k in keys]
         lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
-def verdict(rows: list[dict[str, str]], p99_ms: float) -> list[str]:
+def verdict(summary: dict, p99_ms: float) -> list[str]:
     """Reasons the run failed (empty list: it passed)."""
-    agg = next((r for r in rows if r.get("Name") == "Aggregated"), None)
-    if agg is None or int(agg.get("Request Count") or 0) == 0:
+    agg = next((r for r in summary["rows"] if r["name"] == "Aggregated"), None)
+    if agg is None or agg["requests"] == 0:
         return ["no requests were completed"]
     problems = []
-    failures = int(agg.get("Failure Count") or 0)
-    if failures:
-        problems.append(f"{failures} of {agg['Request Count']} requests failed")
-    p99 = agg.get("99%", "N/A")
-    if p99 in ("", "N/A") or float(p99) > p99_ms:
-        problems.append(f"p99 {p99} ms exceeds the bound of {p99_ms:g} ms")
+    if agg["failures"]:
+        problems.append(f"{agg['failures']} of {agg['requests']} requests failed")
+        problems += [f"  {n} x {msg}" for msg, n in summary["errors"].items()]
+    if agg["p99_ms"] > p99_ms:
+        problems.append(f"p99 {agg['p99_ms']:.0f} ms exceeds the bound of {p99_ms:g} ms")
     return problems
 
 
@@ -89,6 +80,7 @@ def run_locust(args: argparse.Namespace, address: str, out: Path, run_time_s: fl
     ]
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["LOADTEST_SUMMARY_JSON"] = str(out / "summary.json")
     try:
         return subprocess.run(cmd, check=False, env=env, timeout=run_time_s + 60).returncode
     except subprocess.TimeoutExpired:
@@ -142,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             code = server.stop()
             print(f"server stopped (exit code {code})")
 
-    stats = args.out / "locust_stats.csv"
-    if not stats.is_file():
-        print(f"error: locust wrote no {stats} (exit code {rc})", file=sys.stderr)
+    path = args.out / "summary.json"
+    if not path.is_file():
+        print(f"error: locust wrote no {path} (exit code {rc})", file=sys.stderr)
         return 1
-    rows = read_stats(stats)
-    print(summarise(rows))
-    problems = verdict(rows, args.p99_ms)
+    summary = read_summary(path)
+    print(summarise(summary["rows"]))
+    problems = verdict(summary, args.p99_ms)
     if rc != 0 and not problems:
         problems.append(f"locust exited with code {rc}")
     for msg in problems:
