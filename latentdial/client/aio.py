@@ -1,0 +1,93 @@
+"""asyncio client of the latentdial API; same methods as :class:`latentdial.client.Client`, awaitable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Self
+
+import grpc
+
+from latentdial.client import convert as cv
+from latentdial.client.errors import from_rpc_error
+from latentdial.client.sync import _RETRY_CODES, ChannelSettings, _Requests
+from latentdial.v1 import latentdial_pb2 as pb
+from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+
+class AsyncClient(_Requests):
+    """``async with AsyncClient("host:50051") as c: z = (await c.encode(x)).mean``."""
+
+    def __init__(self, address: str = "localhost:50051", **settings: Any) -> None:
+        self.settings = ChannelSettings(**settings)
+        creds = self.settings.credentials()
+        opts = self.settings.options()
+        self._channel = (grpc.aio.secure_channel(address, creds, options=opts) if creds
+                         else grpc.aio.insecure_channel(address, options=opts))
+        self._stub = pb_grpc.LatentDialStub(self._channel)
+        self.address = address
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _call(self, method: str, request, timeout_s: float | None):
+        fn = getattr(self._stub, method)
+        s = self.settings
+        for attempt in range(s.retries + 1):
+            try:
+                return await fn(request, timeout=timeout_s or s.timeout_s, metadata=s.metadata())
+            except grpc.RpcError as e:
+                if e.code() in _RETRY_CODES and attempt < s.retries:
+                    await asyncio.sleep(s.retry_backoff_s * 2**attempt)
+                    continue
+                raise from_rpc_error(e) from e
+        raise AssertionError("unreachable")
+
+    async def list_models(self, *, timeout_s: float | None = None) -> list[pb.ModelSummary]:
+        return list((await self._call("ListModels", pb.ListModelsRequest(), timeout_s)).models)
+
+    async def model_info(self, model: str | None = None, *, version: str | None = None,
+                         timeout_s: float | None = None) -> pb.ModelInfo:
+        return await self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)),
+                                timeout_s)
+
+    async def encode(self, images: cv.ImagesIn, *, model: str | None = None, version: str | None = None,
+                     sample: bool = False, seed: int = 0, timeout_s: float | None = None) -> cv.EncodeResult:
+        req = self._encode_req(images, model, version, sample, seed)
+        return self._encode_result(await self._call("Encode", req, timeout_s))
+
+    async def decode(self, latents: Any, *, output: str = "float32", model: str | None = None,
+                     version: str | None = None, timeout_s: float | None = None) -> Any:
+        req = pb.DecodeRequest(model=cv.model_ref(model, version), latents=cv.latents_tensor(latents),
+                               output_format=cv.wire_format(output))
+        return cv.images_out((await self._call("Decode", req, timeout_s)).images, output)
+
+    async def reconstruct(self, images: cv.ImagesIn, *, output: str = "float32", sample: bool = False,
+                          seed: int = 0, model: str | None = None, version: str | None = None,
+                          timeout_s: float | None = None) -> cv.ImagesResult:
+        req = pb.ReconstructRequest(model=cv.model_ref(model, version), images=cv.image_batch(images),
+                                    output_format=cv.wire_format(output), sample=sample, seed=int(seed))
+        return self._images_result(await self._call("Reconstruct", req, timeout_s), output)
+
+    async def traverse(self, source: Any, *, dims: list[int] | None = None, factors: list[str] | None = None,
+                       start: float | None = None, stop: float | None = None, steps: int = 10,
+                       output: str = "float32", model: str | None = None, version: str | None = None,
+                       timeout_s: float | None = None) -> cv.Traversal:
+        req = self._traverse_req(source, dims, factors, start, stop, steps, output, model, version)
+        return cv.traversal_from(await self._call("Traverse", req, timeout_s), output)
+
+    async def edit(self, source: Any, edits: Any, *, output: str = "float32", model: str | None = None,
+                   version: str | None = None, timeout_s: float | None = None) -> cv.ImagesResult:
+        req = self._edit_req(source, edits, output, model, version)
+        return self._images_result(await self._call("EditAttributes", req, timeout_s), output)
+
+    async def generate(self, count: int, *, seed: int = 0, pins: Any = None, temperature: float = 1.0,
+                       output: str = "float32", model: str | None = None, version: str | None = None,
+                       timeout_s: float | None = None) -> cv.ImagesResult:
+        req = self._generate_req(count, seed, pins, temperature, output, model, version)
+        return self._images_result(await self._call("Generate", req, timeout_s), output)

@@ -1,0 +1,211 @@
+"""Blocking client of the latentdial API: numpy and PIL in and out, no protobuf in sight.
+
+Example::
+
+    from latentdial.client import Client
+    with Client("localhost:50051") as c:
+        z = c.encode(images).mean                       # (N, D)
+        grid = c.traverse(images[:1], factors=["scale"], steps=8, output="uint8").images
+        edited = c.edit(images, {"scale": 0.8, "shape": "heart"}).images
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import grpc
+import numpy as np
+
+from latentdial.client import convert as cv
+from latentdial.client.errors import from_rpc_error
+from latentdial.v1 import latentdial_pb2 as pb
+from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_MB = 64  # the server's default limit
+_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
+
+
+@dataclass
+class ChannelSettings:
+    """How to reach a server: TLS files, token, message limit, retries, default timeout."""
+
+    token: str | None = None
+    tls_ca: str | None = None  # PEM of the CA that signed the server's cert; set: use TLS
+    tls_cert: str | None = None  # client cert + key for mutual TLS
+    tls_key: str | None = None
+    tls_server_name: str | None = None  # override the name checked in the server's cert
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
+    timeout_s: float = 30.0
+    retries: int = 3
+    retry_backoff_s: float = 0.1
+
+    def options(self) -> list[tuple[str, Any]]:
+        n = self.max_message_mb * 1024 * 1024
+        opts: list[tuple[str, Any]] = [("grpc.max_receive_message_length", n), ("grpc.max_send_message_length", n)]
+        if self.tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", self.tls_server_name))
+        return opts
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.tls_ca:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.tls_ca).read_bytes(),
+            private_key=Path(self.tls_key).read_bytes() if self.tls_key else None,
+            certificate_chain=Path(self.tls_cert).read_bytes() if self.tls_cert else None,
+        )
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+class _Requests:
+    """Request builders shared by Client and AsyncClient (checks happen here, before sending)."""
+
+    @staticmethod
+    def _encode_req(images, model, version, sample, seed) -> pb.EncodeRequest:
+        return pb.EncodeRequest(model=cv.model_ref(model, version), images=cv.image_batch(images),
+                                sample=sample, seed=int(seed))
+
+    @staticmethod
+    def _source(req, source) -> None:
+        """Images (any image-like) or latents (float (N, D) ndarray passed as latents=)."""
+        if isinstance(source, LatentsSource):
+            req.latents.CopyFrom(cv.latents_tensor(source.latents))
+        else:
+            req.images.CopyFrom(cv.image_batch(source))
+
+    def _traverse_req(self, source, dims, factors, start, stop, steps, output, model, version) -> pb.TraverseRequest:
+        req = pb.TraverseRequest(model=cv.model_ref(model, version), dimensions=list(dims or []),
+                                 factors=list(factors or []), steps=int(steps), output_format=cv.wire_format(output))
+        if start is not None:
+            req.start = float(start)
+        if stop is not None:
+            req.stop = float(stop)
+        self._source(req, source)
+        return req
+
+    def _edit_req(self, source, edits, output, model, version) -> pb.EditAttributesRequest:
+        req = pb.EditAttributesRequest(model=cv.model_ref(model, version), edits=cv.edits_proto(edits),
+                                       output_format=cv.wire_format(output))
+        self._source(req, source)
+        return req
+
+    @staticmethod
+    def _generate_req(count, seed, pins, temperature, output, model, version) -> pb.GenerateRequest:
+        if int(count) < 1:
+            raise cv.InvalidArgumentError(f"count must be >= 1, got {count}")
+        return pb.GenerateRequest(model=cv.model_ref(model, version), count=int(count), seed=int(seed),
+                                  pins=cv.pins_proto(pins), temperature=float(temperature),
+                                  output_format=cv.wire_format(output))
+
+    @staticmethod
+    def _encode_result(r: pb.EncodeResponse) -> cv.EncodeResult:
+        return cv.EncodeResult(cv.from_tensor(r.mean), cv.from_tensor(r.log_var),
+                               cv.from_tensor(r.sample) if r.HasField("sample") else None,
+                               (r.model.name, r.model.version))
+
+    @staticmethod
+    def _images_result(r, output: str) -> cv.ImagesResult:
+        return cv.ImagesResult(cv.images_out(r.images, output), cv.from_tensor(r.latents),
+                               (r.model.name, r.model.version))
+
+
+@dataclass(frozen=True)
+class LatentsSource:
+    """Marks a traverse/edit source as latents (N, D) rather than images: ``latents(z)``."""
+
+    latents: np.ndarray
+
+
+def latents(z: Any) -> LatentsSource:
+    """Wrap (N, D) latents as the source of ``traverse`` or ``edit``."""
+    return LatentsSource(np.asarray(z, dtype=np.float32))
+
+
+class Client(_Requests):
+    """Synchronous client. Keyword-only options; ``timeout_s`` per call or for the client."""
+
+    def __init__(self, address: str = "localhost:50051", **settings: Any) -> None:
+        self.settings = ChannelSettings(**settings)
+        creds = self.settings.credentials()
+        opts = self.settings.options()
+        self._channel = (grpc.secure_channel(address, creds, options=opts) if creds
+                         else grpc.insecure_channel(address, options=opts))
+        self._stub = pb_grpc.LatentDialStub(self._channel)
+        self.address = address
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, request, timeout_s: float | None):
+        fn = getattr(self._stub, method)
+        s = self.settings
+        for attempt in range(s.retries + 1):
+            try:
+                return fn(request, timeout=timeout_s or s.timeout_s, metadata=s.metadata())
+            except grpc.RpcError as e:
+                if e.code() in _RETRY_CODES and attempt < s.retries:
+                    time.sleep(s.retry_backoff_s * 2**attempt)
+                    continue
+                raise from_rpc_error(e) from e
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ API
+    def list_models(self, *, timeout_s: float | None = None) -> list[pb.ModelSummary]:
+        """Every served model: ``.name``, ``.versions``, ``.latest_version``, ``.is_default``."""
+        return list(self._call("ListModels", pb.ListModelsRequest(), timeout_s).models)
+
+    def model_info(self, model: str | None = None, *, version: str | None = None,
+                   timeout_s: float | None = None) -> pb.ModelInfo:
+        return self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)), timeout_s)
+
+    def encode(self, images: cv.ImagesIn, *, model: str | None = None, version: str | None = None,
+               sample: bool = False, seed: int = 0, timeout_s: float | None = None) -> cv.EncodeResult:
+        """Images (N, H, W, C) -> posterior mean and log-variance (N, D) [+ seeded sample]."""
+        return self._encode_result(self._call("Encode", self._encode_req(images, model, version, sample, seed),
+                                              timeout_s))
+
+    def decode(self, latents: Any, *, output: str = "float32", model: str | None = None,
+               version: str | None = None, timeout_s: float | None = None) -> Any:
+        """Latents (N, D) -> images in ``output`` format."""
+        req = pb.DecodeRequest(model=cv.model_ref(model, version), latents=cv.latents_tensor(latents),
+                               output_format=cv.wire_format(output))
+        return cv.images_out(self._call("Decode", req, timeout_s).images, output)
+
+    def reconstruct(self, images: cv.ImagesIn, *, output: str = "float32", sample: bool = False, seed: int = 0,
+                    model: str | None = None, version: str | None = None,
+                    timeout_s: float | None = None) -> cv.ImagesResult:
+        req = pb.ReconstructRequest(model=cv.model_ref(model, version), images=cv.image_batch(images),
+                                    output_format=cv.wire_format(output), sample=sample, seed=int(seed))
+        return self._images_result(self._call("Reconstruct", req, timeout_s), output)
+
+    def traverse(self, source: Any, *, dims: list[int] | None = None, factors: list[str] | None = None,
+                 start: float | None = None, stop: float | None = None, steps: int = 10, output: str = "float32",
+                 model: str | None = None, version: str | None = None,
+                 timeout_s: float | None = None) -> cv.Traversal:
+        """Sweep dims or factors from images (or ``latents(z)``); grid (N, T, S, H, W, C)."""
+        req = self._traverse_req(source, dims, factors, start, stop, steps, output, model, version)
+        return cv.traversal_from(self._call("Traverse", req, timeout_s), output)
+
+    def edit(self, source: Any, edits: Any, *, output: str = "float32", model: str | None = None,
+             version: str | None = None, timeout_s: float | None = None) -> cv.ImagesResult:
+        """Apply ``edits`` ([Edit(...)] or {"scale": 0.8, "shape": "heart"}) in order to every item."""
+        req = self._edit_req(source, edits, output, model, version)
+        return self._images_result(self._call("EditAttributes", req, timeout_s), output)
+
+    def generate(self, count: int, *, seed: int = 0, pins: Any = None, temperature: float = 1.0,
+                 output: str = "float32", model: str | None = None, version: str | None = None,
+                 timeout_s: float | None = None) -> cv.ImagesResult:
+        """``count`` prior samples with ``pins`` ([Pin(...)] or {"shape": "heart"}) held fixed."""
+        req = self._generate_req(count, seed, pins, temperature, output, model, version)
+        return self._images_result(self._call("Generate", req, timeout_s), output)

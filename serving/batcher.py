@@ -1,0 +1,257 @@
+"""Dynamic batching: merge concurrent requests into one runtime call (after Ray Serve's batcher).
+
+One :class:`DynamicBatcher` serves one (model version, graph). Every request is
+split into chunks of at most ``max_batch_size`` items; each chunk waits in a
+bounded queue with its own future. A worker task takes the first waiting chunk,
+waits up to ``max_queue_delay`` for more, and dispatches as soon as the batch is
+full or the delay has passed, always with at least one chunk. Chunks whose
+deadline has passed are failed before compute. The runtime call runs in a
+thread pool so the event loop keeps accepting requests; its outputs must have
+the batch's length, and an exception reaches every future of that batch (and
+no other). ``close()`` fails whatever still waits.
+
+With ``enabled=False`` every request runs alone (still split into chunks), which
+is the baseline of the batching benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+from latentdial.serving.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Arrays], Arrays]
+#: Called after every runtime call with (batch size, seconds the oldest chunk waited).
+BatchObserver = Callable[[int, float], None]
+
+
+@dataclass
+class _Chunk:
+    inputs: Arrays  # name -> (n, ...)
+    n: int
+    future: asyncio.Future
+    deadline: float | None  # loop.time() after which the result is useless
+    enqueued: float = field(default=0.0)
+
+
+class BatchOutputError(Internal):
+    """The runtime returned outputs whose batch does not match its inputs."""
+
+
+class DynamicBatcher:
+    """Queue + worker for one graph of one model version."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        name: str,
+        max_batch_size: int = 64,
+        max_queue_delay_s: float = 0.002,
+        max_queue_size: int = 1024,
+        enabled: bool = True,
+        executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1")
+        self.name = name
+        self.max_batch_size = int(max_batch_size)
+        self.max_queue_delay_s = float(max_queue_delay_s)
+        self.max_queue_size = int(max_queue_size)
+        self.enabled = enabled
+        self._run = run
+        self._executor = executor
+        self._observer = observer
+        self._queue: collections.deque[_Chunk] = collections.deque()
+        self._queued_items = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._closed = False
+        self._inflight: set[asyncio.Future] = set()
+
+    # ----------------------------------------------------------------- public
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    async def submit(self, inputs: Arrays, *, deadline: float | None = None) -> Arrays:
+        """Run ``inputs`` (name -> (N, ...)) through the graph; returns name -> (N, ...).
+
+        deadline: ``loop.time()`` value after which the caller has given up.
+        Raises ResourceExhausted (queue full), DeadlineExceeded, Unavailable (closed), Internal.
+        """
+        if self._closed:
+            raise Unavailable(f"{self.name}: the server is shutting down; retry on another replica")
+        n = _batch_len(inputs)
+        starts = range(0, n, self.max_batch_size)
+        if not self.enabled:
+            parts = [await self._run_alone(_slice(inputs, s, min(s + self.max_batch_size, n))) for s in starts]
+            return _concat(parts)
+        if self._queued_items + n > self.max_queue_size:
+            raise ResourceExhausted(
+                f"{self.name}: queue holds {self._queued_items} of {self.max_queue_size} items and this request "
+                f"adds {n}; retry later with backoff or send smaller requests"
+            )
+        loop = asyncio.get_running_loop()
+        self._ensure_worker(loop)
+        futures = []
+        now = loop.time()
+        for s in starts:
+            chunk = _Chunk(_slice(inputs, s, min(s + self.max_batch_size, n)), 0, loop.create_future(), deadline, now)
+            chunk.n = min(s + self.max_batch_size, n) - s
+            self._queue.append(chunk)
+            self._queued_items += chunk.n
+            futures.append(chunk.future)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        try:
+            parts = [await f for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()  # the worker skips cancelled chunks
+            raise
+        return _concat(parts)
+
+    async def close(self) -> None:
+        """Stop the worker and fail every waiting chunk with UNAVAILABLE."""
+        self._closed = True
+        while self._queue:
+            chunk = self._queue.popleft()
+            self._queued_items -= chunk.n
+            if not chunk.future.done():
+                chunk.future.set_exception(Unavailable(f"{self.name}: the server shut down before this request ran"))
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+
+    # --------------------------------------------------------------- internal
+    def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._loop(), name=f"batcher:{self.name}")
+
+    async def _run_alone(self, inputs: Arrays) -> Arrays:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        out = await loop.run_in_executor(self._executor, self._run, inputs)
+        n = _batch_len(inputs)
+        _check_outputs(self.name, out, n)
+        if self._observer:
+            self._observer(n, 0.0)
+        log.debug("%s ran %d items unbatched in %.2f ms", self.name, n, 1e3 * (time.perf_counter() - t0))
+        return out
+
+    async def _collect(self) -> list[_Chunk]:
+        """Wait for a first chunk, then for company until full or the delay has passed."""
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while not self._queue:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch = [self._queue.popleft()]
+        size = batch[0].n
+        until = loop.time() + self.max_queue_delay_s
+        while size < self.max_batch_size:
+            if self._queue:
+                if size + self._queue[0].n > self.max_batch_size:
+                    break
+                chunk = self._queue.popleft()
+                batch.append(chunk)
+                size += chunk.n
+                continue
+            remaining = until - loop.time()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        for chunk in batch:
+            self._queued_items -= chunk.n
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            now = loop.time()
+            live = []
+            for chunk in batch:
+                if chunk.future.done():  # cancelled by its caller
+                    continue
+                if chunk.deadline is not None and now >= chunk.deadline:
+                    chunk.future.set_exception(
+                        DeadlineExceeded(f"{self.name}: the deadline passed while the request was queued")
+                    )
+                    continue
+                live.append(chunk)
+            if not live:
+                continue
+            await self._dispatch(live, now)
+
+    async def _dispatch(self, live: list[_Chunk], now: float) -> None:
+        loop = asyncio.get_running_loop()
+        inputs = live[0].inputs if len(live) == 1 else _concat([c.inputs for c in live])
+        total = sum(c.n for c in live)
+        waited = now - min(c.enqueued for c in live)
+        try:
+            out = await loop.run_in_executor(self._executor, self._run, inputs)
+            _check_outputs(self.name, out, total)
+        except asyncio.CancelledError:
+            for c in live:
+                if not c.future.done():
+                    c.future.set_exception(Unavailable(f"{self.name}: the server shut down while this request ran"))
+            raise
+        except Exception as e:  # noqa: BLE001 - every error reaches every future of the batch
+            for c in live:
+                if not c.future.done():
+                    c.future.set_exception(e)
+            return
+        if self._observer:
+            self._observer(total, waited)
+        start = 0
+        for c in live:
+            if not c.future.done():
+                c.future.set_result({k: v[start : start + c.n] for k, v in out.items()})
+            start += c.n
+
+
+def _batch_len(arrays: Arrays) -> int:
+    lens = {len(v) for v in arrays.values()}
+    if len(lens) != 1:
+        raise ValueError(f"inputs disagree on the batch size: { {k: len(v) for k, v in arrays.items()} }")
+    return lens.pop()
+
+
+def _slice(arrays: Arrays, start: int, stop: int) -> Arrays:
+    if start == 0 and stop == _batch_len(arrays):
+        return arrays
+    return {k: v[start:stop] for k, v in arrays.items()}
+
+
+def _concat(parts: list[Arrays]) -> Arrays:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _check_outputs(name: str, out: Arrays, n: int) -> None:
+    bad = {k: getattr(v, "shape", None) for k, v in out.items() if getattr(v, "shape", (None,))[:1] != (n,)}
+    if bad or not out:
+        raise BatchOutputError(f"{name}: runtime returned outputs {bad or 'none'} for a batch of {n}")

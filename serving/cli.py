@@ -1,0 +1,64 @@
+"""``latentdial serve``: serve a model repository over gRPC.
+
+Every ServerConfig field is a flag (``--max-batch-size 64``) and an environment
+variable (``LATENTDIAL_MAX_BATCH_SIZE=64``); the flag wins. Prints the address,
+the models with their runtimes, and a line starting with ``ready`` once health
+reports SERVING. Standard library only at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from latentdial.serving.config import add_config_arguments
+
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from latentdial.serving.config import config_from_sources
+
+    try:
+        config = config_from_sources(args)
+    except ValueError as e:
+        print(f"latentdial serve: {e}", file=sys.stderr)
+        return 2
+    if config.workers > 1:
+        from latentdial.serving.supervisor import run_workers
+
+        return int(run_workers(config, config.workers))
+
+    import asyncio
+
+    from latentdial.serving.logging import configure_logging
+    from latentdial.serving.server import serve
+
+    configure_logging(config.log_format)
+
+    def on_ready(handle, port: int) -> None:
+        scheme = "grpcs" if config.tls_cert else "grpc"
+        print(f"latentdial serving on {scheme}://{config.host}:{port}", flush=True)
+        repo = handle.service.repository
+        for m in repo.all():
+            default = " (default)" if m.name == repo.default else ""
+            print(f"  model {m.name}/{m.version}{default}: {m.encoder.describe()}", flush=True)
+        for name, reason in repo.failed.items():
+            print(f"  NOT SERVED {name}: {reason}", flush=True)
+        if handle.metrics_port:
+            print(f"  metrics on http://{config.host}:{handle.metrics_port}/metrics", flush=True)
+        batching = (
+            f"batching on (max batch {config.max_batch_size}, delay {config.max_queue_delay_ms} ms)"
+            if config.batching else "batching off"
+        )
+        print(f"ready: {len(repo.all())} model version(s), {batching}", flush=True)
+
+    try:
+        return asyncio.run(serve(config, on_ready=on_ready))
+    except FileNotFoundError as e:
+        print(f"latentdial serve: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,117 @@
+"""Server configuration: one dataclass, settable by CLI flag and by ``LATENTDIAL_<FIELD>`` env var.
+
+Precedence: command-line flag > environment variable > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "LATENTDIAL_"
+
+#: 1,024 images of 64x64x3 float32 are 48 MiB; leave room for protobuf framing and outputs.
+DEFAULT_MAX_MESSAGE_MB = 64
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``latentdial serve`` can be told."""
+
+    repository: str = "models"
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    runtime: str = "auto"
+    max_batch_size: int = 64
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 1024
+    batching: bool = True
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
+    max_request_items: int = 1024
+    grace_s: float = 10.0
+    token: str | None = None  # bearer token; None disables auth
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # given: clients must present a cert signed by it (mTLS)
+    log_format: str = "text"  # text | json
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError with what to fix."""
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
+        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_request_items", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queue_delay_ms < 0 or self.grace_s < 0:
+            raise ValueError("max_queue_delay_ms and grace_s must be >= 0")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("give both tls_cert and tls_key, or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb) * 1024 * 1024
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _field_type(f: Any) -> type:
+    t = str(f.type)
+    if t.startswith("bool"):
+        return bool
+    if t.startswith("int"):
+        return int
+    if t.startswith("float"):
+        return float
+    return str
+
+
+def _parse_bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (on/off, true/false, 1/0), got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` flag per ServerConfig field; defaults stay None so env vars can fill in."""
+    for f in fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        typ = _field_type(f)
+        env = ENV_PREFIX + f.name.upper()
+        default = None if f.default is MISSING else f.default
+        help_ = f"(env {env}; default {default})"
+        if typ is bool:
+            parser.add_argument(flag, type=_parse_bool, default=None, metavar="on|off", help=help_)
+        else:
+            parser.add_argument(flag, type=typ, default=None, help=help_)
+
+
+def config_from_sources(args: argparse.Namespace | None = None, env: dict[str, str] | None = None) -> ServerConfig:
+    """Resolve flag > env > default for every field."""
+    env = dict(os.environ if env is None else env)
+    kwargs: dict[str, Any] = {}
+    for f in fields(ServerConfig):
+        value = getattr(args, f.name, None) if args is not None else None
+        if value is None and (ENV_PREFIX + f.name.upper()) in env:
+            raw = env[ENV_PREFIX + f.name.upper()]
+            typ = _field_type(f)
+            try:
+                value = _parse_bool(raw) if typ is bool else typ(raw)
+            except ValueError as e:
+                raise ValueError(f"environment variable {ENV_PREFIX + f.name.upper()}={raw!r}: {e}") from e
+        if value is not None:
+            kwargs[f.name] = value
+    return ServerConfig(**kwargs)

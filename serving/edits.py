@@ -1,0 +1,192 @@
+"""Latent arithmetic behind Traverse, EditAttributes and Generate. Pure numpy, no protobuf.
+
+Shapes: latents (N, D) float32; a traversal grid (N, T, S, D) flattened to
+(N*T*S, D) with index = (n*T + t)*S + s. Factor names go through the factor card
+(:mod:`latentdial.factor_card`); dimensions are used directly in latent units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from latentdial.serving.errors import FailedPrecondition, InvalidArgument
+
+from latentdial.factor_card import FactorCard, FactorCardError, FactorEntry
+
+DEFAULT_LATENT_RANGE = (-2.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change: target (factor name or dimension) and operation.
+
+    op: "set_value" | "shift" | "set_latent" | "set_label"; value is a float, or a str for set_label.
+    """
+
+    factor: str | None
+    dimension: int | None
+    op: str
+    value: float | str
+
+
+def _entry(card: FactorCard | None, name: str, what: str) -> FactorEntry:
+    if card is None:
+        raise FailedPrecondition(
+            f"{what}: factor {name!r} given by name, but this model has no factor card; "
+            "address latent dimensions instead or serve a model exported with a card"
+        )
+    try:
+        return card[name]
+    except FactorCardError as e:
+        raise InvalidArgument(f"{what}: {e}") from e
+
+
+def _check_dim(d: int, latent_dim: int, what: str) -> int:
+    if not 0 <= d < latent_dim:
+        raise InvalidArgument(f"{what}: dimension {d} is outside 0..{latent_dim - 1}")
+    return int(d)
+
+
+def _label_value(entry: FactorEntry, label: str, what: str) -> float:
+    try:
+        return entry.value_of_label(label)
+    except FactorCardError as e:
+        raise InvalidArgument(f"{what}: {e}") from e
+
+
+def _set_factor(z: np.ndarray, entry: FactorEntry, value: float, what: str) -> None:
+    try:
+        z[:, entry.dims] = entry.latent_for(value)[None, :]
+    except FactorCardError as e:
+        raise InvalidArgument(f"{what}: {e}") from e
+
+
+def apply_edits(latents: np.ndarray, edits: list[Edit], card: FactorCard | None) -> np.ndarray:
+    """Apply ``edits`` in order to every row of ``latents`` (N, D); returns a new (N, D) array."""
+    z = np.array(latents, dtype=np.float32, copy=True)
+    d_total = z.shape[1]
+    for i, e in enumerate(edits):
+        what = f"edits[{i}]"
+        if e.factor is None:
+            d = _check_dim(int(e.dimension if e.dimension is not None else -1), d_total, what)
+            if e.op in ("set_value", "set_latent"):
+                z[:, d] = float(e.value)
+            elif e.op == "shift":
+                z[:, d] += float(e.value)
+            else:
+                raise InvalidArgument(f"{what}: {e.op} needs a factor target; a dimension takes set_value/shift")
+            continue
+        entry = _entry(card, e.factor, what)
+        if e.op == "set_latent":
+            z[:, entry.dims[0]] = float(e.value)
+            continue
+        if not entry.calibrated:
+            if e.op == "shift":
+                z[:, entry.dims[0]] += float(e.value)
+            elif e.op == "set_value":
+                z[:, entry.dims[0]] = float(e.value)
+            else:
+                raise InvalidArgument(f"{what}: factor {e.factor!r} is hand-named and has no labels")
+            continue
+        if e.op == "set_value":
+            _set_factor(z, entry, float(e.value), what)
+        elif e.op == "set_label":
+            _set_factor(z, entry, _label_value(entry, str(e.value), what), what)
+        elif e.op == "shift":
+            new = entry.shift_value(entry.value_from_latents(z), float(e.value))  # (N,)
+            for row, v in enumerate(new):
+                z[row, entry.dims] = entry.latent_for(float(v))
+        else:
+            raise InvalidArgument(f"{what}: no operation; set one of set_value, shift, set_latent, set_label")
+    return z
+
+
+@dataclass
+class TraversalPlan:
+    """What was swept: target names (T,) and values (T, S) in each target's units."""
+
+    targets: list[str]
+    values: np.ndarray  # (T, S) float32
+
+
+def traverse(
+    base: np.ndarray,
+    *,
+    dims: list[int],
+    factors: list[str],
+    start: float | None,
+    stop: float | None,
+    steps: int,
+    card: FactorCard | None,
+) -> tuple[np.ndarray, TraversalPlan]:
+    """Sweep grid from base latents (N, D) -> (N*T*S, D) latents, index (n*T + t)*S + s."""
+    n, d_total = base.shape
+    if not 2 <= steps <= 64:
+        raise InvalidArgument(f"steps={steps} is outside 2..64")
+    if dims and factors:
+        raise InvalidArgument("give dimensions or factors, not both")
+    if not dims and not factors:
+        dims = list(range(d_total))
+    setters = []  # per target: (name, values (S,), fn(z (S, D)) -> None)
+    if dims:
+        lo = DEFAULT_LATENT_RANGE[0] if start is None else start
+        hi = DEFAULT_LATENT_RANGE[1] if stop is None else stop
+        for d in dims:
+            d = _check_dim(d, d_total, "dimensions")
+            vals = np.linspace(lo, hi, steps)
+            setters.append((f"dim_{d}", vals, [d], vals[:, None]))
+    for name in factors:
+        entry = _entry(card, name, "factors")
+        if not entry.calibrated:
+            lo = DEFAULT_LATENT_RANGE[0] if start is None else start
+            hi = DEFAULT_LATENT_RANGE[1] if stop is None else stop
+            vals = np.linspace(lo, hi, steps)
+            setters.append((name, vals, [entry.dims[0]], vals[:, None]))
+            continue
+        flo, fhi = entry.value_range
+        lo = flo if start is None else start
+        hi = fhi if stop is None else stop
+        if entry.kind == "circular" and start is None and stop is None:
+            period = entry.period or (fhi - flo)
+            hi = flo + period * (steps - 1) / steps  # the full circle without repeating the start
+        vals = np.linspace(lo, hi, steps)
+        if entry.kind == "categorical":
+            grid = np.asarray(entry.values, np.float64)
+            vals = grid[np.argmin(np.abs(vals[:, None] - grid[None, :]), axis=1)]
+        try:
+            lat = np.stack([entry.latent_for(float(v)) for v in vals])  # (S, len(dims))
+        except FactorCardError as e:
+            raise InvalidArgument(f"factors: {e}") from e
+        setters.append((name, vals, list(entry.dims), lat))
+    t = len(setters)
+    grid = np.broadcast_to(base[:, None, None, :], (n, t, steps, d_total)).copy()  # (N, T, S, D)
+    for ti, (_, _, dlist, lat) in enumerate(setters):
+        view = grid[:, ti]  # (N, S, D)
+        for j, d in enumerate(dlist):
+            view[:, :, d] = lat[None, :, j]
+    plan = TraversalPlan([s[0] for s in setters], np.stack([s[1] for s in setters]).astype(np.float32))
+    return grid.reshape(n * t * steps, d_total).astype(np.float32), plan
+
+
+def generate_latents(
+    count: int,
+    latent_dim: int,
+    *,
+    seed: int,
+    temperature: float,
+    pins: list[Edit],
+    card: FactorCard | None,
+) -> np.ndarray:
+    """Prior sample z ~ N(0, temperature^2 I) of shape (count, D) with pins applied as set_* edits."""
+    if not np.isfinite(temperature) or temperature < 0:
+        raise InvalidArgument(f"temperature={temperature} must be finite and >= 0")
+    rng = np.random.default_rng(seed)
+    z = (rng.standard_normal((count, latent_dim)) * temperature).astype(np.float32)
+    return apply_edits(z, pins, card)
+
+
+def sample_posterior(mean: np.ndarray, log_var: np.ndarray, seed: int) -> np.ndarray:
+    """z = mean + exp(log_var / 2) * eps, eps ~ N(0, I) from ``seed`` (Kingma & Welling, 2014)."""
+    eps = np.random.default_rng(seed).standard_normal(mean.shape).astype(np.float32)
+    return (mean + np.exp(0.5 * log_var) * eps).astype(np.float32)

@@ -1,0 +1,169 @@
+"""The model repository: every ``<repository>/<name>/<version>/`` loaded, verified and warm.
+
+Each version's files are checked against the manifest's sha256 before anything
+is loaded; a version that fails (checksum, manifest, runtime) is logged with the
+reason and skipped, and the rest are still served. Versions sort numerically
+when they are numbers ("10" after "9"), as text otherwise. The default model is
+the only one, or the one named in ``<repository>/default`` (a text file holding
+the model name), or ``"default"`` in ``<repository>/config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from latentdial.serving.errors import NotFound
+from latentdial.serving.runtimes import Runtime, load_runtime
+
+from latentdial.factor_card import FactorCard, FactorCardError
+from latentdial.manifest import Manifest, ManifestError, iter_model_dirs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MARKER = "default"
+
+
+@dataclass
+class LoadedModel:
+    """One served model version: its manifest, factor card and two warm runtimes."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: Manifest
+    encoder: Runtime
+    decoder: Runtime
+    card: FactorCard | None = None
+    extras: dict = field(default_factory=dict)  # per-model objects the service attaches (batchers)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.manifest.image_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest.latent_dim
+
+    @property
+    def runtime_name(self) -> str:
+        return self.encoder.name
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.decoder.close()
+
+
+def version_key(version: str) -> tuple[int, int | str]:
+    """Sort key: numeric versions by value, before any non-numeric (sorted as text)."""
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64) -> LoadedModel:
+    """Verify and load one model version, then warm both graphs up. Raises ManifestError/RuntimeError."""
+    manifest = Manifest.load(path)
+    manifest.verify_files(path)
+    card = None
+    if manifest.factor_card:
+        try:
+            card = FactorCard.from_dict(manifest.factor_card)
+        except FactorCardError as e:
+            raise ManifestError(f"{path}: factor card is invalid: {e}") from e
+    enc = load_runtime(path, manifest, "encoder", preference=runtime, max_batch_size=max_batch_size)
+    dec = load_runtime(path, manifest, "decoder", preference=runtime, max_batch_size=max_batch_size)
+    c, h, w = manifest.image_shape
+    out = enc.run({"images": np.zeros((1, c, h, w), np.float32)})
+    if out["mean"].shape != (1, manifest.latent_dim):
+        raise ManifestError(
+            f"{path}: encoder returns mean {out['mean'].shape}, manifest says latent_dim={manifest.latent_dim}"
+        )
+    for n in sorted({1, max_batch_size}):
+        enc.warmup({"images": np.zeros((n, c, h, w), np.float32)})
+        img = dec.run({"latents": np.zeros((n, manifest.latent_dim), np.float32)})["images"]
+        if img.shape != (n, c, h, w):
+            raise ManifestError(f"{path}: decoder returns {img.shape}, manifest says {(n, c, h, w)}")
+    return LoadedModel(name, version, path, manifest, enc, dec, card)
+
+
+class ModelRepository:
+    """All served versions, looked up by (name, version) with empty = default/newest."""
+
+    def __init__(self, models: dict[str, dict[str, LoadedModel]], default: str | None, failed: dict[str, str]):
+        self.models = models
+        self.default = default
+        #: "name/version" -> reason it is not served
+        self.failed = failed
+
+    @classmethod
+    def load(cls, repository: Path | str, *, runtime: str = "auto", max_batch_size: int = 64) -> ModelRepository:
+        root = Path(repository)
+        if not root.is_dir():
+            raise FileNotFoundError(f"model repository {root} does not exist; pass --repository DIR")
+        models: dict[str, dict[str, LoadedModel]] = {}
+        failed: dict[str, str] = {}
+        for name, version, path in iter_model_dirs(root):
+            try:
+                m = load_model(path, name, version, runtime=runtime, max_batch_size=max_batch_size)
+            except Exception as e:  # noqa: BLE001 - one bad version must not take the rest down
+                log.error("not serving %s/%s: %s", name, version, e)
+                failed[f"{name}/{version}"] = str(e)
+                continue
+            log.info("loaded %s/%s on %s", name, version, m.encoder.describe())
+            models.setdefault(name, {})[version] = m
+        models = {
+            name: dict(sorted(versions.items(), key=lambda kv: version_key(kv[0]))) for name, versions in models.items()
+        }
+        return cls(models, _default_name(root, models), failed)
+
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def versions(self, name: str) -> list[str]:
+        return list(self.models[name])
+
+    def all(self) -> list[LoadedModel]:
+        return [m for versions in self.models.values() for m in versions.values()]
+
+    def get(self, name: str = "", version: str = "") -> LoadedModel:
+        """Resolve a ModelRef; NotFound lists what exists."""
+        if not self.models:
+            raise NotFound("the repository serves no models; check the server log for models that failed to load")
+        if not name:
+            if self.default is None:
+                raise NotFound(f"no default model; name one of {self.names()}")
+            name = self.default
+        if name not in self.models:
+            raise NotFound(f"model {name!r} is not served; available models: {self.names()}")
+        versions = self.models[name]
+        if not version:
+            return versions[list(versions)[-1]]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no served version {version!r}; available versions: {list(versions)}")
+        return versions[version]
+
+    def close(self) -> None:
+        for m in self.all():
+            m.close()
+
+
+def _default_name(root: Path, models: dict[str, dict[str, LoadedModel]]) -> str | None:
+    chosen = None
+    marker = root / DEFAULT_MARKER
+    config = root / "config.json"
+    if marker.is_file():
+        chosen = marker.read_text().strip()
+    elif config.is_file():
+        try:
+            chosen = json.loads(config.read_text()).get("default")
+        except (json.JSONDecodeError, AttributeError) as e:
+            log.error("ignoring %s: %s", config, e)
+    if chosen:
+        if chosen in models:
+            return chosen
+        log.error("default model %r (from %s) is not served; available: %s", chosen, root, sorted(models))
+    if len(models) == 1:
+        return next(iter(models))
+    return None

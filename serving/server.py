@@ -1,0 +1,162 @@
+"""The grpc.aio server: LatentDial service + health + reflection, auth, TLS, metrics, graceful stop.
+
+``create_server(config)`` binds (port 0 picks a free port), starts, loads and
+warms every model, flips health to SERVING and returns ``(server, port)``.
+``serve(config)`` runs until SIGTERM/SIGINT, then drains: health NOT_SERVING,
+no new RPCs, in-flight ones finish within ``grace_s``, exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.metrics import ServiceMetrics
+from latentdial.serving.service import LatentDialService
+
+from latentdial.v1 import latentdial_pb2 as pb
+from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LatentDial"].full_name
+#: RPCs that answer without a token (load balancers probe them).
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without ``authorization: Bearer <token>`` metadata with UNAUTHENTICATED."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        async def deny(request, context):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token; send metadata 'authorization: Bearer <token>'",
+            )
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if details.method.startswith(_OPEN_PREFIXES):
+            return await continuation(details)
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                got = value.encode() if isinstance(value, str) else value
+                if hmac.compare_digest(got, self._expected):
+                    return await continuation(details)
+        return self._deny
+
+
+class LatentDialServer:
+    """A started grpc.aio server plus what it needs to drain: health, service, metrics endpoint."""
+
+    def __init__(self, server: grpc.aio.Server, service: LatentDialService, health_servicer: health.aio.HealthServicer,
+                 config: ServerConfig, metrics: ServiceMetrics) -> None:
+        self.grpc_server = server
+        self.service = service
+        self.health = health_servicer
+        self.config = config
+        self.metrics = metrics
+        self.port = 0
+        self.metrics_port = 0
+        self._stopped = False
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within grace, release everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.set_serving(False)
+        grace = self.config.grace_s if grace_s is None else grace_s
+        await self.grpc_server.stop(grace)
+        await self.service.close()
+        self.metrics.stop_http()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_cert:
+        return None
+    key = Path(config.tls_key).read_bytes()
+    cert = Path(config.tls_cert).read_bytes()
+    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 1),  # lets several worker processes share the port
+    ]
+
+
+async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None = None) -> tuple[LatentDialServer, int]:
+    """Build, bind, start, load models, warm up and report SERVING. Returns (server, bound port)."""
+    metrics = metrics or ServiceMetrics()
+    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
+    service = LatentDialService(config, metrics)
+    pb_grpc.add_LatentDialServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    handle = LatentDialServer(server, service, health_servicer, config, metrics)
+    await handle.set_serving(False)
+    address = config.address
+    creds = _credentials(config)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}; is the port in use?")
+    handle.port = port
+    await server.start()
+    if config.metrics_port:
+        handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
+    try:
+        repo = await service.load()
+    except BaseException:
+        await handle.stop(0)
+        raise
+    for name, reason in repo.failed.items():
+        log.error("model %s is not served: %s", name, reason)
+    await handle.set_serving(True)
+    return handle, port
+
+
+async def serve(config: ServerConfig, *, on_ready: Callable[[LatentDialServer, int], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; drain gracefully; return the exit code."""
+    handle, port = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready:
+        on_ready(handle, port)
+    await stop.wait()
+    log.info("draining: health NOT_SERVING, finishing in-flight requests (grace %.1f s)", config.grace_s)
+    await handle.stop()
+    log.info("stopped")
+    return 0
