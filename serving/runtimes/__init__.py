@@ -1,34 +1,26 @@
-"""Runtimes that execute a model directory's ONNX graphs (see base.Runtime).
+"""Runtimes that execute a model directory's graphs (see base.Runtime).
 
 ``load_runtime`` is the one entry point serving uses; it picks the best
-available backend or the configured one.
+available backend or the configured one (see ``selection``).
+``available_runtimes`` says which runtimes can run here and why the others cannot.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from latentdial.manifest import Graph, Manifest
 from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
+from latentdial.serving.runtimes.selection import (
+    ALL_RUNTIMES,
+    AUTO_ORDER,
+    available_runtimes,
+    load_runtime,
+)
 
-__all__ = ["Runtime", "RuntimeError_", "RuntimeUnavailable", "load_runtime"]
-
-
-def load_runtime(
-    model_dir: Path,
-    manifest: Manifest,
-    graph: Graph,
-    *,
-    preference: str = "auto",
-    max_batch_size: int | None = None,
-) -> Runtime:
-    """Load ``graph`` of the model in ``model_dir`` on the runtime named by ``preference``.
-
-    preference: "auto" or a runtime name ("onnxruntime-cpu", ...).
-    """
-    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
-
-    if preference not in ("auto", OrtCpuRuntime.name):
-        raise RuntimeUnavailable(f"runtime {preference!r} is not available; valid: ['auto', 'onnxruntime-cpu']")
-    path = Path(model_dir) / manifest.graph_file(graph).path
-    return OrtCpuRuntime(path, max_batch_size=max_batch_size or manifest.batch_profile["max"])
+__all__ = [
+    "ALL_RUNTIMES",
+    "AUTO_ORDER",
+    "Runtime",
+    "RuntimeError_",
+    "RuntimeUnavailable",
+    "available_runtimes",
+    "load_runtime",
+]
