@@ -9,7 +9,7 @@ cache="${LATENTDIAL_ENGINE_CACHE:-/engines}"
 
 if [ "${LATENTDIAL_SKIP_ENGINE_BUILD:-0}" != "1" ]; then
     echo "latentdial: building TensorRT engines for ${repository} into ${cache} (cached after the first start)"
-    latentdial build-engine --repository "${repository}" --cache-dir "${cache}"
+    latentdial build-engine "${repository}" --cache-dir "${cache}"
 fi
 
 exec latentdial serve "$@"
