@@ -100,6 +100,18 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return a[:, :, None] if a.ndim == 2 else a
 
 
+def image_batch_to_uint8(images: ImagesIn) -> np.ndarray:
+    """Anything ``image_batch`` accepts, as an (N, H, W, C) uint8 array (for local display)."""
+    b = image_batch(images)
+    if b.WhichOneof("content") == "png":
+        from PIL import Image
+
+        arrays = [np.asarray(Image.open(io.BytesIO(x))) for x in b.png.images]
+        return np.stack([a[:, :, None] if a.ndim == 2 else a for a in arrays])
+    a = from_tensor(b.tensor)
+    return a if a.dtype == np.uint8 else np.rint(a * 255.0).astype(np.uint8)
+
+
 def wire_format(output: str) -> int:
     if output not in OUTPUTS:
         raise InvalidArgumentError(f"output must be one of {OUTPUTS}, got {output!r}")

@@ -1,0 +1,26 @@
+"""Shared test fixtures: a toy model repository and a running server (builders in tests/fixtures/)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def toy_repo(tmp_path_factory) -> tuple:
+    """(repository path, ToyModel) with one model ``toy`` version 1 (factor card included)."""
+    from fixtures.toy_model import build_toy_model
+
+    root = tmp_path_factory.mktemp("models")
+    return root, build_toy_model(root)
+
+
+@pytest.fixture(scope="module")
+def toy_server(tmp_path_factory):
+    """A server on port 0 over a fresh toy repository, shared by a test module: (ServerThread, ToyModel)."""
+    from fixtures.server import ServerThread, make_config
+    from fixtures.toy_model import build_toy_model
+
+    root = tmp_path_factory.mktemp("served")
+    model = build_toy_model(root)
+    with ServerThread(make_config(root)) as server:
+        yield server, model
