@@ -1,0 +1,317 @@
+"""The training loop: objective + optimizer(s) + batch stream -> a run directory.
+
+One step: ``loss, logs = objective(batch, step)``; Adam step on the VAE; then the
+objective's auxiliary step (FactorVAE's discriminator). Every ``checkpoint_every`` steps
+a checkpoint (model + discriminator, optimizers, step, every rank's torch RNG state, the
+loss log) goes to ``checkpoints/step_XXXXXXXX.pt``; the last ``keep_checkpoints`` stay.
+Batches are a pure function of (seed, rank, step), so ``resume=True`` reproduces an
+uninterrupted run bit for bit. At the end rank 0 writes the run directory of
+:mod:`latentdial.training.run_dir` (see :func:`finish_run`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from latentdial.training.config import ConfigError, TrainConfig
+from latentdial.training.distributed import (
+    DistContext,
+    any_rank,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown,
+    wrap_objective,
+)
+from latentdial.training.model import build_model
+from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
+from latentdial.training.run_dir import CONFIG, FACTOR_CARD, METRICS, WEIGHTS, save_weights
+from tqdm import tqdm
+
+log = logging.getLogger("latentdial.train")
+CHECKPOINTS = "checkpoints"
+LOSS_LOG = "loss_log.csv"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue; the message says what to do."""
+
+
+def code_version() -> str:
+    """``git describe`` of the source tree when available, else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("latentdial")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def param_checksum(module: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer (sorted by name): equal across ranks after DDP."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_paths(out: Path) -> list[Path]:
+    """Checkpoints of ``out`` from oldest to newest."""
+    return sorted((Path(out) / CHECKPOINTS).glob("step_*.pt"))
+
+
+def _to_device(batch: Any, device: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, tuple):
+        return tuple(torch.from_numpy(b).to(device) for b in batch)  # type: ignore[return-value]
+    return torch.from_numpy(batch).to(device)
+
+
+class Trainer:
+    """Owns the objective, the optimizer and the loss log of one run."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, *, dataset: Any = None, ctx: DistContext | None = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.ctx = ctx or DistContext(device=cfg.device)
+        threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // self.ctx.local_world_size)
+        torch.set_num_threads(threads)
+        if dataset is None:
+            from latentdial.training.data import get_dataset
+
+            kwargs = {k: v for k, v in cfg.dataset.items() if k != "name"}
+            dataset = get_dataset(cfg.dataset["name"], **kwargs)
+        self.dataset = dataset
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        obj_cls = get_objective(cfg.objective_name)
+        self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
+        self.optimizer = torch.optim.Adam(
+            self.objective.vae_parameters(), lr=cfg.optimizer.lr,
+            betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps,
+        )
+        self.net = wrap_objective(self.objective, self.ctx)
+        if self.ctx.rank > 0:  # different reparameterisation noise per rank
+            torch.manual_seed(cfg.seed + 7919 * self.ctx.rank)
+        from latentdial.training.data import BatchStream
+
+        self.stream = BatchStream(
+            dataset, cfg.batch_size, cfg.seed, pairs=obj_cls.requires_pairs,
+            rank=self.ctx.rank, world_size=self.ctx.world_size,
+        )
+        self.step = 0
+        self.rows: list[dict[str, float]] = []
+        self.rank_checksums: list[str] = []
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoints/step_<step>.pt (rank 0) and prune old ones; every rank must call it."""
+        rng = gather_objects(self._rng_state(), self.ctx)
+        path = self.out / CHECKPOINTS / f"step_{self.step:08d}.pt"
+        if self.ctx.is_main:
+            state = {
+                "step": self.step,
+                "objective": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "auxiliary": self.objective.auxiliary_state_dict(),
+                "rng": rng,
+                "rows": self.rows,
+                "config": self.cfg.to_dict(),
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            for old in checkpoint_paths(self.out)[: -self.cfg.keep_checkpoints]:
+                old.unlink()
+            self.write_loss_log()
+        barrier(self.ctx)
+        return path
+
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.ctx.device.startswith("cuda"):
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything ``save_checkpoint`` wrote; the config must match but for ``steps``."""
+        state = torch.load(path, map_location=self.ctx.device, weights_only=False)
+        saved, now = state["config"], self.cfg.to_dict()
+        for key in ("model", "objective", "dataset", "seed", "batch_size", "optimizer"):
+            if saved.get(key) != now.get(key):
+                raise ConfigError(
+                    f"cannot resume from {path}: '{key}' was {saved.get(key)!r}, now {now.get(key)!r}; "
+                    f"resume with the run's own config (only steps may change)"
+                )
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.load_auxiliary_state_dict(state["auxiliary"])
+        self.step, self.rows = int(state["step"]), list(state["rows"])
+        rng = state["rng"]
+        if len(rng) != self.ctx.world_size:
+            log.warning("checkpoint has RNG states of %d ranks, running %d: noise will differ",
+                        len(rng), self.ctx.world_size)
+        mine = rng[min(self.ctx.rank, len(rng) - 1)]
+        torch.set_rng_state(mine["torch"].cpu())
+        if "cuda" in mine and self.ctx.device.startswith("cuda"):
+            torch.cuda.set_rng_state(mine["cuda"].cpu())
+
+    def write_loss_log(self) -> None:
+        if not self.rows:
+            return
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        with (self.out / LOSS_LOG).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    # -- the loop -----------------------------------------------------------------------
+    def train(self, *, progress: bool = True) -> None:
+        """Run from ``self.step`` to ``cfg.steps``."""
+        cfg = self.cfg
+        remaining = cfg.steps - self.step
+        if remaining <= 0:
+            log.info("already at step %d of %d; nothing to train", self.step, cfg.steps)
+            return
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and self.ctx.is_main),
+                   desc=f"train {cfg.objective_name}", dynamic_ncols=True)
+        self.objective.train()
+        try:
+            for batch in self.stream.iterate(self.step, remaining):
+                step = self.step
+                error: NonFiniteLossError | None = None
+                try:
+                    loss, logs = self.net(_to_device(batch, self.ctx.device), step)
+                except NonFiniteLossError as e:
+                    error = e
+                if any_rank(error is not None, self.ctx):
+                    self._diverged(error or NonFiniteLossError(step, "loss (on another rank)", float("nan")))
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                logs.update(self.objective.auxiliary_step(step))
+                self.step = step + 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self.rows.append({"step": self.step, **logs})
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "recon", "kl", "tc")})
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+
+    def _diverged(self, error: NonFiniteLossError) -> None:
+        ckpts = checkpoint_paths(self.out)
+        where = f"the last good checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written yet"
+        raise TrainingError(
+            f"training stopped: loss term {error.term!r} is {error.value} at step {error.step}; {where}. "
+            "Lower optimizer.lr or the regulariser weight and resume with --resume."
+        ) from error
+
+
+def finish_run(trainer: Trainer, *, evaluate: bool | None = None) -> Path:
+    """Write the run directory (rank 0): weights, config, loss log + plot, metrics and factor
+    card (labelled data with ``evaluate``), reconstructions, traversal and report.md."""
+    from latentdial.training.figures import (
+        loss_plot,
+        reconstruction_figure,
+        traversal_figure,
+        traversal_labels,
+    )
+    from latentdial.training.report import write_report
+
+    cfg, out, model = trainer.cfg, trainer.out, trainer.objective.model
+    version = code_version()
+    config = {**cfg.to_dict(), "code_version": version, "world_size": trainer.ctx.world_size}
+    if trainer.rank_checksums:
+        config["rank_param_checksums"] = trainer.rank_checksums
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    model_cpu = build_model(cfg.model)
+    model_cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    model_cpu.eval()
+    save_weights(model_cpu, out / WEIGHTS, {
+        "step": str(trainer.step), "code_version": version, "objective": cfg.objective_name,
+        "dataset": cfg.dataset["name"],
+    })
+    trainer.write_loss_log()
+    if trainer.rows:
+        loss_plot(trainer.rows, out / "loss.png")
+    labelled = getattr(trainer.dataset, "num_factors", 0) > 0
+    if evaluate if evaluate is not None else cfg.evaluate:
+        if not labelled:
+            log.info("dataset %s has no ground-truth factors: skipping metrics and the factor card",
+                     cfg.dataset["name"])
+        else:
+            _evaluate(out)
+    rng = np.random.default_rng([cfg.seed, 2**31 - 1])
+    images = trainer.dataset.sample_observations(8, rng)
+    reconstruction_figure(model_cpu, images).save(out / "reconstructions.png")
+    labels = traversal_labels(cfg.model.latent_dim, out / FACTOR_CARD)
+    traversal_figure(model_cpu, images[0], labels).save(out / "traversal.png")
+    write_report(out)
+    return out
+
+
+def _evaluate(out: Path) -> None:
+    try:
+        from latentdial.training.cli_evaluate import evaluate_run
+    except ImportError as e:
+        log.warning("EVALUATION SKIPPED: latentdial.training.cli_evaluate is not importable (%s); "
+                    "no %s or %s was written. Run `latentdial evaluate %s` once it is installed.",
+                    e, METRICS, FACTOR_CARD, out)
+        return
+    log.info("evaluating %s (metrics and factor card)", out)
+    evaluate_run(out)
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False, dataset: Any = None,
+          progress: bool = True) -> Path:
+    """Train ``cfg`` into the run directory ``out`` (single process or one torchrun rank)."""
+    out = Path(out)
+    ctx = init_distributed(cfg.device)
+    try:
+        if ctx.is_main:
+            _check_out_dir(out, resume)
+        barrier(ctx)
+        trainer = Trainer(cfg, out, dataset=dataset, ctx=ctx)
+        if resume:
+            ckpts = checkpoint_paths(out)
+            trainer.load_checkpoint(ckpts[-1])
+            log.info("resumed from %s at step %d", ckpts[-1], trainer.step)
+        trainer.train(progress=progress)
+        trainer.rank_checksums = gather_objects(param_checksum(trainer.objective), ctx)
+        if len(set(trainer.rank_checksums)) > 1:
+            log.error("data-parallel ranks ended with different parameters: %s", trainer.rank_checksums)
+        if ctx.is_main:
+            finish_run(trainer)
+        barrier(ctx)
+        return out
+    finally:
+        shutdown(ctx)
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not checkpoint_paths(out):
+            raise TrainingError(f"--resume: {out / CHECKPOINTS} holds no checkpoint; start without --resume")
+        return
+    if (out / WEIGHTS).exists() or checkpoint_paths(out):
+        raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
