@@ -1,0 +1,228 @@
+"""Scale-out: worker processes sharing one port, client-side round robin, deployment manifests.
+
+The multi-process tests start real ``latentdial serve`` processes on 127.0.0.1 and read
+each worker's own Prometheus endpoint to see which process answered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "loadtest"))
+
+from fixtures.toy_model import build_toy_model
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.supervisor import worker_config, worker_env
+from serverproc import ServerProcess, free_port
+
+from latentdial.v1 import latentdial_pb2 as pb
+from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+N_REQUESTS = 40
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_toy_model(root, "toy")
+    return root
+
+
+def _free_port_pair() -> int:
+    """A port p such that p and p + 1 are both free on 127.0.0.1."""
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no two consecutive free ports")
+
+
+class Workers:
+    """``latentdial serve --workers N`` as a subprocess with its output collected."""
+
+    def __init__(self, repository: Path, n: int) -> None:
+        self.port, self.metrics_port = free_port(), _free_port_pair()
+        cmd = [
+            sys.executable, "-m", "latentdial.cli", "serve", "--repository", str(repository),
+            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+            "--workers", str(n), "--grace-s", "2",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTDIAL_")}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.output())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {pattern!r} in the supervisor's output:\n{self.output()}")
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"started worker \d+ pid (\d+)", self.output())]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._reader.join(timeout=5)
+
+
+def _encode_request() -> pb.EncodeRequest:
+    img = np.zeros((1, 8, 8, 1), np.uint8)
+    return pb.EncodeRequest(images=pb.ImageBatch(tensor=pb.Tensor(
+        dtype=pb.DATA_TYPE_UINT8, shape=list(img.shape), raw=img.tobytes())))
+
+
+def _encode_on_fresh_connections(address: str, n: int) -> None:
+    for _ in range(n):
+        # A local subchannel pool gives every channel its own TCP connection.
+        with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            pb_grpc.LatentDialStub(ch).Encode(_encode_request(), timeout=10)
+
+
+def _encode_count(metrics_port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "latentdial_requests_total" and s.labels.get("rpc") == "Encode":
+                return s.value
+    return 0.0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_two_workers_share_one_port_and_both_serve_requests(repository: Path) -> None:
+    w = Workers(repository, 2)
+    try:
+        w.wait_for(r"ready: 2 workers serving")
+        _encode_on_fresh_connections(f"127.0.0.1:{w.port}", N_REQUESTS)
+        counts = [_encode_count(w.metrics_port + i) for i in range(2)]
+        assert sum(counts) == N_REQUESTS
+        assert all(c > 0 for c in counts), f"SO_REUSEPORT spread connections over both workers: {counts}"
+        pids = w.worker_pids()
+        assert len(set(pids)) == 2
+        for pid in pids:
+            assert f"pid {pid}] ready" in w.output(), "each worker's lines carry its pid"
+    finally:
+        code = w.stop()
+    assert code == 0, w.output()
+    assert "all workers stopped" in w.output()
+    assert all(_gone(pid) for pid in pids), "SIGTERM reached every worker"
+
+
+def test_a_crashed_worker_is_not_restarted_and_the_supervisor_exits_nonzero(repository: Path) -> None:
+    w = Workers(repository, 2)
+    try:
+        w.wait_for(r"ready: 2 workers serving")
+        pids = w.worker_pids()
+        os.kill(pids[1], signal.SIGKILL)
+        code = w.proc.wait(timeout=30)
+    finally:
+        w.stop()
+    assert code != 0
+    assert f"worker 1 pid {pids[1]} exited with code -9" in w.output()
+    assert "not restarted" in w.output()
+    assert len(re.findall(r"started worker", w.output())) == 2, "no replacement worker was started"
+    assert _gone(pids[0]), "the surviving worker was stopped too"
+
+
+def test_client_side_round_robin_spreads_calls_over_servers(repository: Path) -> None:
+    m1, m2 = free_port(), free_port()
+    with (
+        ServerProcess(repository=repository, args=["--metrics-port", str(m1)]) as a,
+        ServerProcess(repository=repository, args=["--metrics-port", str(m2)]) as b,
+    ):
+        target = f"ipv4:{a.address},{b.address}"
+        with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as ch:
+            stub = pb_grpc.LatentDialStub(ch)
+            for _ in range(20):
+                stub.Encode(_encode_request(), timeout=10)
+        counts = [_encode_count(m1), _encode_count(m2)]
+    assert sum(counts) == 20 and min(counts) > 0, counts
+
+
+def test_worker_config_shares_the_port_and_offsets_the_metrics_port() -> None:
+    cfg = ServerConfig(port=50051, metrics_port=9090, workers=4, token="t")
+    w2 = worker_config(cfg, 2)
+    assert (w2.port, w2.metrics_port, w2.workers) == (50051, 9092, 1)
+    assert worker_config(ServerConfig(metrics_port=0, workers=2), 1).metrics_port == 0
+    env = worker_env(w2, base={"LATENTDIAL_TLS_CERT": "stale.pem", "PATH": "/bin"})
+    assert env["LATENTDIAL_METRICS_PORT"] == "9092" and env["LATENTDIAL_WORKERS"] == "1"
+    assert env["LATENTDIAL_TOKEN"] == "t" and env["LATENTDIAL_BATCHING"] == "true"
+    assert "LATENTDIAL_TLS_CERT" not in env, "fields that are None do not leak from the environment"
+
+
+# ------------------------------------------------------------- manifests --
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def test_k8s_manifests_parse_and_probe_through_grpc_health() -> None:
+    docs = {d["kind"]: d for p in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in _docs(p)}
+    assert {"Deployment", "Service", "Namespace", "PodDisruptionBudget", "Kustomization"} <= set(docs)
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == 50051
+    assert container["resources"]["limits"]["cpu"] and container["resources"]["limits"]["memory"]
+    assert docs["Service"]["spec"]["clusterIP"] == "None", "headless, for client-side balancing"
+    kust = docs["Kustomization"]
+    for res in kust["resources"]:
+        assert (ROOT / "deploy" / "k8s" / res).is_file()
+
+
+def test_envoy_config_balances_grpc_calls_over_http2_with_health_checks() -> None:
+    (cfg,) = _docs(ROOT / "deploy" / "envoy" / "envoy.yaml")
+    (cluster,) = cfg["static_resources"]["clusters"]
+    assert cluster["lb_policy"] == "ROUND_ROBIN"
+    opts = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in opts["explicit_http_config"]
+    assert "grpc_health_check" in cluster["health_checks"][0]
+    (listener,) = cfg["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == 50051
