@@ -184,3 +184,37 @@ def test_health_probe_exits_one_when_nothing_listens() -> None:
     res = _probe(f"127.0.0.1:{port}")
     assert res.returncode == 1
     assert "UNAVAILABLE" in res.stderr or "DEADLINE_EXCEEDED" in res.stderr
+
+
+# ------------------------------------------------------------------ example app --
+
+
+def test_example_app_edits_one_factor_and_writes_the_images(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "loadtest"))
+    from fixtures.toy_model import build_toy_model
+    from serverproc import ServerProcess
+
+    build_toy_model(tmp_path / "models", "dsprites", image_shape=(1, 64, 64), latent_dim=10)
+    app = ROOT / "examples" / "app" / "edit_factor.py"
+    out = tmp_path / "out"
+    with ServerProcess(repository=tmp_path / "models") as srv:
+        ok = subprocess.run(
+            [sys.executable, str(app), "--address", srv.address, "--factor", "pos_x", "--value", "1.0",
+             "--out", str(out)], capture_output=True, text=True, timeout=60, check=False,
+        )
+        unknown = subprocess.run(
+            [sys.executable, str(app), "--address", srv.address, "--factor", "colour", "--out", str(out)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads((out / "edit.json").read_text())
+    # The toy factor card maps pos_x 1.0 to latent 1.0 on dimension 0; other dimensions stay.
+    assert record["edit"]["dimensions"] == [0]
+    assert record["latents_after"][0] == pytest.approx(1.0, abs=1e-4)
+    assert record["latents_after"][1:] == pytest.approx(record["latents_before"][1:], abs=1e-4)
+    from PIL import Image
+
+    assert Image.open(out / "edited.png").size == (64, 64)
+    assert Image.open(out / "comparison.png").size == ((2 * 64 + 4) * 4, 64 * 4)
+    assert unknown.returncode == 2 and "factors: pos_x, shape, angle" in unknown.stderr
