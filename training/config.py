@@ -109,7 +109,7 @@ class TrainConfig:
         except ValueError as e:
             raise ConfigError(f"objective.name: {e}") from None
         kwargs["objective_name"] = obj_cls.name
-        kwargs["objective"] = _dataclass_from(f"objective ({obj_cls.name})", obj_cls.Config, objective)
+        kwargs["objective"] = _dataclass_from(f"objective {obj_cls.name!r}", obj_cls.Config, objective)
         return cls(**kwargs)
 
 

@@ -1,0 +1,187 @@
+"""`latentdial train`: configs, the run directory, resume, divergence and the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from latentdial.training.config import ConfigError, TrainConfig, load_config
+from latentdial.training.data import get_dataset
+from latentdial.training.run_dir import load_run
+from latentdial.training.trainer import TrainingError, checkpoint_paths, train
+from safetensors.torch import load_file
+
+from latentdial.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.toml"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def _smoke(*overrides: str) -> TrainConfig:
+    return load_config(SMOKE, list(overrides))
+
+
+# -- config ----------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.batch_size >= 1 and cfg.model.latent_dim >= 1
+    if path.stem != "smoke":
+        assert cfg.objective_name == path.stem
+        assert cfg.optimizer.lr == 1e-4 and cfg.batch_size == 64 and cfg.model.latent_dim == 10
+
+
+def test_overrides_are_typed_and_reach_the_objective_config():
+    cfg = load_config(REPO / "configs" / "beta_vae.toml",
+                      ["objective.beta=8", "steps=2000", "dataset.name=color_dsprites", "evaluate=false"])
+    assert cfg.objective.beta == 8.0 and isinstance(cfg.objective.beta, float)
+    assert cfg.steps == 2000 and cfg.evaluate is False
+    assert cfg.dataset["name"] == "color_dsprites"
+
+
+def test_unknown_keys_are_rejected_listing_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['gama'\].*gamma"):
+        load_config(REPO / "configs" / "factor_vae.toml", ["objective.gama=10"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(SMOKE, ["batchsize=3"])
+
+
+def test_wrongly_typed_override_says_what_was_expected():
+    with pytest.raises(ConfigError, match="steps: expected int"):
+        load_config(SMOKE, ["steps=many"])
+    with pytest.raises(ConfigError, match="unknown objective 'nope'"):
+        load_config(SMOKE, ["objective.name=nope"])
+
+
+def test_config_round_trips_through_its_dict():
+    cfg = _smoke("objective.name=factor_vae", "objective.gamma=12")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# -- training runs ---------------------------------------------------------------------
+def test_smoke_run_writes_the_run_directory(tmp_path):
+    out = train(_smoke(), tmp_path / "run", progress=False)
+    for name in ("config.json", "model.safetensors", "loss_log.csv", "loss.png",
+                 "reconstructions.png", "traversal.png", "report.md"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["objective"]["name"] == "beta_vae" and config["model"]["latent_dim"] == 4
+    assert config["code_version"] and config["code_version"] != "unknown"
+    run = load_run(out)
+    assert run.weights_metadata["step"] == "6"
+    assert run.model.encoder(torch.zeros(2, 1, 64, 64))[0].shape == (2, 4)
+    lines = (out / "loss_log.csv").read_text().splitlines()
+    assert lines[0].startswith("step,loss,recon,kl") and [ln.split(",")[0] for ln in lines[1:]] == ["2", "4", "6"]
+    assert [p.name for p in checkpoint_paths(out)] == ["step_00000003.pt", "step_00000006.pt"]
+    report = (out / "report.md").read_text()
+    assert "beta_vae" in report and "![" in report and "Not evaluated" in report
+
+
+@pytest.mark.parametrize("objective", ["beta_vae", "factor_vae"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, objective):
+    extra = ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"] if objective == "factor_vae" else []
+    full = train(_smoke(f"objective.name={objective}", *extra), tmp_path / "full", progress=False)
+    part = train(_smoke(f"objective.name={objective}", *extra, "steps=3"), tmp_path / "part", progress=False)
+    resumed = train(_smoke(f"objective.name={objective}", *extra), part, resume=True, progress=False)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt_a = torch.load(checkpoint_paths(full)[-1], weights_only=False)["objective"]
+    ckpt_b = torch.load(checkpoint_paths(resumed)[-1], weights_only=False)["objective"]
+    assert all(torch.equal(ckpt_a[k], ckpt_b[k]) for k in ckpt_a)  # discriminator included
+    # the interrupted run also logged its last step (3); every row of the full run is identical
+    assert set((full / "loss_log.csv").read_text().splitlines()) <= set(
+        (resumed / "loss_log.csv").read_text().splitlines())
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    out = train(_smoke("steps=3"), tmp_path / "run", progress=False)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(_smoke("steps=3"), out, progress=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(_smoke(), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_resume_with_a_different_objective_is_refused(tmp_path):
+    out = train(_smoke("steps=3"), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="'objective' was"):
+        train(_smoke("objective.beta=1"), out, resume=True, progress=False)
+
+
+class _NaNAfter:
+    """dSprites whose batches turn to NaN from the ``bad``-th batch on (batches render in order)."""
+
+    def __init__(self, bad: int) -> None:
+        self._inner, self._calls, self._bad = get_dataset("dsprites"), 0, bad
+        self.num_factors = self._inner.num_factors
+
+    def sample_observations(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        x = self._inner.sample_observations(num, rng)
+        self._calls += 1
+        if self._calls > self._bad:
+            x[:] = np.nan
+        return x
+
+
+def test_nan_loss_stops_training_naming_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match=r"'(recon|loss)' is nan at step 4.*step_00000003\.pt"):
+        train(_smoke(), tmp_path / "run", dataset=_NaNAfter(4), progress=False)
+    assert [p.name for p in checkpoint_paths(tmp_path / "run")] == ["step_00000003.pt"]
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_labelled_run_calls_the_evaluation_and_labels_traversal_rows(tmp_path, monkeypatch):
+    calls = []
+
+    def evaluate_run(run_dir, **_):
+        from latentdial.factor_card import FactorCard, FactorEntry
+
+        calls.append(Path(run_dir))
+        FactorCard([FactorEntry("scale", "continuous", [1]), FactorEntry("shape", "categorical", [3])],
+                   latent_dim=4).save(Path(run_dir) / "factor_card.json")
+        (Path(run_dir) / "metrics.json").write_text(json.dumps({"mig": 0.25}))
+
+    module = types.ModuleType("latentdial.training.cli_evaluate")
+    module.evaluate_run = evaluate_run
+    monkeypatch.setitem(sys.modules, "latentdial.training.cli_evaluate", module)
+    out = train(_smoke("evaluate=true"), tmp_path / "run", progress=False)
+    assert calls == [out]
+    report = (out / "report.md").read_text()
+    assert "| mig | 0.25 |" in report and "| scale | 1 |" in report
+
+    from latentdial.training.figures import traversal_labels
+
+    assert traversal_labels(4, out / "factor_card.json") == ["z0", "z1 scale", "z2", "z3 shape"]
+    assert traversal_labels(4, None) == ["z0", "z1", "z2", "z3"]
+
+
+def test_missing_evaluation_is_logged_not_silent(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "latentdial.training.cli_evaluate", None)  # import fails
+    with caplog.at_level(logging.WARNING, logger="latentdial.train"):
+        out = train(_smoke("evaluate=true", "steps=2"), tmp_path / "run", progress=False)
+    assert "EVALUATION SKIPPED" in caplog.text
+    assert not (out / "metrics.json").exists()
+
+
+def test_ada_gvae_trains_on_pairs(tmp_path):
+    out = train(_smoke("objective.name=ada_gvae", "objective.beta=1", "steps=2"), tmp_path / "run", progress=False)
+    assert "shared_dims" in (out / "loss_log.csv").read_text().splitlines()[0]
+
+
+def test_cli_trains_and_reports_config_errors(tmp_path, capsys):
+    assert cli_main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "cli"),
+                     "--set", "steps=2", "--no-progress"]) == 0
+    assert (tmp_path / "cli" / "model.safetensors").is_file()
+    assert cli_main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "x"), "--set", "objective.bta=2"]) == 2
+    assert "valid keys" in capsys.readouterr().err
