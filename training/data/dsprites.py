@@ -40,7 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .base import GroundTruthData
-from .checks import check_factors
+from .checks import check_factors, uniform_factors
 
 IMAGE_SIZE = 64
 #: Side of the square box that holds one sprite at any scale and orientation.
@@ -156,6 +156,10 @@ class ProceduralDSprites(GroundTruthData):
 
     def factor_labels(self, factor: int) -> list[str]:
         return list(SHAPES) if factor == 0 else []
+
+    def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        """(num, F) int64 factor indices, each factor uniform over its grid."""
+        return uniform_factors(num, self.factors_num_values, rng)
 
     def render(self, factors: np.ndarray) -> np.ndarray:
         """(N, 5) factor indices -> (N, 64, 64) uint8 binary masks (validated)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import GroundTruthData
-from .checks import check_factors
+from .checks import check_factors, uniform_factors
 from .dsprites import IMAGE_SIZE, ProceduralDSprites, render_masks
 
 
@@ -35,6 +35,10 @@ class NoisyDSprites(GroundTruthData):
 
     def factor_labels(self, factor: int) -> list[str]:
         return self._shapes.factor_labels(factor)
+
+    def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        """(num, F) int64 factor indices, each factor uniform over its grid."""
+        return uniform_factors(num, self.factors_num_values, rng)
 
     def sample_observations_from_factors(
         self, factors: np.ndarray, rng: np.random.Generator

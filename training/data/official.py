@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .base import GroundTruthData
-from .checks import check_factors
+from .checks import check_factors, uniform_factors
 
 DSPRITES_FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 DSPRITES_KINDS = ("categorical", "continuous", "circular", "continuous", "continuous")
@@ -70,6 +70,10 @@ class _GridFile(GroundTruthData):
 
     def factor_grid(self, factor: int) -> np.ndarray:
         return self._grids[factor].copy()
+
+    def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        """(num, F) int64 factor indices, each factor uniform over its grid."""
+        return uniform_factors(num, self.factors_num_values, rng)
 
     def index_of(self, factors: np.ndarray) -> np.ndarray:
         """(N, F) factor indices -> (N,) row indices into the file (validated)."""

@@ -56,7 +56,7 @@ def sample_weak_factor_pairs(
                 f"k=None draws k from 1 .. F-1 and needs at least 2 factors with more than one "
                 f"value; this dataset has {len(changeable)}: pass an explicit k"
             )
-        ks = rng.integers(1, len(changeable), size=num)
+        ks = 1 + (rng.random(num) * (len(changeable) - 1)).astype(np.int64)
     else:
         if not 1 <= k <= len(changeable):
             raise ValueError(
@@ -70,6 +70,7 @@ def sample_weak_factor_pairs(
     change = np.zeros((num, num_factors), dtype=bool)
     change[:, changeable] = ranks < ks[:, None]
     # Shift by 1 .. n-1 (mod n): uniform over the other values of the factor.
-    shift = rng.integers(1, np.maximum(sizes, 2)[None, :], size=(num, num_factors))
+    others = np.maximum(sizes - 1, 1)[None, :]
+    shift = 1 + np.minimum((rng.random((num, num_factors)) * others).astype(np.int64), others - 1)
     f2 = np.where(change, (f1 + shift) % sizes[None, :], f1).astype(np.int64)
     return f1, f2
