@@ -1,0 +1,134 @@
+"""Runtime selection: configured name or the best available one, with reasons for the rest."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from latentdial.serving.runtimes import (
+    ALL_RUNTIMES,
+    AUTO_ORDER,
+    RuntimeUnavailable,
+    available_runtimes,
+    load_runtime,
+)
+from latentdial.serving.runtimes.onnxruntime_gpu import profile_shapes, provider_options
+from latentdial.serving.runtimes.torch_runtime import batch_buckets, bucket_for
+
+from latentdial.manifest import Manifest
+
+
+@pytest.fixture
+def toy(toy_repo):
+    root, model = toy_repo
+    model_dir = root / "toy" / "1"
+    return model_dir, Manifest.load(model_dir), model
+
+
+def test_auto_order_is_fastest_first():
+    assert AUTO_ORDER == ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")
+    assert set(AUTO_ORDER) < set(ALL_RUNTIMES) and "torch-cpu" in ALL_RUNTIMES
+
+
+def test_available_runtimes_names_every_runtime_and_why_not(toy):
+    _, manifest, _ = toy
+    avail = available_runtimes(manifest)
+    assert set(avail) == set(ALL_RUNTIMES)
+    assert avail["onnxruntime-cpu"] is None
+    for reason in avail.values():
+        assert reason is None or isinstance(reason, str) and reason
+    # the toy model was not exported with torch programs
+    assert "torch.export program" in (avail["torch-cpu"] or "") or "torch is not installed" in avail["torch-cpu"]
+
+
+def test_auto_falls_through_to_onnxruntime_cpu_logging_each_skip(toy, caplog, monkeypatch):
+    model_dir, manifest, model = toy
+    from latentdial.serving.runtimes import selection
+
+    skipped = {"tensorrt": "no GPU (test)", "onnxruntime-tensorrt": "no EP (test)",
+               "onnxruntime-cuda": "no EP (test)", "torch-cuda": "no CUDA (test)"}
+    real = selection.unavailable_reason
+    monkeypatch.setattr(selection, "unavailable_reason",
+                        lambda name, m=None, g="encoder": skipped.get(name) or real(name, m, g))
+    with caplog.at_level(logging.INFO, logger="latentdial.serving.runtimes"):
+        runtime = load_runtime(model_dir, manifest, "encoder", max_batch_size=5)
+    assert runtime.name == "onnxruntime-cpu" and runtime.max_batch_size == 5
+    text = caplog.text
+    for name, reason in skipped.items():
+        assert f"runtime {name} skipped: {reason}" in text
+    assert "toy/1 encoder runs on onnxruntime-cpu" in text
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(runtime.run({"images": x})["mean"], model.encode(x)[0], atol=1e-5)
+
+
+def test_a_runtime_that_fails_to_load_hands_over_to_the_next(toy, caplog):
+    model_dir, manifest, _ = toy
+
+    def broken(*args, **kwargs):
+        raise RuntimeUnavailable("engine build failed (test)")
+
+    with caplog.at_level(logging.WARNING, logger="latentdial.serving.runtimes"):
+        runtime = load_runtime(model_dir, manifest, "decoder", constructors={"tensorrt": broken})
+    assert runtime.name == "onnxruntime-cpu"
+    assert [r.getMessage() for r in caplog.records if "could not load" in r.getMessage()] == [
+        "toy/1 decoder: runtime tensorrt could not load, trying the next one: engine build failed (test)"]
+
+
+def test_unknown_runtime_lists_the_valid_names(toy):
+    model_dir, manifest, _ = toy
+    with pytest.raises(RuntimeUnavailable, match=r"'tensorrt', 'onnxruntime-tensorrt'"):
+        load_runtime(model_dir, manifest, "encoder", preference="tensorflow")
+
+
+def test_configured_runtime_that_cannot_run_says_why(toy):
+    model_dir, manifest, _ = toy
+    with pytest.raises(RuntimeUnavailable, match="onnxruntime-cuda: .*CUDAExecutionProvider"):
+        load_runtime(model_dir, manifest, "encoder", preference="onnxruntime-cuda")
+
+
+def test_missing_precision_variant_lists_what_the_model_has(toy):
+    model_dir, manifest, _ = toy
+    with pytest.raises(RuntimeUnavailable, match=r"no encoder at int8; has \['decoder/fp32', 'encoder/fp32'\]"):
+        load_runtime(model_dir, manifest, "encoder", precision="int8")
+
+
+def test_selection_on_a_cpu_host_never_imports_torch(toy):
+    model_dir, _, _ = toy
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from latentdial.manifest import Manifest\n"
+        "from latentdial.serving.runtimes import load_runtime, available_runtimes\n"
+        f"d = Path({str(model_dir)!r}); m = Manifest.load(d)\n"
+        "r = load_runtime(d, m, 'encoder')\n"
+        "available_runtimes()\n"
+        "print(r.name, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["onnxruntime-cpu", "False"]
+
+
+def test_tensorrt_ep_gets_profile_shapes_and_caches():
+    assert profile_shapes("images", (3, 64, 64), {"min": 1, "opt": 64, "max": 256}) == {
+        "trt_profile_min_shapes": "images:1x3x64x64",
+        "trt_profile_opt_shapes": "images:64x3x64x64",
+        "trt_profile_max_shapes": "images:256x3x64x64",
+    }
+    providers = provider_options("tensorrt", input_name="latents", item_shape=(10,),
+                                 profile={"min": 1, "opt": 8, "max": 32}, cache_dir="/cache", fp16=True)
+    name, opts = providers[0]
+    assert name == "TensorrtExecutionProvider" and providers[1][0] == "CUDAExecutionProvider"
+    assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == "/cache"
+    assert opts["trt_timing_cache_enable"] and opts["trt_fp16_enable"]
+    assert opts["trt_profile_max_shapes"] == "latents:32x10"
+    assert provider_options("cuda")[0][0] == "CUDAExecutionProvider"
+
+
+def test_cuda_graph_buckets_pad_up_to_the_smallest_that_fits():
+    buckets = batch_buckets(9)
+    assert buckets == (1, 2, 4, 8, 9)
+    assert [bucket_for(n, buckets) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 9]
+    with pytest.raises(ValueError, match="exceeds the largest bucket 9"):
+        bucket_for(10, buckets)
