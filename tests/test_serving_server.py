@@ -1,0 +1,285 @@
+"""The server around the service: health, checksums, concurrency, shutdown, auth, TLS, limits, metrics, CLI."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from fixtures.server import ServerThread, make_config
+from fixtures.toy_model import build_toy_model
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
+from latentdial.serving.supervisor import free_port
+
+from latentdial.client import (
+    Client,
+    DeadlineExceededError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def health_status(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def slow(server: ServerThread, graph: str, delay_s: float) -> None:
+    """Make every call of ``graph`` on the default model take ``delay_s`` longer."""
+    model = server.handle.service.repository.get()
+    batcher = model.extras[graph]
+    inner = batcher._run
+
+    def run(inputs):
+        time.sleep(delay_s)
+        return inner(inputs)
+
+    batcher._run = run
+
+
+def test_health_is_serving_after_warm_up_and_not_serving_once_draining(toy_repo):
+    root, _ = toy_repo
+    server = ServerThread(make_config(root)).start()
+    try:
+        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+        assert health_status(server.address, "latentdial.v1.LatentDial") == health_pb2.HealthCheckResponse.SERVING
+        slow(server, "decoder", 0.5)
+        with Client(server.address) as c, ThreadPoolExecutor(2) as pool:
+            job = pool.submit(c.decode, np.zeros((1, 4)))
+            time.sleep(0.2)
+            stopping = pool.submit(server.call, server.handle.stop(5.0))
+            time.sleep(0.1)
+            status = server.call(server.handle.health.Check(health_pb2.HealthCheckRequest(service=""), None))
+            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert job.result(10).shape == (1, 8, 8, 1)
+            stopping.result(10)
+    finally:
+        server.stop()
+
+
+def test_a_file_with_a_wrong_sha256_is_not_served_while_the_others_are(tmp_path, caplog):
+    build_toy_model(tmp_path, "good", "1")
+    bad = build_toy_model(tmp_path, "bad", "1")
+    with open(bad.path / "decoder.onnx", "ab") as fh:
+        fh.write(b"tampered")
+    with ServerThread(make_config(tmp_path)) as server, Client(server.address) as c:
+        assert [m.name for m in c.list_models()] == ["good"]
+        assert c.model_info().model.name == "good"  # the only served model is the default
+        failed = server.handle.service.repository.failed
+        assert list(failed) == ["bad/1"] and "sha256" in failed["bad/1"]
+    assert any("bad/1" in r.getMessage() and "sha256" in r.getMessage() for r in caplog.records)
+
+
+def test_many_concurrent_callers_get_exactly_the_unbatched_results(toy_repo):
+    root, model = toy_repo
+    x = np.random.default_rng(0).random((48, 8, 8, 1), dtype=np.float32)
+    with ServerThread(make_config(root, max_queue_delay_ms=5.0)) as server, Client(server.address) as c:
+        def encoder_batches() -> float:
+            return server.handle.metrics.registry.get_sample_value(
+                "latentdial_batch_size_count", {"model": "toy/1", "graph": "encoder"}) or 0.0
+
+        alone = [c.encode(x[i : i + 1]).mean for i in range(len(x))]
+        before = encoder_batches()
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(lambda i: c.encode(x[i : i + 1]).mean, range(len(x))))
+            decoded = list(pool.map(lambda i: c.decode(alone[i]), range(len(x))))
+        merged = encoder_batches() - before
+    assert merged < len(x), f"{len(x)} concurrent calls ran in {merged} batches; expected shared batches"
+    for i in range(len(x)):
+        np.testing.assert_allclose(together[i], alone[i], atol=1e-6)
+        np.testing.assert_allclose(decoded[i][0], model.decode(alone[i])[0].transpose(1, 2, 0), atol=1e-5)
+
+
+def test_graceful_shutdown_under_load_loses_no_accepted_request(toy_repo):
+    root, model = toy_repo
+    server = ServerThread(make_config(root, max_batch_size=4)).start()
+    slow(server, "decoder", 0.3)
+    z = np.random.default_rng(1).standard_normal((24, 4)).astype(np.float32)
+    try:
+        with Client(server.address, retries=0) as c, ThreadPoolExecutor(24) as pool:
+            jobs = [pool.submit(c.decode, z[i : i + 1]) for i in range(24)]
+            deadline = time.time() + 5
+            while server.handle.metrics.in_flight._value.get() < 24 and time.time() < deadline:
+                time.sleep(0.01)
+            assert server.handle.metrics.in_flight._value.get() == 24
+            server.call(server.handle.stop(10.0))
+            for i, j in enumerate(jobs):
+                np.testing.assert_allclose(j.result(10)[0], model.decode(z[i : i + 1])[0].transpose(1, 2, 0), atol=1e-5)
+            with pytest.raises(UnavailableError):
+                c.decode(z[:1], timeout_s=2)
+    finally:
+        server.stop()
+
+
+def test_a_client_deadline_shorter_than_the_work_is_deadline_exceeded(toy_server):
+    server, _ = toy_server
+    model = server.handle.service.repository.get()
+    inner = model.extras["encoder"]._run
+    model.extras["encoder"]._run = lambda inputs: (time.sleep(0.5), inner(inputs))[1]
+    try:
+        with Client(server.address) as c, pytest.raises(DeadlineExceededError):
+            c.encode(np.zeros((1, 8, 8, 1), np.uint8), timeout_s=0.1)
+    finally:
+        model.extras["encoder"]._run = inner
+
+
+def test_queue_full_and_oversized_messages_are_resource_exhausted(toy_repo):
+    root, _ = toy_repo
+    cfg = make_config(root, max_queue_size=1, max_message_mb=1, max_request_items=4096)
+    with ServerThread(cfg) as server, Client(server.address) as c:
+        with pytest.raises(ResourceExhaustedError, match="queue holds 0 of 1"):
+            c.encode(np.zeros((2, 8, 8, 1), np.uint8))
+        with pytest.raises(ResourceExhaustedError):
+            c.encode(np.zeros((4096, 8, 8, 1), np.float32))  # 1 MiB of pixels + framing > 1 MiB
+
+
+def test_auth_rejects_missing_or_wrong_tokens_but_leaves_health_open(toy_repo):
+    root, _ = toy_repo
+    with ServerThread(make_config(root, token="s3cret")) as server:
+        with Client(server.address) as c, pytest.raises(UnauthenticatedError, match="bearer token"):
+            c.list_models()
+        with Client(server.address, token="wrong") as c, pytest.raises(UnauthenticatedError):
+            c.list_models()
+        with Client(server.address, token="s3cret") as c:
+            assert [m.name for m in c.list_models()] == ["toy"]
+        assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+
+
+def _cert(subject: str, issuer_key, issuer_name, key, *, ca: bool):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA and server + client certs signed by it, as PEM files."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("test-ca", ca_key, None, ca_key, ca=True)
+    files = {"ca.pem": ca.public_bytes(serialization.Encoding.PEM)}
+    for who in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        files[f"{who}.pem"] = _cert("localhost", ca_key, ca.subject, key, ca=False).public_bytes(
+            serialization.Encoding.PEM)
+        files[f"{who}.key"] = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return {k: str(d / k) for k in files}
+
+
+def test_tls_and_mutual_tls(toy_repo, pki):
+    root, _ = toy_repo
+    tls = {"tls_cert": pki["server.pem"], "tls_key": pki["server.key"]}
+    with ServerThread(make_config(root, **tls)) as server:
+        addr = f"localhost:{server.port}"
+        with Client(addr, tls_ca=pki["ca.pem"]) as c:
+            assert c.list_models()[0].name == "toy"
+        with Client(addr, retries=0) as c, pytest.raises(UnavailableError):
+            c.list_models(timeout_s=2)  # plaintext against a TLS port
+    with ServerThread(make_config(root, tls_client_ca=pki["ca.pem"], **tls)) as server:
+        addr = f"localhost:{server.port}"
+        with Client(addr, tls_ca=pki["ca.pem"], retries=0) as c, pytest.raises(UnavailableError):
+            c.list_models(timeout_s=2)  # no client certificate
+        with Client(addr, tls_ca=pki["ca.pem"], tls_cert=pki["client.pem"], tls_key=pki["client.key"]) as c:
+            assert c.list_models()[0].name == "toy"
+
+
+def test_metrics_endpoint_counts_requests_failures_and_batches(toy_repo):
+    root, _ = toy_repo
+    port = free_port()
+    with ServerThread(make_config(root, metrics_port=port)) as server, Client(server.address) as c:
+        c.encode(np.zeros((3, 8, 8, 1), np.uint8))
+        with pytest.raises(Exception):  # noqa: B017 - any client error will do
+            c.encode(np.zeros((1, 2, 2, 1), np.uint8))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.handle.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'latentdial_requests_total{rpc="Encode"} 2.0' in text
+    assert 'latentdial_failures_total{code="INVALID_ARGUMENT",rpc="Encode"} 1.0' in text
+    assert 'latentdial_batch_size_sum{graph="encoder",model="toy/1"}' in text
+    assert "latentdial_request_seconds_bucket" in text and "latentdial_in_flight_requests" in text
+
+
+def test_config_flags_win_over_env_vars_which_win_over_defaults():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    env = {"LATENTDIAL_MAX_BATCH_SIZE": "16", "LATENTDIAL_BATCHING": "off", "LATENTDIAL_PORT": "7000"}
+    cfg = config_from_sources(p.parse_args(["--port", "9000"]), env)
+    assert (cfg.port, cfg.max_batch_size, cfg.batching, cfg.repository) == (9000, 16, False, "models")
+    with pytest.raises(ValueError, match="LATENTDIAL_MAX_QUEUE_SIZE"):
+        config_from_sources(None, {"LATENTDIAL_MAX_QUEUE_SIZE": "many"})
+    with pytest.raises(ValueError, match="tls_key"):
+        ServerConfig(tls_cert="a.pem")
+    assert ServerConfig().max_message_bytes > 1024 * 64 * 64 * 3 * 4
+
+
+def test_client_retries_while_the_server_is_unavailable(toy_repo):
+    root, _ = toy_repo
+    port = free_port()
+    server = ServerThread(make_config(root, port=port))
+    starter = threading.Timer(0.4, server.start)
+    starter.start()
+    try:
+        with Client(f"127.0.0.1:{port}", retries=6, retry_backoff_s=0.1) as c:
+            assert c.list_models()[0].name == "toy"
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_serve_command_prints_ready_and_exits_zero_on_sigterm(toy_repo):
+    root, _ = toy_repo
+    port = free_port()
+    env = dict(os.environ, LATENTDIAL_METRICS_PORT="0", LATENTDIAL_HOST="127.0.0.1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latentdial.cli", "serve", "--repository", str(root), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready"):
+                break
+        assert any(f"127.0.0.1:{port}" in x for x in lines), lines
+        assert any("toy/1 (default): onnxruntime-cpu" in x for x in lines), lines
+        assert health_status(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
