@@ -99,3 +99,27 @@ def test_only_loopback_targets_are_accepted(tmp_path: Path) -> None:
     assert require_loopback("localhost:50051") == "localhost:50051"
     with pytest.raises(ValueError, match="host:port"):
         require_loopback("127.0.0.1")
+
+
+def test_soak_samples_throughput_errors_and_server_rss_and_plots_them(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "loadtest" / "soak.py"), "--duration-s", "3", "--sample-s", "1",
+         "--concurrency", "2", "--rate-rps", "40", "--host", server.address,
+         "--server-pid", str(server.pid), "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    import csv
+
+    with open(tmp_path / "soak.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3
+    assert all(float(r["throughput_rps"]) > 0 and float(r["rss_mib"]) > 10 for r in rows)
+    result = json.loads((tmp_path / "soak.json").read_text())
+    assert result["errors"] == 0
+    assert result["requests"] == sum(int(r["requests"]) for r in rows)
+    assert result["rss_mib_max"] >= result["rss_mib_start"] > 10
+    assert (tmp_path / "images" / "soak.png").read_bytes()[:4] == b"\x89PNG"
+    assert server.proc.poll() is None, "a server given with --host is left running"
