@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
     from pathlib import Path
 
     from latentdial.training.config import ConfigError, load_config
@@ -49,5 +50,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, TrainingError) as e:
         print(f"latentdial train: {e}", file=sys.stderr)
         return 1
-    print(f"run directory: {out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run directory: {out}")
     return 0

@@ -226,7 +226,7 @@ class Trainer:
         ) from error
 
 
-def finish_run(trainer: Trainer, *, evaluate: bool | None = None) -> Path:
+def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool = True) -> Path:
     """Write the run directory (rank 0): weights, config, loss log + plot, metrics and factor
     card (labelled data with ``evaluate``), reconstructions, traversal and report.md."""
     from latentdial.training.figures import (
@@ -259,7 +259,7 @@ def finish_run(trainer: Trainer, *, evaluate: bool | None = None) -> Path:
             log.info("dataset %s has no ground-truth factors: skipping metrics and the factor card",
                      cfg.dataset["name"])
         else:
-            _evaluate(out)
+            _evaluate(out, trainer.dataset, cfg.seed, progress)
     rng = np.random.default_rng([cfg.seed, 2**31 - 1])
     images = trainer.dataset.sample_observations(8, rng)
     reconstruction_figure(model_cpu, images).save(out / "reconstructions.png")
@@ -269,7 +269,7 @@ def finish_run(trainer: Trainer, *, evaluate: bool | None = None) -> Path:
     return out
 
 
-def _evaluate(out: Path) -> None:
+def _evaluate(out: Path, dataset: Any, seed: int, progress: bool) -> None:
     try:
         from latentdial.training.cli_evaluate import evaluate_run
     except ImportError as e:
@@ -278,7 +278,7 @@ def _evaluate(out: Path) -> None:
                     e, METRICS, FACTOR_CARD, out)
         return
     log.info("evaluating %s (metrics and factor card)", out)
-    evaluate_run(out)
+    evaluate_run(out, dataset=dataset, seed=seed, progress=progress)
 
 
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False, dataset: Any = None,
@@ -300,7 +300,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, dataset: Any = N
         if len(set(trainer.rank_checksums)) > 1:
             log.error("data-parallel ranks ended with different parameters: %s", trainer.rank_checksums)
         if ctx.is_main:
-            finish_run(trainer)
+            finish_run(trainer, progress=progress)
         barrier(ctx)
         return out
     finally:
