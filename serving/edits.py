@@ -99,6 +99,8 @@ def apply_edits(latents: np.ndarray, edits: list[Edit], card: FactorCard | None)
                 z[row, entry.dims] = entry.latent_for(float(v))
         else:
             raise InvalidArgument(f"{what}: no operation; set one of set_value, shift, set_latent, set_label")
+    if not np.isfinite(z).all():
+        raise InvalidArgument("the edits produce latents outside float32's range; use smaller values")
     return z
 
 
@@ -181,6 +183,8 @@ def generate_latents(
     """Prior sample z ~ N(0, temperature^2 I) of shape (count, D) with pins applied as set_* edits."""
     if not np.isfinite(temperature) or temperature < 0:
         raise InvalidArgument(f"temperature={temperature} must be finite and >= 0")
+    if temperature > 1e6:
+        raise InvalidArgument(f"temperature={temperature:g} is absurdly large; the prior's scale is 1.0")
     rng = np.random.default_rng(seed)
     z = (rng.standard_normal((count, latent_dim)) * temperature).astype(np.float32)
     return apply_edits(z, pins, card)
