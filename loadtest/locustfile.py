@@ -70,7 +70,11 @@ class LatentDialUser(User):
     wait_time = between(0.0, 0.05)
 
     def on_start(self) -> None:
-        self.channel = grpc.insecure_channel(_target(self.host))
+        # Own TCP connection per user (gRPC shares subchannels between equal channels by
+        # default), so that users spread over SO_REUSEPORT workers like separate clients.
+        self.channel = grpc.insecure_channel(
+            _target(self.host), options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         self.stub = pb_grpc.LatentDialStub(self.channel)
         self.metadata = auth_metadata(os.environ.get("LATENTDIAL_TOKEN"))
         self.rng = np.random.default_rng()

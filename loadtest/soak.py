@@ -92,7 +92,8 @@ def client_loop(
     """One closed-loop client: send, wait for the answer, sleep to keep the pace, repeat."""
     rng = np.random.default_rng(seed)
     builders = workload.builders()
-    with grpc.insecure_channel(address) as channel:
+    # Own TCP connection per client thread, like separate client processes.
+    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         stub = pb_grpc.LatentDialStub(channel)
         next_at = time.monotonic()
         while not stop.is_set():
