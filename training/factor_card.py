@@ -160,10 +160,15 @@ def compute_factor_card(
     for k, name in enumerate(dataset.factor_names):
         dims = chosen[k]
         if not dims:
+            best = float(nmi[:, k].max())
+            why = (
+                f"best normalised mutual information {best:.3f} < {min_information}"
+                if best < min_information
+                else "its informative dimensions carry other factors more strongly"
+            )
             warnings.warn(
-                f"factor {name!r} is carried by no latent dimension (best normalised mutual "
-                f"information {nmi[:, k].max():.3f} < {min_information}, or its dimensions serve "
-                "other factors); it is left out of the factor card",
+                f"factor {name!r} is carried by no latent dimension ({why}); "
+                "it is left out of the factor card",
                 UserWarning,
                 stacklevel=2,
             )

@@ -1,0 +1,279 @@
+"""``latentdial evaluate PATH``: disentanglement metrics and the factor card.
+
+PATH is either a run directory (config.json + model.safetensors: the torch model
+is rebuilt) or a model directory (manifest.json + encoder.onnx: the encoder runs
+on ONNX Runtime, no torch needed). The dataset defaults to the one recorded
+there (run: ``config["dataset"]``; model: ``manifest.provenance["dataset"]``),
+a dict ``{"name": ..., **options}`` for ``latentdial.training.data.get_dataset``.
+
+Writes ``metrics.json`` (a flat dict of floats) and, for a run directory on
+labelled data, ``factor_card.json``; prints a table of the scores.
+
+Only the standard library is imported at module level (see latentdial/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from latentdial.training.data.base import GroundTruthData
+
+    from latentdial.factor_card import FactorCard
+
+#: Metrics that need no ground-truth factors (unlabelled datasets get only these).
+UNSUPERVISED = ("unsupervised",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="run directory or model directory (with manifest.json)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset name (default: the one recorded in PATH), or a JSON object "
+                             '{"name": ..., options}')
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated metric names (default: all): beta_vae, factor_vae, mig, "
+                             "sap, dci, modularity, unsupervised")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampled points (default 0)")
+    parser.add_argument("--num-train", type=int, default=None, help="training points of every metric")
+    parser.add_argument("--num-test", type=int, default=None, help="test points of every metric")
+    parser.add_argument("--preset", choices=("fast", "reference"), default="fast",
+                        help="'fast' (default): smaller BetaVAE/FactorVAE samples, a few minutes on a "
+                             "CPU; 'reference': disentanglement_lib's study sizes")
+    parser.add_argument("--out", type=Path, default=None, help="metrics JSON file (default PATH/metrics.json)")
+    parser.add_argument("--no-card", action="store_true", help="do not compute the factor card")
+    parser.add_argument("--points-per-value", type=int, default=64,
+                        help="points averaged per factor value in the card's calibration tables (64)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def resolve_dataset(spec: Any) -> GroundTruthData:
+    """A dataset from a GroundTruthData, a registry name, a JSON string or a {"name": ...} dict."""
+    from latentdial.training.data import get_dataset
+    from latentdial.training.data.base import GroundTruthData
+
+    if isinstance(spec, GroundTruthData):
+        return spec
+    if isinstance(spec, str):
+        spec = json.loads(spec) if spec.lstrip().startswith("{") else {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(
+            f"dataset {spec!r} is not a name or a {{'name': ..., options}} dict; pass --dataset NAME"
+        )
+    options = {k: v for k, v in spec.items() if k != "name"}
+    return get_dataset(spec["name"], **options)
+
+
+def _metric_names(dataset: GroundTruthData, metrics: str | list[str] | None) -> list[str]:
+    from latentdial.training.metrics import parse_names
+
+    names = parse_names(metrics)
+    if dataset.num_factors == 0:
+        supervised = [n for n in names if n not in UNSUPERVISED]
+        if metrics is not None and supervised:
+            raise ValueError(
+                f"metrics {supervised} need ground-truth factors, which this dataset does not have; "
+                f"use --metrics {','.join(UNSUPERVISED)}"
+            )
+        names = [n for n in names if n in UNSUPERVISED]
+    return names
+
+
+def _overrides(num_train: int | None, num_test: int | None) -> dict[str, int]:
+    out = {}
+    if num_train is not None:
+        out["num_train"] = num_train
+    if num_test is not None:
+        out["num_test"] = num_test
+    return out
+
+
+def evaluate_representation(
+    dataset: GroundTruthData,
+    representation_fn: Any,
+    *,
+    metrics: str | list[str] | None = None,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    preset: str = "fast",
+    card: bool = True,
+    card_points_per_value: int = 64,
+    progress: bool = True,
+) -> tuple[dict[str, float], FactorCard | None]:
+    """Metrics (flat dict) and, for labelled data with ``card``, the factor card of a representation.
+
+    The card measures mutual information on ``num_train`` points (10,000 by default) and
+    averages ``card_points_per_value`` points per grid value in its calibration tables.
+    """
+    import numpy as np
+    from latentdial.training.factor_card import compute_factor_card
+    from latentdial.training.metrics import compute_all
+
+    names = _metric_names(dataset, metrics)
+    artifacts: dict[str, np.ndarray] = {}
+    scores = compute_all(dataset, representation_fn, np.random.default_rng(seed), names, preset=preset,
+                         progress=progress, artifacts=artifacts, **_overrides(num_train, num_test))
+    factor_card = None
+    if card and dataset.num_factors > 0:
+        factor_card = compute_factor_card(
+            dataset, representation_fn, np.random.default_rng([seed, 1]),
+            importance=artifacts.get("dci.importance"), num_points=num_train or 10_000,
+            points_per_value=card_points_per_value,
+        )
+    return scores, factor_card
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    dataset: Any = None,
+    metrics: str | list[str] | None = None,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    preset: str = "fast",
+    out: Path | None = None,
+    card: bool = True,
+    card_points_per_value: int = 64,
+    write: bool = True,
+    progress: bool = True,
+) -> tuple[dict[str, float], FactorCard | None]:
+    """Evaluate a training run directory; write metrics.json (or ``out``) and factor_card.json.
+
+    Args:
+        dataset: a GroundTruthData, a name or a {"name": ...} dict; default ``config["dataset"]``.
+    Returns:
+        (flat metrics dict, factor card or None for unlabelled data / ``card=False``).
+    """
+    from latentdial.training.run_dir import FACTOR_CARD, METRICS, load_run, representation_fn
+
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    spec = dataset if dataset is not None else run.config.get("dataset")
+    if spec is None:
+        raise ValueError(f"{run_dir}/config.json records no dataset; pass --dataset NAME")
+    ds = resolve_dataset(spec)
+    scores, factor_card = evaluate_representation(
+        ds, _no_grad(representation_fn(run.model)), metrics=metrics, seed=seed, num_train=num_train,
+        num_test=num_test, preset=preset, card=card, card_points_per_value=card_points_per_value,
+        progress=progress,
+    )
+    if write:
+        _write_json(out or run_dir / METRICS, scores)
+        if factor_card is not None:
+            factor_card.save(run_dir / FACTOR_CARD)
+    return scores, factor_card
+
+
+def _no_grad(fn: Any) -> Any:
+    """Run a torch representation function without autograd (encoding only)."""
+    import torch
+
+    def wrapped(x: Any) -> Any:
+        with torch.no_grad():
+            return fn(x)
+
+    return wrapped
+
+
+def onnx_representation_fn(model_dir: Path) -> tuple[Any, Any]:
+    """(representation_fn over the exported encoder's ``mean`` output, manifest); no torch."""
+    import numpy as np
+    from latentdial.serving.runtimes import load_runtime
+
+    from latentdial.manifest import Manifest
+
+    manifest = Manifest.load(model_dir)
+    runtime = load_runtime(model_dir, manifest, "encoder")
+    input_name = manifest.io["encoder"]["inputs"][0]
+    step = runtime.max_batch_size
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.concatenate([runtime.run({input_name: x[i : i + step]})["mean"]
+                               for i in range(0, len(x), step)])
+
+    return fn, manifest
+
+
+def evaluate_model_dir(
+    model_dir: Path,
+    *,
+    dataset: Any = None,
+    metrics: str | list[str] | None = None,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    preset: str = "fast",
+    out: Path | None = None,
+    write: bool = True,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Evaluate an exported model directory's encoder on ONNX Runtime; write metrics.json (or ``out``)."""
+    model_dir = Path(model_dir)
+    fn, manifest = onnx_representation_fn(model_dir)
+    spec = dataset if dataset is not None else manifest.provenance.get("dataset")
+    if spec is None:
+        raise ValueError(f"{model_dir}/manifest.json records no dataset in provenance; pass --dataset NAME")
+    scores, _ = evaluate_representation(
+        resolve_dataset(spec), fn, metrics=metrics, seed=seed, num_train=num_train, num_test=num_test,
+        preset=preset, card=False, progress=progress,
+    )
+    if write:
+        _write_json(out or model_dir / "metrics.json", scores)
+    return scores
+
+
+def _write_json(path: Path, scores: dict[str, float]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+
+
+def print_table(scores: dict[str, float], card: FactorCard | None = None) -> None:
+    """Scores (and the card's factor -> dims) as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="disentanglement metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    if card is not None:
+        factors = Table(title="factor card")
+        for col in ("factor", "kind", "dims", "importance"):
+            factors.add_column(col)
+        for f in card.factors:
+            factors.add_row(f.name, f.kind, ", ".join(map(str, f.dims)),
+                            ", ".join(f"{v:.2f}" for v in f.importance))
+        console.print(factors)
+
+
+def run(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    common = {"dataset": args.dataset, "metrics": args.metrics, "seed": args.seed,
+              "num_train": args.num_train, "num_test": args.num_test, "preset": args.preset,
+              "out": args.out, "progress": not args.quiet}
+    try:
+        if (path / "manifest.json").is_file():
+            scores, card = evaluate_model_dir(path, **common), None
+        elif (path / "config.json").is_file():
+            scores, card = evaluate_run(path, card=not args.no_card,
+                                        card_points_per_value=args.points_per_value, **common)
+        else:
+            print(f"error: {path} is neither a run directory (config.json) nor a model directory "
+                  "(manifest.json)", file=sys.stderr)
+            return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(scores, card)
+    print(f"wrote {args.out or path / 'metrics.json'}")
+    return 0
