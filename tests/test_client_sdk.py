@@ -1,0 +1,161 @@
+"""The SDK: asyncio client, checks before sending, exception mapping, and the ``latentdial client`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentdial.cli import main as cli_main
+from latentdial.client import (
+    AsyncClient,
+    Client,
+    Edit,
+    InvalidArgumentError,
+    LatentDialError,
+    NotFoundError,
+    Pin,
+    latents,
+)
+from latentdial.client.errors import from_rpc_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_async_client_matches_the_sync_client(toy_server):
+    server, _ = toy_server
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+
+    async def main():
+        async with AsyncClient(server.address) as c:
+            enc = await c.encode(x, sample=True, seed=1)
+            out = await asyncio.gather(
+                c.decode(enc.mean, output="uint8"),
+                c.reconstruct(x),
+                c.traverse(x[:1], factors=["shape"], steps=3),
+                c.edit(x, [Edit(factor="pos_x", set_value=1.0)]),
+                c.generate(2, seed=4, pins=[Pin(factor="shape", label="heart")]),
+                c.list_models(),
+                c.model_info(),
+            )
+            with pytest.raises(NotFoundError):
+                await c.encode(x, model="absent")
+            return enc, out
+
+    enc, (dec, rec, trav, edit, gen, models, info) = asyncio.run(main())
+    with Client(server.address) as c:
+        np.testing.assert_array_equal(enc.sample, c.encode(x, sample=True, seed=1).sample)
+        np.testing.assert_array_equal(dec, c.decode(enc.mean, output="uint8"))
+        np.testing.assert_array_equal(rec.images, c.reconstruct(x).images)
+        np.testing.assert_array_equal(trav.images, c.traverse(x[:1], factors=["shape"], steps=3).images)
+        np.testing.assert_array_equal(edit.latents, c.edit(x, {"pos_x": 1.0}).latents)
+        np.testing.assert_array_equal(gen.latents, c.generate(2, seed=4, pins={"shape": "heart"}).latents)
+    assert models[0].name == "toy" and info.latent_dim == 4
+
+
+def test_client_accepts_pil_images_single_arrays_and_returns_pil():
+    from latentdial.client.convert import image_batch
+
+    img = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    b = image_batch([img, img])
+    assert list(b.tensor.shape) == [2, 8, 8, 1]
+    assert list(image_batch(np.zeros((8, 8, 3), np.float64)).tensor.shape) == [1, 8, 8, 3]
+    assert list(image_batch(np.zeros((5, 8, 8), np.uint8)).tensor.shape) == [5, 8, 8, 1]
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (np.full((1, 8, 8, 1), 1.5, np.float32), r"\[0, 1\]"),
+        (np.full((1, 8, 8, 1), np.nan, np.float32), "NaN"),
+        (np.zeros((1, 8, 8, 1), np.int32), "dtype int32"),
+        (np.zeros((2, 1, 8, 8, 1), np.uint8), r"\(N, H, W, C\)"),
+        ([], "no images"),
+    ],
+)
+def test_client_checks_images_before_sending(images, match):
+    with Client("127.0.0.1:1") as c, pytest.raises(InvalidArgumentError, match=match):
+        c.encode(images)
+
+
+def test_client_checks_latents_edits_and_output_before_sending():
+    with Client("127.0.0.1:1") as c:
+        with pytest.raises(InvalidArgumentError, match=r"\(N, D\)"):
+            c.decode(np.zeros((2, 2, 2)))
+        with pytest.raises(InvalidArgumentError, match="NaN"):
+            c.decode(np.array([[np.nan, 0.0]]))
+        with pytest.raises(InvalidArgumentError, match="exactly one of set_value"):
+            c.edit(latents(np.zeros((1, 4))), [Edit(factor="a", set_value=1.0, shift=2.0)])
+        with pytest.raises(InvalidArgumentError, match="exactly one of factor or dimension"):
+            c.edit(latents(np.zeros((1, 4))), [Edit(set_value=1.0)])
+        with pytest.raises(InvalidArgumentError, match="output must be one of"):
+            c.decode(np.zeros((1, 4)), output="jpeg")
+        with pytest.raises(InvalidArgumentError, match="count"):
+            c.generate(0)
+
+
+def test_rpc_errors_map_to_the_sdk_hierarchy_with_the_cause_kept(toy_server):
+    server, _ = toy_server
+    with Client(server.address) as c, pytest.raises(InvalidArgumentError) as e:
+        c.encode(np.zeros((1, 3, 3, 1), np.uint8))
+    assert isinstance(e.value, ValueError) and isinstance(e.value, LatentDialError)
+    assert isinstance(e.value.__cause__, grpc.RpcError)
+    assert e.value.code == "INVALID_ARGUMENT" and "(N, 8, 8, 1)" in e.value.details
+
+    class Fake(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.ABORTED
+
+        def details(self):
+            return "odd"
+
+    err = from_rpc_error(Fake())
+    assert type(err) is LatentDialError and err.code == "ABORTED"
+
+
+def test_client_command_writes_traversal_and_edit_grids_a_person_can_open(toy_server, tmp_path, capsys):
+    server, model = toy_server
+
+    def run_cli(*args: str) -> subprocess.CompletedProcess:
+        code = cli_main(["client", *args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    x = (np.random.default_rng(2).random((2, 8, 8)) * 255).astype(np.uint8)
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(tmp_path / f"in{i}.png")
+    a = ["--address", server.address]
+    pngs = [str(tmp_path / "in0.png"), str(tmp_path / "in1.png")]
+    r = run_cli(*a, "traverse", *pngs, "--factors", "pos_x", "shape", "--steps", "5", "--out", str(tmp_path / "t.png"))
+    assert r.returncode == 0, r.stderr
+    assert "row pos_x: 0 0.25 0.5 0.75 1" in r.stdout
+    assert Image.open(tmp_path / "t.png").size == (5 * 10, 2 * 2 * 10)  # 5 steps x (2 sources x 2 factors)
+    r = run_cli(*a, "edit", *pngs, "--set", "shape=heart", "--set", "pos_x=0.5", "--out", str(tmp_path / "e.png"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "e.png").size == (2 * 10, 2 * 10)  # originals row + edited row
+    r = run_cli(*a, "encode", *pngs, "--out", str(tmp_path / "z.npy"))
+    assert r.returncode == 0, r.stderr
+    z = np.load(tmp_path / "z.npy")
+    np.testing.assert_allclose(z, model.encode((x / 255.0)[:, None].astype(np.float32))[0], atol=1e-5)
+    r = run_cli(*a, "decode", str(tmp_path / "z.npy"), "--out", str(tmp_path / "d.npy"))
+    assert r.returncode == 0 and np.load(tmp_path / "d.npy").shape == (2, 8, 8, 1)
+    r = run_cli(*a, "generate", "--count", "4", "--pin", "shape=square", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 0 and Image.open(tmp_path / "g.png").size == (20, 20)
+    r = run_cli(*a, "info")
+    assert "factor shape (categorical) dims [1]" in r.stdout and "onnxruntime-cpu" in r.stdout
+    r = run_cli(*a, "edit", *pngs, "--set", "colour=1", "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 1 and "unknown factor 'colour'" in r.stderr
+
+
+def test_client_command_runs_as_a_separate_process(toy_server):
+    server, _ = toy_server
+    r = subprocess.run([sys.executable, "-m", "latentdial.cli", "client", "--address", server.address, "list"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "toy (default): versions ['1'], latest 1"
