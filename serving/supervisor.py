@@ -81,7 +81,7 @@ def _pump(index: int, proc: subprocess.Popen, out: TextIO, ready: threading.Even
     prefix = f"[worker {index} pid {proc.pid}] "
     assert proc.stdout is not None
     for line in proc.stdout:
-        if "ready" in line.lower():
+        if line.lstrip().lower().startswith("ready"):  # the serve CLI's "ready: ..." line
             ready.set()
         out.write(prefix + line)
         out.flush()
