@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from latentdial.training.data import BatchStream
@@ -79,3 +81,10 @@ def test_unreadable_image_names_the_file(tmp_path):
     data = ImageFolder(tmp_path)
     with pytest.raises(ValueError, match="broken.png"):
         data.sample_observations(1, np.random.default_rng(0))
+
+
+def test_folder_survives_pickling_for_worker_processes(folder):
+    data = ImageFolder(folder, channels=3, image_size=8)
+    before = data.sample_observations(4, np.random.default_rng(2))
+    clone = pickle.loads(pickle.dumps(data))
+    np.testing.assert_array_equal(clone.sample_observations(4, np.random.default_rng(2)), before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import h5py
 import numpy as np
@@ -151,3 +152,16 @@ def test_shapes3d_rejects_a_file_without_labels(tmp_path):
         fh.create_dataset("images", data=np.zeros((2, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="missing datasets .*labels"):
         Shapes3D(path)
+
+
+def test_shapes3d_survives_pickling_by_reopening_the_file(tmp_path):
+    path = tmp_path / "3dshapes.h5"
+    write_shapes3d(path)
+    data = Shapes3D(path)
+    factors = data.sample_factors(5, np.random.default_rng(0))
+    clone = pickle.loads(pickle.dumps(data))
+    np.testing.assert_array_equal(
+        clone.sample_observations_from_factors(factors), data.sample_observations_from_factors(factors)
+    )
+    clone.close()
+    data.close()

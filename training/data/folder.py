@@ -65,6 +65,18 @@ class ImageFolder(GroundTruthData):
     def __len__(self) -> int:
         return len(self.files)
 
+    def __getstate__(self) -> dict:
+        """Pickle without the decoded-image cache (e.g. for data-loader worker processes)."""
+        state = dict(self.__dict__)
+        state["_cache_size"] = self._load.cache_info().maxsize
+        del state["_load"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self._load = functools.lru_cache(maxsize=cache_size)(self._decode)
+
     def _decode(self, index: int) -> np.ndarray:
         """Image ``index`` as (C, H, W) uint8."""
         from PIL import Image

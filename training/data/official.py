@@ -178,6 +178,14 @@ class Shapes3D(_GridFile):
             self._file.close()
             raise
         self.path = path
+        self.in_memory = in_memory
+
+    def __getstate__(self) -> dict:
+        """Pickle by path: the file is reopened on unpickling (e.g. in a worker process)."""
+        return {"path": self.path, "in_memory": self.in_memory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["in_memory"])
 
     def _read_layout(self, path: Path, in_memory: bool) -> None:
         """Derive and validate the factor grid from ``labels``; keep ``images``."""
