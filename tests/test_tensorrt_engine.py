@@ -392,3 +392,15 @@ def test_build_engine_cli_builds_both_graphs_of_a_repository(toy, tmp_path, monk
     assert calls.count(("build",)) == 2  # cached
     assert main(["build-engine", str(model_dir), "--cache-dir", str(cache), "--fp16", "--force"]) == 0
     assert calls.count(("build",)) == 4
+
+
+def test_serving_finds_the_engines_build_engine_made_whatever_its_max_batch(toy, tmp_path, monkeypatch):
+    from latentdial.cli import main
+
+    model_dir, manifest = toy
+    calls: list = []
+    _install_fakes(monkeypatch, make_fake_trt("10.13.3.9", calls), make_fake_cudart())
+    assert main(["build-engine", str(model_dir), "--cache-dir", str(tmp_path)]) == 0
+    runtime = load_runtime(model_dir, manifest, "decoder", max_batch_size=4, engine_cache_dir=tmp_path)
+    assert runtime.name == "tensorrt" and runtime.max_batch_size == 4
+    assert calls.count(("build",)) == 2  # encoder + decoder by the CLI, nothing rebuilt at load

@@ -105,7 +105,7 @@ class OrtGpuRuntime(Runtime):
 
         self.name = f"onnxruntime-{provider}"
         self.path = Path(onnx_path)
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = min(int(max_batch_size), int(profile["max"]))  # engines end at the profile
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
         probe = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

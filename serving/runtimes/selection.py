@@ -118,7 +118,7 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
         cache = (engine_cache_dir or default_engine_cache()) / "onnxruntime-trt"
         return OrtGpuRuntime(model_dir / onnx_file(manifest, graph, file_precision).path, provider,
                              item_shape=item_shape, max_batch_size=max_batch_size, device_id=device_id,
-                             profile={**manifest.batch_profile, "max": max_batch_size},
+                             profile=manifest.batch_profile,
                              cache_dir=cache, fp16=precision == "fp16")
     if name in ("torch-cuda", "torch-cpu"):
         from latentdial.serving.runtimes.torch_runtime import TorchRuntime
@@ -138,9 +138,10 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
         )
 
         trt, cudart = import_tensorrt(), import_cudart()
+        # Engines always cover the manifest's whole batch profile, so that the engines built by
+        # `latentdial build-engine` are the ones serving finds, whatever max batch it runs with.
         engine = ensure_engine(trt, gpu_name(cudart, device_id), model_dir, manifest, graph,
-                               engine_cache_dir or default_engine_cache(), fp16=precision == "fp16",
-                               max_batch_size=max_batch_size)
+                               engine_cache_dir or default_engine_cache(), fp16=precision == "fp16")
         return TensorRTRuntime(engine, max_batch_size=max_batch_size, trt=trt, cudart=cudart)
     raise RuntimeUnavailable(f"unknown runtime {name!r}; valid: {['auto', *ALL_RUNTIMES]}")
 
