@@ -195,19 +195,7 @@ class Trainer:
         self.objective.train()
         try:
             for batch in self.stream.iterate(self.step, remaining):
-                step = self.step
-                error: NonFiniteLossError | None = None
-                try:
-                    loss, logs = self.net(_to_device(batch, self.ctx.device), step)
-                except NonFiniteLossError as e:
-                    error = e
-                if any_rank(error is not None, self.ctx):
-                    self._diverged(error or NonFiniteLossError(step, "loss (on another rank)", float("nan")))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                logs.update(self.objective.auxiliary_step(step))
-                self.step = step + 1
+                logs = self.train_step(batch)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self.rows.append({"step": self.step, **logs})
@@ -216,6 +204,23 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimisation step on a numpy batch (or pair); advances ``self.step``."""
+        step = self.step
+        error: NonFiniteLossError | None = None
+        try:
+            loss, logs = self.net(_to_device(batch, self.ctx.device), step)
+        except NonFiniteLossError as e:
+            error = e
+        if any_rank(error is not None, self.ctx):
+            self._diverged(error or NonFiniteLossError(step, "loss (on another rank)", float("nan")))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        logs.update(self.objective.auxiliary_step(step))
+        self.step = step + 1
+        return logs
 
     def _diverged(self, error: NonFiniteLossError) -> None:
         ckpts = checkpoint_paths(self.out)

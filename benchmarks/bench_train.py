@@ -1,0 +1,78 @@
+"""Training throughput per objective: optimisation steps per second at batch 64.
+
+Each objective trains the disentanglement_lib conv model on pre-rendered dSprites
+batches (so the figure is the step itself: forward, backward, Adam, and FactorVAE's
+discriminator step); data rendering is timed separately. All objectives run side by
+side in one process, so the "vs beta_vae" column is comparable across machines.
+
+    python benchmarks/bench_train.py                 # batch 64, 5 warm-up + 30 timed steps
+    python benchmarks/bench_train.py --steps 10 --threads 2 --objectives beta_vae factor_vae
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from latentdial.training.config import load_config
+from latentdial.training.objectives import OBJECTIVES
+from latentdial.training.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(name: str, batches: list, warmup: int, steps: int, batch_size: int, threads: int) -> float:
+    """Seconds per step of objective ``name`` (median of ``steps`` timed steps)."""
+    cfg = load_config(None, [f"objective.name={name}", f"batch_size={batch_size}", "steps=1000000",
+                             f"num_threads={threads}", "evaluate=false"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp))
+        pairs = OBJECTIVES[name].requires_pairs
+        times = []
+        for i in range(warmup + steps):
+            batch = batches[i % len(batches)]
+            if pairs:
+                batch = (batch, batches[(i + 1) % len(batches)])
+            t0 = time.perf_counter()
+            trainer.train_step(batch)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--objectives", nargs="*", default=[n for n in OBJECTIVES if n != "vae"])
+    args = parser.parse_args()
+
+    from latentdial.training.data import BatchStream, get_dataset
+
+    stream = BatchStream(get_dataset("dsprites"), args.batch_size, seed=0)
+    t0 = time.perf_counter()
+    batches = [stream.batch_at(i) for i in range(8)]
+    data_ms = (time.perf_counter() - t0) / len(batches) * 1e3
+
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps (median)")
+    print(f"dSprites rendering: {data_ms:.1f} ms per batch of {args.batch_size} (prefetched in a thread while training)")
+    results = {n: bench(n, batches, args.warmup, args.steps, args.batch_size, args.threads) for n in args.objectives}
+    ref = results.get("beta_vae", next(iter(results.values())))
+    print()
+    print("| objective | ms/step | steps/s | images/s | vs beta_vae |")
+    print("|---|---:|---:|---:|---:|")
+    for name, sec in results.items():
+        ipb = 2 * args.batch_size if OBJECTIVES[name].requires_pairs else args.batch_size
+        print(f"| {name} | {sec * 1e3:.1f} | {1 / sec:.2f} | {ipb / sec:.0f} | {ref / sec:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
