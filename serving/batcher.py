@@ -75,10 +75,9 @@ class DynamicBatcher:
         self._observer = observer
         self._queue: collections.deque[_Chunk] = collections.deque()
         self._queued_items = 0
-        self._wakeup: asyncio.Event | None = None
+        self._waiter: asyncio.Future | None = None  # set while the worker is parked
         self._worker: asyncio.Task | None = None
         self._closed = False
-        self._inflight: set[asyncio.Future] = set()
 
     # ----------------------------------------------------------------- public
     @property
@@ -113,8 +112,9 @@ class DynamicBatcher:
             self._queue.append(chunk)
             self._queued_items += chunk.n
             futures.append(chunk.future)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        waiter = self._waiter
+        if waiter is not None and (len(self._queue) == len(futures) or self._queued_items >= self.max_batch_size):
+            _wake(waiter)  # the worker was idle, or a full batch is waiting
         try:
             parts = [await f for f in futures]
         except BaseException:
@@ -142,7 +142,6 @@ class DynamicBatcher:
     # --------------------------------------------------------------- internal
     def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._loop(), name=f"batcher:{self.name}")
 
     async def _run_alone(self, inputs: Arrays) -> Arrays:
@@ -156,34 +155,38 @@ class DynamicBatcher:
         log.debug("%s ran %d items unbatched in %.2f ms", self.name, n, 1e3 * (time.perf_counter() - t0))
         return out
 
+    async def _sleep_until_woken(self, timeout_s: float | None) -> None:
+        """Park the worker until submit() wakes it (first item, or a full batch) or the timeout passes."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout_s, _wake, waiter) if timeout_s is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
     async def _collect(self) -> list[_Chunk]:
-        """Wait for a first chunk, then for company until full or the delay has passed."""
-        assert self._wakeup is not None
+        """Wait for a first chunk, then for company until full or the oldest chunk has waited max delay.
+
+        The delay counts from the oldest chunk's arrival: chunks that queued while the previous
+        batch ran have already waited and go at once. One timer per batch, not per item.
+        """
         loop = asyncio.get_running_loop()
         while not self._queue:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+            await self._sleep_until_woken(None)
+        if self._queued_items < self.max_batch_size:
+            remaining = self._queue[0].enqueued + self.max_queue_delay_s - loop.time()
+            if remaining > 0:
+                await self._sleep_until_woken(remaining)
         batch = [self._queue.popleft()]
         size = batch[0].n
-        until = loop.time() + self.max_queue_delay_s
-        while size < self.max_batch_size:
-            if self._queue:
-                if size + self._queue[0].n > self.max_batch_size:
-                    break
-                chunk = self._queue.popleft()
-                batch.append(chunk)
-                size += chunk.n
-                continue
-            remaining = until - loop.time()
-            if remaining <= 0:
-                break
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                break
-        for chunk in batch:
-            self._queued_items -= chunk.n
+        while self._queue and size + self._queue[0].n <= self.max_batch_size:
+            chunk = self._queue.popleft()
+            batch.append(chunk)
+            size += chunk.n
+        self._queued_items -= size
         return batch
 
     async def _loop(self) -> None:
@@ -230,6 +233,11 @@ class DynamicBatcher:
             if not c.future.done():
                 c.future.set_result({k: v[start : start + c.n] for k, v in out.items()})
             start += c.n
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _batch_len(arrays: Arrays) -> int:

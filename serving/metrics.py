@@ -35,6 +35,14 @@ class ServiceMetrics:
         )
         self.in_flight = Gauge("latentdial_in_flight_requests", "RPCs being handled", registry=r)
         self._http = None
+        self._children: dict[str, tuple] = {}
+
+    def rpc_children(self, rpc: str) -> tuple:
+        """(requests counter, latency histogram) of ``rpc``, resolved once (labels() takes a lock)."""
+        got = self._children.get(rpc)
+        if got is None:
+            got = self._children[rpc] = (self.requests.labels(rpc), self.latency.labels(rpc))
+        return got
 
     def batch_observer(self, model: str, graph: str):
         """Callback for DynamicBatcher: (batch size, queue seconds) -> histograms."""

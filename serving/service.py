@@ -50,7 +50,8 @@ def rpc(name: str):
             rid = _request_id(context)
             token = request_id.set(rid)
             m = self.metrics
-            m.requests.labels(name).inc()
+            requests, latency = m.rpc_children(name)
+            requests.inc()
             m.in_flight.inc()
             t0 = time.perf_counter()
             code: grpc.StatusCode | None = None
@@ -70,7 +71,7 @@ def rpc(name: str):
                 message = f"internal error in {name} (request id {rid}); the server log has the details"
             finally:
                 m.in_flight.dec()
-                m.latency.labels(name).observe(time.perf_counter() - t0)
+                latency.observe(time.perf_counter() - t0)
                 if code is not None:
                     m.failures.labels(name, code.name).inc()
                 request_id.reset(token)
