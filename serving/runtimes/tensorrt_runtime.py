@@ -76,13 +76,14 @@ class TensorRTRuntime(Runtime):
         self.input_names = tuple(n for n in names if is_input[n])
         self.output_names = tuple(n for n in names if not is_input[n])
         # profile 0's max shape bounds the batch
-        _, _, max_shape = self._engine.get_tensor_profile_shape(self.input_names[0], 0)
-        self.max_batch_size = min(int(max_batch_size), int(max_shape[0]))
+        _, _, dims = self._engine.get_tensor_profile_shape(self.input_names[0], 0)
+        max_shape = tuple(int(d) for d in dims)  # trt.Dims -> tuple (Dims does not slice)
+        self.max_batch_size = min(int(max_batch_size), max_shape[0])
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
         self._item_shapes: dict[str, tuple[int, ...]] = {}
-        self._item_shapes[self.input_names[0]] = tuple(int(d) for d in max_shape[1:])
+        self._item_shapes[self.input_names[0]] = max_shape[1:]
         # Output shapes for the max batch: set the input shape once, then ask the context.
-        self._context.set_input_shape(self.input_names[0], tuple(int(d) for d in max_shape))
+        self._context.set_input_shape(self.input_names[0], max_shape)
         for n in self.output_names:
             self._item_shapes[n] = tuple(int(d) for d in self._context.get_tensor_shape(n))[1:]
         self._stream = cuda_call(cudart, cudart.cudaStreamCreate())
