@@ -190,3 +190,10 @@ def test_cli_exports_and_overwrites(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--name", "renamed"]) == 0
     assert Manifest.load(target).name == "renamed"
+
+
+def test_a_directory_that_is_not_a_run_gives_a_clear_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ExportError, match=r"config.json is missing; is .* a finished training run"):
+        export_run(tmp_path / "run", tmp_path / "m" / "1", report=lambda s: None)
+    assert not (tmp_path / "m" / "1").exists()
