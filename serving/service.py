@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import time
@@ -87,11 +88,16 @@ def rpc(name: str):
     return deco
 
 
+_ID_PREFIX = uuid.uuid4().hex[:8]
+_ID_COUNTER = itertools.count(1)
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's ``x-request-id``, or a new one unique to this process (prefix-counter)."""
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str) and value:
             return value[:64]
-    return uuid.uuid4().hex[:16]
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
