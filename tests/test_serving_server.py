@@ -283,3 +283,44 @@ def test_serve_command_prints_ready_and_exits_zero_on_sigterm(toy_repo):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_while_models_load_health_is_not_serving_and_rpcs_are_unavailable(toy_repo, monkeypatch):
+    import asyncio
+
+    from latentdial.serving import repository as repo_mod
+
+    root, _ = toy_repo
+    real_load = repo_mod.ModelRepository.load.__func__
+    gate = threading.Event()
+
+    def slow_load(cls, *args, **kwargs):
+        gate.wait(10)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(repo_mod.ModelRepository, "load", classmethod(slow_load))
+    port = free_port()
+    server = ServerThread(make_config(root, port=port))
+    server._thread.start()
+    from latentdial.serving.server import create_server
+
+    pending = asyncio.run_coroutine_threadsafe(create_server(server.config), server.loop)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                status = health_status(address)
+                break
+            except grpc.RpcError:
+                assert time.time() < deadline
+                time.sleep(0.05)
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with Client(address, retries=0) as c, pytest.raises(UnavailableError, match="loading"):
+            c.list_models()
+        gate.set()
+        server.handle, server.port = pending.result(30)
+        assert health_status(address) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        gate.set()
+        server.stop()
