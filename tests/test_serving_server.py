@@ -324,3 +324,23 @@ def test_while_models_load_health_is_not_serving_and_rpcs_are_unavailable(toy_re
     finally:
         gate.set()
         server.stop()
+
+
+def test_json_logs_carry_the_request_id(capsys):
+    import json
+    import logging
+
+    from latentdial.serving.logging import configure_logging, request_id
+
+    configure_logging("json")
+    root = logging.getLogger()
+    try:
+        token = request_id.set("abc-42")
+        logging.getLogger("latentdial.test").warning("decoded %d images", 3)
+        request_id.reset(token)
+    finally:
+        for h in [h for h in root.handlers if getattr(h, "_latentdial", False)]:
+            root.removeHandler(h)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    doc = json.loads(line)
+    assert doc["request_id"] == "abc-42" and doc["message"] == "decoded 3 images" and doc["level"] == "WARNING"
