@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from fixtures.server import ServerThread, make_config
 from fixtures.toy_model import build_toy_model
@@ -20,10 +21,11 @@ from latentdial.training.edit_fidelity import (
     summarise_factor,
     value_distance,
 )
+from onnx import TensorProto, helper, numpy_helper
 
 from latentdial.cli import main
 from latentdial.factor_card import FactorCard, FactorEntry
-from latentdial.manifest import Manifest
+from latentdial.manifest import GraphFile, Manifest, sha256_file
 
 FIELDS = {
     "kind", "dims", "num", "metric", "edit_score", "recon_score", "fidelity", "accuracy", "within_one_step",
@@ -47,6 +49,104 @@ def dsprites_card(latent_dim: int = 6) -> FactorCard:
         linear("pos_y", "continuous", np.linspace(0, 1, 32), 4),
         linear("hue", "circular", np.arange(8) / 8, 5, period=1.0),
     ], latent_dim=latent_dim)
+
+
+# ------------------------------------------------- an oracle dSprites model --
+# Encoder: (centroid x, centroid y, sqrt(area)) -> dims 0, 1, 2; decoder: draws a square of that area there.
+# Perfectly disentangled for pos_x, pos_y and scale by construction, so its edits are as good as its
+# reconstructions and move nothing else.
+SIZE = 64
+CENTRE, POS_UNIT = 31.5, 9.0  # centroid pixel -> latent: (c - 31.5) / 9
+SIDE0, SIDE_UNIT = 15.0, 3.0  # sqrt(area) in pixels -> latent: (s - 15) / 3
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> None:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def c(a, name: str) -> onnx.TensorProto:
+    """A float32 initializer."""
+    return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+
+def build_oracle(root: Path, name: str = "oracle", version: str = "1", latent_dim: int = 5) -> Path:
+    d = latent_dim
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    feats_w = np.stack([np.ones(SIZE * SIZE), xs.ravel(), ys.ravel()], axis=1).astype(np.float32)  # (4096, 3)
+    proj = np.zeros((3, d), np.float32)
+    proj[0, 0], proj[1, 1], proj[2, 2] = 1 / POS_UNIT, 1 / POS_UNIT, 1 / SIDE_UNIT
+    bias = np.zeros(d, np.float32)
+    bias[:3] = [-CENTRE / POS_UNIT, -CENTRE / POS_UNIT, -SIDE0 / SIDE_UNIT]
+    enc = helper.make_graph([
+        helper.make_node("Flatten", ["images"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "fw"], ["sums"]),  # (N, 3): mass, sum x, sum y
+        helper.make_node("Split", ["sums", "s1"], ["mass", "sx", "sy"], axis=1),
+        helper.make_node("Add", ["mass", "eps"], ["mass_e"]),
+        helper.make_node("Div", ["sx", "mass_e"], ["cx"]),
+        helper.make_node("Div", ["sy", "mass_e"], ["cy"]),
+        helper.make_node("Sqrt", ["mass"], ["side"]),
+        helper.make_node("Concat", ["cx", "cy", "side"], ["feats"], axis=1),
+        helper.make_node("MatMul", ["feats", "proj"], ["z0"]),
+        helper.make_node("Add", ["z0", "bias"], ["mean"]),
+        helper.make_node("MatMul", ["feats", "zero3"], ["lv0"]),
+        helper.make_node("Add", ["lv0", "lvb"], ["log_var"]),
+    ], "encoder", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, SIZE, SIZE])],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N", d]),
+         helper.make_tensor_value_info("log_var", TensorProto.FLOAT, ["N", d])],
+        [c(feats_w, "fw"), numpy_helper.from_array(np.array([1, 1, 1], np.int64), "s1"), c([1e-6], "eps"),
+         c(proj, "proj"), c(bias, "bias"), c(np.zeros((3, d)), "zero3"), c(np.full(d, -4.0), "lvb")])
+    sel = np.zeros((d, 3), np.float32)
+    sel[0, 0], sel[1, 1], sel[2, 2] = POS_UNIT, POS_UNIT, SIDE_UNIT / 2
+    dec = helper.make_graph([
+        helper.make_node("MatMul", ["latents", "sel"], ["p0"]),
+        helper.make_node("Add", ["p0", "pb"], ["p"]),  # (N, 3): cx, cy, half side
+        helper.make_node("Split", ["p", "s1"], ["cx", "cy", "half"], axis=1),
+        *[helper.make_node("Reshape", [v, "shp"], [v + "4"]) for v in ("cx", "cy", "half")],
+        helper.make_node("Sub", ["gx", "cx4"], ["dx"]),
+        helper.make_node("Sub", ["gy", "cy4"], ["dy"]),
+        helper.make_node("Abs", ["dx"], ["ax"]),
+        helper.make_node("Abs", ["dy"], ["ay"]),
+        helper.make_node("Max", ["ax", "ay"], ["r"]),
+        helper.make_node("Sub", ["half4", "r"], ["inside"]),
+        helper.make_node("Add", ["inside", "half_px"], ["inside2"]),
+        helper.make_node("Mul", ["inside2", "sharp"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["images"]),
+    ], "decoder", [helper.make_tensor_value_info("latents", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, SIZE, SIZE])],
+        [c(sel, "sel"), c([CENTRE, CENTRE, SIDE0 / 2], "pb"), numpy_helper.from_array(np.array([1, 1, 1], np.int64), "s1"),
+         numpy_helper.from_array(np.array([-1, 1, 1, 1], np.int64), "shp"), c(xs[None, None], "gx"),
+         c(ys[None, None], "gy"), c([0.0], "half_px"), c([4.0], "sharp")])
+    out = Path(root) / name / version
+    out.mkdir(parents=True, exist_ok=True)
+    _save(enc, out / "encoder.onnx")
+    _save(dec, out / "decoder.onnx")
+    Manifest(name=name, version=version, image_shape=(1, SIZE, SIZE), latent_dim=d,
+             files=[GraphFile("encoder", "encoder.onnx", sha256_file(out / "encoder.onnx")),
+                    GraphFile("decoder", "decoder.onnx", sha256_file(out / "decoder.onnx"))],
+             provenance={"dataset": {"name": "dsprites"}}).save(out)
+    return out
+
+
+def calibrate_card(model_dir: Path, per_value: int = 16, seed: int = 0) -> FactorCard:
+    """Card for scale (dim 2), pos_x (dim 0), pos_y (dim 1), each table = mean encoding per grid value."""
+    import onnxruntime as ort
+    from latentdial.training.data import get_dataset
+
+    enc = ort.InferenceSession(str(model_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    data, rng = get_dataset("dsprites"), np.random.default_rng(seed)
+    entries = []
+    for name, dim in (("scale", 2), ("pos_x", 0), ("pos_y", 1)):
+        f = data.factor_names.index(name)
+        k = data.factors_num_values[f]
+        factors = data.sample_factors(k * per_value, rng)
+        factors[:, f] = np.repeat(np.arange(k), per_value)
+        z = enc.run(["mean"], {"images": data.sample_observations_from_factors(factors, rng)})[0]
+        table = z[:, [dim]].reshape(k, per_value, 1).mean(1)
+        entries.append(FactorEntry(name, "continuous", [dim], data.factor_grid(f).tolist(), table.tolist()))
+    return FactorCard(entries, latent_dim=5)
 
 
 @pytest.fixture(scope="module")
@@ -183,9 +283,13 @@ def test_evaluate_edits_reports_every_card_factor_with_all_fields(report):
     for name, r in report["factors"].items():
         assert set(r) == FIELDS, name
         assert r["num"] == 6
-        for key in ("edit_score", "recon_score", "accuracy", "within_one_step", "other_within_tolerance",
+        for key in ("edit_score", "recon_score", "accuracy", "other_within_tolerance",
                     "other_values_preserved", "source_readback_accuracy"):
             assert 0.0 <= r[key] <= 1.0, (name, key, r[key])
+        if r["kind"] == "categorical":
+            assert r["within_one_step"] is None  # unordered values: no neighbours
+        else:
+            assert r["accuracy"] <= r["within_one_step"] <= 1.0
         assert r["fidelity"] is None or r["fidelity"] >= 0.0
         assert 0.0 <= r["other_drift_mean_std"] <= r["other_drift_max_std"]
         assert r["drift_tolerance_std"] > 0.0
@@ -214,3 +318,71 @@ def test_a_model_without_a_known_dataset_asks_for_one(tmp_path, capsys):
     model = build_toy_model(tmp_path, "toy", "1")  # provenance dataset "toy" is not registered
     assert main(["evaluate-edits", str(model.path), "--out", str(tmp_path / "e.json"), "--quiet"]) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def oracle_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("oracle")
+    model_dir = build_oracle(root)
+    m = Manifest.load(model_dir)
+    m.factor_card = calibrate_card(model_dir).to_dict()
+    m.metrics = {"mig": 0.9}
+    m.save(model_dir)
+    return root
+
+
+@pytest.fixture(scope="module")
+def oracle_report(oracle_repo, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("oracle_edits") / "edits.json"
+    assert main(["evaluate-edits", str(oracle_repo / "oracle" / "1"), "--num", "40", "--batch", "16",
+                 "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_a_disentangled_model_edits_as_well_as_it_reconstructs_and_moves_nothing_else(oracle_report):
+    r = json.loads(oracle_report.read_text())["factors"]
+    assert set(r) == {"scale", "pos_x", "pos_y"}
+    for name, f in r.items():
+        assert 0.9 <= f["fidelity"] <= 1.1, (name, f["fidelity"])  # squares drawn for any shape, edit or not
+        assert f["accuracy"] >= 0.95, (name, f["accuracy"])
+        assert f["other_drift_max_std"] < f["drift_tolerance_std"], name
+        assert f["other_within_tolerance"] == 1.0 and f["other_values_preserved"] >= 0.95, name
+
+
+def test_an_entangled_random_model_reads_its_edits_back_worse_than_the_oracle(report, oracle_report):
+    oracle = json.loads(oracle_report.read_text())["factors"]
+    for name in ("pos_x", "pos_y"):
+        assert report["factors"][name]["accuracy"] < oracle[name]["accuracy"]
+        assert report["factors"][name]["other_drift_mean_std"] > 10 * oracle[name]["other_drift_mean_std"]
+
+
+# --------------------------------------------------------- model report --
+def _model_report_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "model_report.py"
+    spec = importlib.util.spec_from_file_location("model_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo, oracle_report, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "docs" / "models" / "oracle.md"
+    assert _model_report_module().main([str(oracle_repo / "oracle" / "1"), "--out", str(out),
+                                        "--edits", str(oracle_report), "--steps", "6", "--examples", "3"]) == 0
+    text = out.read_text()
+    assert "| mig | 0.9000 |" in text
+    assert "| pos_x | continuous | 0 | 0 … 1 | 32 | yes |" in text
+    assert "![traversal grid](images/oracle_traversal.png)" in text
+    assert "## Edit fidelity" in text and "| scale | continuous |" in text
+    traversal = Image.open(out.parent / "images" / "oracle_traversal.png")
+    edits = Image.open(out.parent / "images" / "oracle_edits.png")
+    # label column + 6 steps of 64 px tiles; 3 factor rows
+    assert traversal.size[0] > 6 * 64 and 3 * 64 <= traversal.size[1] < 4 * 64
+    # 3 examples x (source, recon, 3 factors)
+    assert edits.size[0] > 5 * 64 and edits.size[1] > 3 * 64
+    grid = np.asarray(traversal.convert("L"), np.float32)
+    assert grid[:, 100:].std() > 50  # white squares on black tiles, not an empty canvas

@@ -84,7 +84,7 @@ def _print_table(report: dict[str, Any], title: str) -> None:
     metric = report["metric"].upper()
     table = Table(title=title)
     for col in ("factor", "kind", f"{metric} edit / recon", "fidelity", "accuracy", "±1 step",
-                "other drift mean / max (std)", "tolerance (std)", "within tol", "others kept"):
+                "other drift mean / max (std)", "round trip (std)", "tolerance (std)", "within tol", "others kept"):
         table.add_column(col, justify="left" if col in ("factor", "kind") else "right")
 
     def f(x: Any, spec: str = ".3f") -> str:
@@ -96,7 +96,7 @@ def _print_table(report: dict[str, Any], title: str) -> None:
             f"{f(r['accuracy'], '.1%')} (src {f(r['source_readback_accuracy'], '.0%')})",
             f(r["within_one_step"], ".1%"),
             f"{f(r['other_drift_mean_std'])} / {f(r['other_drift_max_std'], '.2f')}",
-            f(r["drift_tolerance_std"]), f(r["other_within_tolerance"], ".1%"), f(r["other_values_preserved"], ".1%"),
+            f(r["round_trip_drift_mean_std"]), f(r["drift_tolerance_std"]), f(r["other_within_tolerance"], ".1%"), f(r["other_values_preserved"], ".1%"),
         )
     console = Console()
     console.print(table)
