@@ -386,3 +386,36 @@ def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo,
     assert edits.size[0] > 5 * 64 and edits.size[1] > 3 * 64
     grid = np.asarray(traversal.convert("L"), np.float32)
     assert grid[:, 100:].std() > 50  # white squares on black tiles, not an empty canvas
+
+
+def test_colour_models_are_scored_by_psnr_against_their_reconstructions(tmp_path):
+    model = build_toy_model(tmp_path, "colour", "1", image_shape=(3, 64, 64), latent_dim=4, with_card=False)
+    hues = (np.arange(8) / 8).tolist()
+    table = np.linspace(-1.0, 1.0, 8)[:, None].tolist()
+    m = Manifest.load(model.path)
+    m.factor_card = FactorCard([
+        FactorEntry("object_hue", "circular", [0], hues, table, period=1.0),
+        FactorEntry("background_hue", "circular", [1], hues, table, period=1.0),
+    ], latent_dim=4).to_dict()
+    m.provenance = {"dataset": {"name": "color_dsprites"}}
+    m.save(model.path)
+    out = tmp_path / "edits.json"
+    assert main(["evaluate-edits", str(model.path), "--num", "4", "--out", str(out), "--quiet"]) == 0
+    r = json.loads(out.read_text())
+    assert r["metric"] == "psnr" and r["psnr_cap_db"] == 60.0 and r["iou_threshold"] is None
+    assert set(r["factors"]) == {"object_hue", "background_hue"}
+    for f in r["factors"].values():
+        assert 0.0 < f["edit_score"] < 60.0 and 0.0 < f["recon_score"] < 60.0  # dB, finite
+        assert f["fidelity"] == pytest.approx(f["edit_score"] / f["recon_score"])
+
+
+def test_model_report_of_a_model_without_card_traverses_every_dimension(tmp_path):
+    from PIL import Image
+
+    model = build_toy_model(tmp_path / "repo", "plain", "1", image_shape=(3, 64, 64), latent_dim=3, with_card=False)
+    out = tmp_path / "docs" / "plain.md"
+    assert _model_report_module().main([str(model.path), "--out", str(out), "--steps", "4", "--examples", "2"]) == 0
+    text = out.read_text()
+    assert "no factor card" in text and "## Edit fidelity" not in text
+    traversal = Image.open(out.parent / "images" / "plain_traversal.png")
+    assert 3 * 64 <= traversal.size[1] < 4 * 64  # one row per latent dimension
