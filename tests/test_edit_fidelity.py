@@ -419,3 +419,14 @@ def test_model_report_of_a_model_without_card_traverses_every_dimension(tmp_path
     assert "no factor card" in text and "## Edit fidelity" not in text
     traversal = Image.open(out.parent / "images" / "plain_traversal.png")
     assert 3 * 64 <= traversal.size[1] < 4 * 64  # one row per latent dimension
+
+
+def test_a_server_that_does_not_serve_the_model_gives_a_clear_error(repo, tmp_path, capsys):
+    other = tmp_path / "other"
+    build_toy_model(other, "toy", "1")
+    with ServerThread(make_config(other)) as server:
+        code = main(["evaluate-edits", str(repo / "sprites" / "1"), "--address", server.address, "--num", "4",
+                     "--out", str(tmp_path / "e.json"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "NotFoundError" in err and "sprites" in err and server.address in err

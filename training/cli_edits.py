@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from latentdial.training.cli_evaluate import resolve_dataset
     from latentdial.training.edit_fidelity import evaluate_edits
 
-    from latentdial.client import Client
+    from latentdial.client import Client, LatentDialError
     from latentdial.factor_card import FactorCard
     from latentdial.manifest import Manifest, ManifestError
 
@@ -150,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             with LocalServer(model_dir.parent.parent) as server, Client(server.address, timeout_s=300.0) as client:
                 report = evaluate_edits(client, dataset, card, **kwargs)
-    except ValueError as e:
-        print(f"latentdial evaluate-edits: {e}", file=sys.stderr)
+    except (ValueError, LatentDialError) as e:
+        where = args.address or "the local server"
+        print(f"latentdial evaluate-edits: {type(e).__name__} from {where}: {e}", file=sys.stderr)
         return 2
     report = {"model": {"name": name, "version": version, "dir": str(model_dir)},
               "dataset": spec if isinstance(spec, dict) else {"name": getattr(dataset, "name", str(spec))}} | report
