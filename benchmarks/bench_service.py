@@ -62,6 +62,7 @@ class Result:
     p95_ms: float
     p99_ms: float
     errors: int
+    server_cpu_ms: float  # server process CPU time (all threads) per request
 
 
 # ------------------------------------------------------------------ payloads --
@@ -103,12 +104,13 @@ async def _load(address: str, method: str, body: bytes, reply_bytes: int, concur
         await call(body, metadata=md, timeout=30)
         lat: list[float] = []
         errors = 0
+        sent = 0
         t_start = time.perf_counter()
         t_measure = t_start + warmup_s
         t_end = t_measure + duration_s
 
         async def worker():
-            nonlocal errors
+            nonlocal errors, sent
             while True:
                 t0 = time.perf_counter()
                 if t0 >= t_end:
@@ -117,13 +119,14 @@ async def _load(address: str, method: str, body: bytes, reply_bytes: int, concur
                     await call(body, metadata=md, timeout=30)
                 except grpc.RpcError:
                     errors += 1
+                sent += 1
                 t1 = time.perf_counter()
                 if t0 >= t_measure:
                     lat.append(t1 - t0)
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])
     a = np.asarray(lat) * 1e3
-    return {"requests": len(lat), "seconds": duration_s, "errors": errors,
+    return {"requests": len(lat), "sent": sent, "seconds": duration_s, "errors": errors,
             "p50": float(np.percentile(a, 50)) if len(a) else float("nan"),
             "p95": float(np.percentile(a, 95)) if len(a) else float("nan"),
             "p99": float(np.percentile(a, 99)) if len(a) else float("nan")}
@@ -196,9 +199,16 @@ def start_server(mode: str, repo: Path, port: int) -> subprocess.Popen:
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_client(address: str, sc: Scenario, body_path: Path, reply_bytes: int, duration: float, warmup: float,
-               procs: int) -> dict:
+               procs: int, server_pid: int) -> dict:
     """Closed-loop load from ``procs`` processes sharing the concurrency; merged figures."""
+    cpu0 = cpu_seconds(server_pid)
     per = [sc.concurrency // procs + (1 if i < sc.concurrency % procs else 0) for i in range(procs)]
     running = [
         subprocess.Popen([sys.executable, __file__, "_client", "--address", address, "--method", sc.rpc,
@@ -208,11 +218,12 @@ def run_client(address: str, sc: Scenario, body_path: Path, reply_bytes: int, du
         for c in per if c > 0
     ]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in running]
+    cpu_ms = 1e3 * (cpu_seconds(server_pid) - cpu0) / max(1, sum(o["sent"] for o in outs))
     total = sum(o["requests"] for o in outs)
     weights = np.array([o["requests"] for o in outs], float)
     pick = lambda k: float(np.average([o[k] for o in outs], weights=weights)) if total else float("nan")
     return {"requests_per_s": total / duration, "p50": pick("p50"), "p95": pick("p95"), "p99": pick("p99"),
-            "errors": sum(o["errors"] for o in outs)}
+            "errors": sum(o["errors"] for o in outs), "cpu_ms": cpu_ms}
 
 
 def ort_floor(model_dir: Path, seconds: float) -> dict[int, float]:
@@ -278,12 +289,12 @@ def main() -> None:
             rounds: dict[str, list[Result]] = {m: [] for m in modes}
             for _ in range(args.repeat):
                 for mode in modes:  # interleaved, so that the ratios compare the same minute of machine load
-                    port = servers[mode][1]
+                    proc, port = servers[mode]
                     r = run_client(f"127.0.0.1:{port}", sc, *bodies[i], args.duration, args.warmup,
-                                   args.client_procs)
+                                   args.client_procs, proc.pid)
                     rounds[mode].append(Result(sc.model, sc.rpc, sc.items, sc.concurrency, mode, r["requests_per_s"],
                                                r["requests_per_s"] * sc.items, r["p50"], r["p95"], r["p99"],
-                                               r["errors"]))
+                                               r["errors"], r["cpu_ms"]))
             for mode in modes:
                 ranked = sorted(rounds[mode], key=lambda x: x.requests_per_s)
                 best = ranked[len(ranked) // 2]
@@ -303,11 +314,13 @@ def main() -> None:
 def report(results: list[Result], floors: dict[str, dict[int, float]], args) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"
     print(f"\nlatentdial service benchmark ({machine}; clients and server share the machine)\n")
-    print("| model | RPC | items/req | callers | server | req/s | items/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | RPC | items/req | callers | server | req/s | items/s | p50 ms | p95 ms | p99 ms "
+          "| server CPU ms/req | errors |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r.model} | {r.rpc} | {r.items} | {r.concurrency} | {r.mode} | {r.requests_per_s:.0f} | "
-              f"{r.items_per_s:.0f} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
+              f"{r.items_per_s:.0f} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {r.server_cpu_ms:.3f} "
+              f"| {r.errors} |")
     idx = {(r.model, r.rpc, r.items, r.concurrency, r.mode): r for r in results}
     print("\nRatios (same run):\n")
     print("| model | check | value | target |")
@@ -320,6 +333,8 @@ def report(results: list[Result], floors: dict[str, dict[int, float]], args) -> 
                 if on and off:
                     ratios.append((m, f"{rpc} x1, {c} callers: batching on / off", on.requests_per_s /
                                    off.requests_per_s, ">= 2.0" if (rpc, c) == ("Encode", 64) else ""))
+                    ratios.append((m, f"{rpc} x1, {c} callers: server CPU per request, off / on",
+                                   off.server_cpu_ms / max(on.server_cpu_ms, 1e-9), ""))
                 if on and echo:
                     ratios.append((m, f"{rpc} x1, {c} callers: on / echo floor", on.requests_per_s /
                                    echo.requests_per_s, ">= 0.70" if (rpc, c) == ("Encode", 64) else ""))
