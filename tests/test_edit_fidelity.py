@@ -430,3 +430,14 @@ def test_a_server_that_does_not_serve_the_model_gives_a_clear_error(repo, tmp_pa
     assert code == 2
     err = capsys.readouterr().err
     assert "NotFoundError" in err and "sprites" in err and server.address in err
+
+
+def test_dims_of_hand_named_factors_are_measured_but_have_no_tolerance():
+    base = dsprites_card()
+    card = FactorCard([base["pos_x"], FactorEntry("smile", "continuous", [5])], latent_dim=6)
+    arrays = _arrays(card, "pos_x")
+    arrays.z_edited[:, 5] += 3.0
+    r = summarise_factor(card["pos_x"], card, arrays, np.ones(6), "iou")
+    assert r["other_dims"] == [5] and r["other_drift_mean_std"] == pytest.approx(3.0)
+    assert r["drift_tolerance_std"] is None and r["other_within_tolerance"] is None
+    assert r["other_values_preserved"] is None

@@ -124,9 +124,9 @@ def value_distance(entry: FactorEntry, a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 
 def grid_step(entry: FactorEntry) -> float:
-    """Smallest gap between distinct grid values (1.0 for categorical / single-value factors)."""
+    """Smallest gap between distinct grid values (1.0 for a single-value factor)."""
     gaps = np.diff(np.unique(np.asarray(entry.values, np.float64)))
-    return float(gaps.min()) if entry.kind != "categorical" and len(gaps) else 1.0
+    return float(gaps.min()) if len(gaps) else 1.0
 
 
 @dataclass
@@ -182,13 +182,14 @@ def summarise_factor(entry: FactorEntry, card: FactorCard, arrays: FactorArrays,
                                          "other_within_tolerance", "other_values_preserved")}
     drift = np.abs(a.z_edited - a.z_source)[:, other_dims] / std[other_dims]  # (N, |other|)
     round_trip = np.abs(a.z_round_trip - a.z_source)[:, other_dims] / std[other_dims]
-    tol = np.zeros(len(other_dims))
+    tol = np.full(len(other_dims), np.nan)  # stays nan on dims of hand-named factors: no calibration step
     for g in others:
         if not g.calibrated:
             continue
         for d, step in zip(g.dims, calibration_step(g), strict=True):
             if d in other_dims:
                 tol[other_dims.index(d)] = 0.5 * step / std[d]
+    known = np.isfinite(tol)
     preserved = [
         float((value_distance(g, g.value_from_latents(a.z_edited), g.value_from_latents(a.z_source))
                < 0.5 * grid_step(g)).mean())
@@ -199,8 +200,8 @@ def summarise_factor(entry: FactorEntry, card: FactorCard, arrays: FactorArrays,
         "other_drift_p95_std": float(np.percentile(drift, 95)),
         "other_drift_max_std": float(drift.max()),
         "round_trip_drift_mean_std": float(round_trip.mean()),
-        "drift_tolerance_std": float(tol.mean()),
-        "other_within_tolerance": float((drift <= tol[None, :]).mean()),
+        "drift_tolerance_std": float(np.nanmean(tol)) if known.any() else None,
+        "other_within_tolerance": float((drift[:, known] <= tol[None, known]).mean()) if known.any() else None,
         "other_values_preserved": float(np.mean(preserved)) if preserved else None,
     }
 
