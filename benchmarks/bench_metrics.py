@@ -45,10 +45,16 @@ def _encoder(run: str | None):
     return _no_grad(representation_fn(model)), "untrained conv64 encoder, 10 latents"
 
 
+def _row(name: str, dt: float, images: int, scores: dict[str, float]) -> str:
+    text = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
+    return f"{name:<14}{dt:>10.1f}{images:>10d}{images / dt:>9.0f}  {text}"
+
+
 def bench_metrics(args) -> None:
     dataset = get_dataset("dsprites")
     fn, what = _encoder(args.run)
     rows, total = [], 0.0
+    print(f"{'metric':<14}{'seconds':>10}{'images':>10}{'img/s':>9}  scores", flush=True)
     for name in parse_names(args.metrics):
         enc = CountingEncoder(fn)
         t0 = time.perf_counter()
@@ -57,12 +63,12 @@ def bench_metrics(args) -> None:
         dt = time.perf_counter() - t0
         total += dt
         rows.append((name, dt, enc.images, scores))
+        print(_row(name, dt, enc.images, scores), flush=True)
     print(f"\nmetrics on procedural dSprites, preset {args.preset!r}, {what}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'metric':<14}{'seconds':>10}{'images':>10}{'img/s':>9}  scores")
-    for name, dt, images, scores in rows:
-        text = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
-        print(f"{name:<14}{dt:>10.1f}{images:>10d}{images / dt:>9.0f}  {text}")
+    for row in rows:
+        print(_row(*row))
     print(f"{'total':<14}{total:>10.1f}")
 
 

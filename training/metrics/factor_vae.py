@@ -78,7 +78,7 @@ def compute_factor_vae(
     prune_threshold: float = 0.05,
 ) -> dict[str, float]:
     """FactorVAE score: {"train_accuracy", "eval_accuracy", "num_active_dims"}."""
-    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, 64)
+    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, 256)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = _prune_dims(global_variances, prune_threshold)
     if not active.any():

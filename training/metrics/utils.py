@@ -40,7 +40,7 @@ def generate_batch_factor_code(
     representation_fn: RepresentationFn,
     num_points: int,
     rng: np.random.Generator,
-    batch_size: int = 16,
+    batch_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``num_points`` i.i.d. points and encode them, ``batch_size`` at a time.
 
