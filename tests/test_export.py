@@ -51,7 +51,7 @@ def exported(tmp_path_factory) -> tuple[Path, Manifest, Path]:
     run = make_run_dir(root / "run")
     model_dir = root / "models" / "sprites" / "3"
     lines: list[str] = []
-    manifest = export_run(run, model_dir, variant_names="fp16,int8", report=lines.append)
+    manifest = export_run(run, model_dir, variant_names="fp16,int8", speed_rounds=2, report=lines.append)
     assert any("max abs diff" in line for line in lines)
     return model_dir, manifest, run
 
