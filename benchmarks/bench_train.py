@@ -3,7 +3,8 @@
 Each objective trains the disentanglement_lib conv model on pre-rendered dSprites
 batches (so the figure is the step itself: forward, backward, Adam, and FactorVAE's
 discriminator step); data rendering is timed separately. All objectives run side by
-side in one process, so the "vs beta_vae" column is comparable across machines.
+side in one process, their steps interleaved, so the "vs beta_vae" column holds up on a
+shared, noisy machine.
 
     python benchmarks/bench_train.py                 # batch 64, 5 warm-up + 30 timed steps
     python benchmarks/bench_train.py --steps 10 --threads 2 --objectives beta_vae factor_vae
@@ -21,28 +22,34 @@ import torch
 from latentdial.training.config import load_config
 from latentdial.training.objectives import OBJECTIVES
 from latentdial.training.trainer import Trainer
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bench(name: str, batches: list, warmup: int, steps: int, batch_size: int, threads: int) -> float:
-    """Seconds per step of objective ``name`` (median of ``steps`` timed steps)."""
+def make_trainer(name: str, batch_size: int, threads: int, out: Path) -> Trainer:
     cfg = load_config(None, [f"objective.name={name}", f"batch_size={batch_size}", "steps=1000000",
                              f"num_threads={threads}", "evaluate=false"])
+    return Trainer(cfg, out / name)
+
+
+def bench(names: list[str], batches: list, warmup: int, steps: int, batch_size: int, threads: int
+          ) -> dict[str, float]:
+    """Median seconds per step of each objective. Steps are interleaved round-robin across the
+    objectives, so load changes on a shared machine hit all of them alike."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp))
-        pairs = OBJECTIVES[name].requires_pairs
-        times = []
-        for i in range(warmup + steps):
-            batch = batches[i % len(batches)]
-            if pairs:
-                batch = (batch, batches[(i + 1) % len(batches)])
-            t0 = time.perf_counter()
-            trainer.train_step(batch)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        trainers = {n: make_trainer(n, batch_size, threads, Path(tmp)) for n in names}
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for i in tqdm(range(warmup + steps), desc="rounds", leave=False):
+            for name, trainer in trainers.items():
+                batch = batches[i % len(batches)]
+                if OBJECTIVES[name].requires_pairs:
+                    batch = (batch, batches[(i + 1) % len(batches)])
+                t0 = time.perf_counter()
+                trainer.train_step(batch)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    return {n: sorted(t)[len(t) // 2] for n, t in times.items()}
 
 
 def main() -> None:
@@ -64,7 +71,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps (median)")
     print(f"dSprites rendering: {data_ms:.1f} ms per batch of {args.batch_size} (prefetched in a thread while training)")
-    results = {n: bench(n, batches, args.warmup, args.steps, args.batch_size, args.threads) for n in args.objectives}
+    results = bench(args.objectives, batches, args.warmup, args.steps, args.batch_size, args.threads)
     ref = results.get("beta_vae", next(iter(results.values())))
     print()
     print("| objective | ms/step | steps/s | images/s | vs beta_vae |")
