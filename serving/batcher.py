@@ -2,9 +2,10 @@
 
 One :class:`DynamicBatcher` serves one (model version, graph). Every request is
 split into chunks of at most ``max_batch_size`` items; each chunk waits in a
-bounded queue with its own future. A worker task takes the first waiting chunk,
-waits up to ``max_queue_delay`` for more, and dispatches as soon as the batch is
-full or the delay has passed, always with at least one chunk. Chunks whose
+bounded queue with its own future. A worker task dispatches as soon as the
+waiting chunks fill a batch or the oldest one has waited ``max_queue_delay``,
+always with at least one chunk (one batch in flight per queue; chunks that
+queue meanwhile have already waited when it returns). Chunks whose
 deadline has passed are failed before compute. The runtime call runs in a
 thread pool so the event loop keeps accepting requests; its outputs must have
 the batch's length, and an exception reaches every future of that batch (and
