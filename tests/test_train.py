@@ -185,3 +185,19 @@ def test_cli_trains_and_reports_config_errors(tmp_path, capsys):
     assert (tmp_path / "cli" / "model.safetensors").is_file()
     assert cli_main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "x"), "--set", "objective.bta=2"]) == 2
     assert "valid keys" in capsys.readouterr().err
+
+
+def test_traversal_has_one_row_per_latent_dimension_and_grids_check_their_labels():
+    from latentdial.training.figures import PAD, image_grid, traversal_figure
+    from latentdial.training.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, channels=3))
+    fig = traversal_figure(model, np.zeros((3, 64, 64), np.float32), num_steps=5)
+    assert fig.size[1] == 3 * (64 + PAD) + PAD  # 3 rows
+    grid = image_grid(np.zeros((2, 4, 1, 8, 8), np.float32))  # black tiles on a white canvas
+    assert grid.size == (4 * (8 + PAD) + PAD, 2 * (8 + PAD) + PAD)
+    pixels = np.asarray(grid)
+    assert pixels[PAD, PAD].tolist() == [0, 0, 0] and pixels[0, 0].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="2 row labels for 3 rows"):
+        image_grid(np.zeros((3, 1, 1, 8, 8), np.float32), ["a", "b"])
