@@ -185,3 +185,16 @@ def test_unknown_metric_or_argument_is_rejected_with_the_valid_names():
 def test_representation_of_wrong_shape_is_reported():
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         compute_mig(DATA, lambda x: np.zeros((len(x) + 1, 3)), rng(), num_train=10)
+
+
+def test_fast_preset_shares_one_encoded_pool_between_point_metrics():
+    from latentdial.training.metrics.mig import _mig
+
+    artifacts: dict = {}
+    out = compute_all(DATA, rotated, rng(), ["mig", "unsupervised"], progress=False, artifacts=artifacts,
+                      num_train=800)
+    codes, factors = artifacts["points.train"]
+    assert codes.shape == (800, 3) and factors.shape == (800, 3)
+    assert out["mig"] == _mig(codes, factors)["discrete_mig"]
+    alone = compute_all(DATA, rotated, rng(), ["mig"], progress=False, share_points=False, num_train=800)
+    assert alone["mig"] == pytest.approx(out["mig"], abs=0.05)  # other points, same distribution

@@ -123,7 +123,7 @@ def evaluate_representation(
         factor_card = compute_factor_card(
             dataset, representation_fn, np.random.default_rng([seed, 1]),
             importance=artifacts.get("dci.importance"), num_points=num_train or 10_000,
-            points_per_value=card_points_per_value,
+            points_per_value=card_points_per_value, points=artifacts.get("points.train"),
         )
     return scores, factor_card
 

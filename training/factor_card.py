@@ -131,6 +131,7 @@ def compute_factor_card(
     relative_threshold: float = 0.5,
     min_information: float = 0.1,
     max_dims_per_factor: int = 2,
+    points: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FactorCard:
     """The factor card of a representation on labelled data.
 
@@ -139,9 +140,13 @@ def compute_factor_card(
             without it dimensions are ranked by normalised mutual information.
         num_points: points encoded to measure mutual information.
         points_per_value: random points averaged per grid value in the calibration table.
+        points: already encoded i.i.d. points (codes (N, D), factors (N, F)) to measure
+            mutual information on instead of sampling ``num_points`` new ones.
     Factors that no dimension carries are left out with a ``UserWarning``.
     """
-    codes, factors = generate_batch_factor_code(dataset, representation_fn, num_points, rng, batch_size=256)
+    if points is None:
+        points = generate_batch_factor_code(dataset, representation_fn, num_points, rng, batch_size=256)
+    codes, factors = points
     latent_dim = codes.shape[1]
     nmi = normalised_mutual_info(codes, factors)  # (D, F)
     if importance is not None:

@@ -7,8 +7,10 @@ one flat dict: {"mig": ..., "factor_vae.eval_accuracy": ..., "dci.disentanglemen
 
 Presets for ``compute_all``: "reference" runs disentanglement_lib's study sizes
 (BetaVAE and FactorVAE alone encode ~3 million images: ~40 minutes on a 2-core
-CPU); "fast" (the default) shrinks only the two batch-based scores so that the whole
-suite fits in a few minutes on such a machine. See docs/metrics.md.
+CPU); "fast" (the default) shrinks only those two batch-based scores and lets the
+metrics on i.i.d. points (MIG, SAP, DCI, modularity, unsupervised) share one encoded
+train / test pool, so that the whole suite fits in a few minutes on such a machine.
+See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import numpy as np
 from latentdial.training.data.base import GroundTruthData
 
 from .beta_vae import compute_beta_vae
-from .dci import compute_dci, compute_dci_with_importance
+from .dci import _dci, compute_dci, compute_dci_with_importance
 from .factor_vae import compute_factor_vae
-from .mig import compute_mig
-from .modularity import compute_modularity_explicitness
-from .sap import compute_sap
-from .unsupervised import compute_unsupervised
-from .utils import RepresentationFn
+from .mig import _mig, compute_mig
+from .modularity import _modularity_explicitness, compute_modularity_explicitness
+from .sap import _sap, compute_sap
+from .unsupervised import _unsupervised, compute_unsupervised
+from .utils import RepresentationFn, generate_batch_factor_code
 
 MetricFn = Callable[..., dict[str, float]]
 
@@ -47,10 +49,24 @@ METRICS: dict[str, MetricFn] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "reference": {},
     "fast": {
-        "beta_vae": {"num_train": 500, "num_test": 250},
-        "factor_vae": {"num_train": 800, "num_test": 400, "num_variance_estimate": 10_000},
+        "beta_vae": {"num_train": 300, "num_test": 150},
+        "factor_vae": {"num_train": 500, "num_test": 250, "num_variance_estimate": 5_000},
     },
 }
+#: Presets in which metrics on i.i.d. points share one encoded train / test pool.
+SHARED_POINTS: dict[str, bool] = {"reference": False, "fast": True}
+
+Points = tuple[np.ndarray, np.ndarray]  # codes (N, D), factors (N, F)
+
+#: Metrics that only need i.i.d. (codes, factors) points: name -> fn(train, test, **options).
+_ON_POINTS: dict[str, Callable[..., tuple[dict[str, float], np.ndarray | None]]] = {
+    "mig": lambda tr, te, **kw: (_mig(*tr, **kw), None),
+    "sap": lambda tr, te, **kw: (_sap(*tr, *te, **kw), None),
+    "dci": lambda tr, te, **kw: _dci(*tr, *te, **kw),
+    "modularity": lambda tr, te, **kw: (_modularity_explicitness(*tr, *te, **kw), None),
+    "unsupervised": lambda tr, te, **kw: (_unsupervised(tr[0], **kw), None),
+}
+_SIZE_KEYS = ("num_train", "num_test", "batch_size")
 
 __all__ = [
     "METRICS",
@@ -106,6 +122,25 @@ def _kwargs_for(fn: MetricFn, name: str, preset: dict, overrides: dict[str, Any]
     return kwargs
 
 
+def _shared_pools(
+    dataset: GroundTruthData,
+    representation_fn: RepresentationFn,
+    rng: np.random.Generator,
+    base: int,
+    pooled: list[str],
+    kwargs_of: dict[str, dict[str, Any]],
+) -> dict[str, Points]:
+    """One train and one test pool, as large as the most demanding pooled metric asks."""
+    n_train = max(kwargs_of[n].get("num_train", 10_000) for n in pooled)
+    n_test = max(kwargs_of[n].get("num_test", 5_000) for n in pooled)
+    batch = max(kwargs_of[n].get("batch_size", 256) for n in pooled)
+    pool_rng = _metric_rng(rng, base, "shared points")
+    return {
+        "train": generate_batch_factor_code(dataset, representation_fn, n_train, pool_rng, batch),
+        "test": generate_batch_factor_code(dataset, representation_fn, n_test, pool_rng, batch),
+    }
+
+
 def compute_all(
     dataset: GroundTruthData,
     representation_fn: RepresentationFn,
@@ -115,6 +150,7 @@ def compute_all(
     preset: str = "fast",
     progress: bool = True,
     artifacts: dict[str, Any] | None = None,
+    share_points: bool | None = None,
     **overrides: Any,
 ) -> dict[str, float]:
     """Run several metrics and return one flat dict of floats.
@@ -123,7 +159,12 @@ def compute_all(
         names: metric names (or "mig,dci"); None runs all of ``METRICS``.
         preset: "fast" (default) or "reference" sizes, see ``PRESETS``.
         artifacts: if a dict, receives arrays some metrics produce
-            (``"dci.importance"``: the (D, F) importance matrix).
+            (``"dci.importance"``: the (D, F) importance matrix; ``"points.train"``: the
+            shared (codes, factors) train pool when points are shared).
+        share_points: MIG, SAP, DCI, modularity and the unsupervised scores all evaluate
+            i.i.d. points; when True they share one encoded train pool (size: the largest
+            num_train among them) and one test pool instead of sampling their own.
+            Default: the preset's ``SHARED_POINTS`` (True for "fast").
         overrides: keyword arguments given to every metric that accepts them
             (``num_train=2000``), or per metric (``mig={"num_train": 500}``).
     Keys: ``<metric>.<key>``, or just ``<metric>`` for one-number metrics (mig, sap).
@@ -133,15 +174,34 @@ def compute_all(
     chosen = parse_names(names)
     base = int(rng.integers(2**62))
     out: dict[str, float] = {}
+    share = SHARED_POINTS[preset] if share_points is None else share_points
+    kwargs_of = {n: _kwargs_for(METRICS[n], n, PRESETS[preset], overrides) for n in chosen}
+    pooled = [n for n in chosen if share and n in _ON_POINTS]
+    pools: dict[str, Points] = {}
     from tqdm.auto import tqdm
 
     bar = tqdm(chosen, desc="metrics", unit="metric", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
         fn = METRICS[name]
-        kwargs = _kwargs_for(fn, name, PRESETS[preset], overrides)
+        kwargs = kwargs_of[name]
         metric_rng = _metric_rng(rng, base, name)
-        if name == "dci" and artifacts is not None:
+        if name in pooled:
+            if not pools:
+                pools = _shared_pools(dataset, representation_fn, rng, base, pooled, kwargs_of)
+                if artifacts is not None:
+                    artifacts["points.train"] = pools["train"]
+            n_train = kwargs.get("num_train", 10_000)
+            n_test = kwargs.get("num_test", 5_000)
+            train = tuple(a[:n_train] for a in pools["train"])
+            test = tuple(a[:n_test] for a in pools["test"])
+            options = {k: v for k, v in kwargs.items() if k not in _SIZE_KEYS}
+            if name == "dci":
+                options["seed"] = int(metric_rng.integers(2**31))
+            scores, extra = _ON_POINTS[name](train, test, **options)
+            if name == "dci" and artifacts is not None:
+                artifacts["dci.importance"] = extra
+        elif name == "dci" and artifacts is not None:
             scores, importance = compute_dci_with_importance(dataset, representation_fn, metric_rng, **kwargs)
             artifacts["dci.importance"] = importance
         else:
