@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from latentdial.training.cli_evaluate import _no_grad
 from latentdial.training.data import get_dataset
-from latentdial.training.metrics import METRICS, PRESETS, compute_all, parse_names
+from latentdial.training.factor_card import compute_factor_card
+from latentdial.training.metrics import (
+    _ON_POINTS,
+    METRICS,
+    PRESETS,
+    SHARED_POINTS,
+    compute_all,
+    parse_names,
+)
 from latentdial.training.metrics.dci import _dci
 from latentdial.training.metrics.utils import generate_batch_factor_code
 from latentdial.training.model import ModelConfig, build_model
@@ -47,23 +55,43 @@ def _encoder(run: str | None):
 
 def _row(name: str, dt: float, images: int, scores: dict[str, float]) -> str:
     text = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
-    return f"{name:<14}{dt:>10.1f}{images:>10d}{images / dt:>9.0f}  {text}"
+    return f"{name[:40]:<14}{dt:>10.1f}{images:>10d}{images / dt:>9.0f}  {text}"
+
+
+def _groups(names: list[str], preset: str) -> list[list[str]]:
+    """Metrics timed together: those sharing one encoded pool in the preset form one group."""
+    if not SHARED_POINTS[preset]:
+        return [[n] for n in names]
+    pooled = [n for n in names if n in _ON_POINTS]
+    return [[n] for n in names if n not in _ON_POINTS] + ([pooled] if pooled else [])
 
 
 def bench_metrics(args) -> None:
+    """Time what ``latentdial evaluate`` does: every metric, then the factor card."""
     dataset = get_dataset("dsprites")
     fn, what = _encoder(args.run)
     rows, total = [], 0.0
+    artifacts: dict = {}
     print(f"{'metric':<14}{'seconds':>10}{'images':>10}{'img/s':>9}  scores", flush=True)
-    for name in parse_names(args.metrics):
+    for group in _groups(parse_names(args.metrics), args.preset):
         enc = CountingEncoder(fn)
         t0 = time.perf_counter()
-        scores = compute_all(dataset, enc, np.random.default_rng(args.seed), [name], preset=args.preset,
-                             progress=False)
-        dt = time.perf_counter() - t0
-        total += dt
-        rows.append((name, dt, enc.images, scores))
-        print(_row(name, dt, enc.images, scores), flush=True)
+        scores = compute_all(dataset, enc, np.random.default_rng(args.seed), group, preset=args.preset,
+                             progress=False, artifacts=artifacts)
+        row = ("+".join(group), time.perf_counter() - t0, enc.images, scores)
+        total += row[1]
+        rows.append(row)
+        print(_row(*row), flush=True)
+    enc = CountingEncoder(fn)
+    t0 = time.perf_counter()
+    card = compute_factor_card(dataset, enc, np.random.default_rng(args.seed),
+                               importance=artifacts.get("dci.importance"),
+                               points=artifacts.get("points.train"))
+    row = ("factor_card", time.perf_counter() - t0, enc.images,
+           {f.name: float(len(f.dims)) for f in card.factors})
+    total += row[1]
+    rows.append(row)
+    print(_row(*row), flush=True)
     print(f"\nmetrics on procedural dSprites, preset {args.preset!r}, {what}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'metric':<14}{'seconds':>10}{'images':>10}{'img/s':>9}  scores")
