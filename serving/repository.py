@@ -62,6 +62,24 @@ def version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
 
+def _ort_cpu_without_spinning(model_dir: Path, manifest: Manifest, graph: str, *, max_batch_size: int,
+                              precision: str = "fp32") -> Runtime:
+    """ONNX Runtime CPU with idle intra-op threads sleeping instead of spinning.
+
+    In a server the runtime shares the CPU with the event loop that parses requests and forms
+    batches; spinning threads steal that CPU between batches. Measured with
+    benchmarks/bench_service.py on a 2-core machine: server CPU per request about halves.
+    """
+    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
+    from latentdial.serving.runtimes.selection import onnx_file
+
+    return OrtCpuRuntime(model_dir / onnx_file(manifest, graph, precision).path, max_batch_size=max_batch_size,
+                         allow_spinning=False)
+
+
+SERVING_CONSTRUCTORS = {"onnxruntime-cpu": _ort_cpu_without_spinning}
+
+
 def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64) -> LoadedModel:
     """Verify and load one model version, then warm both graphs up. Raises ManifestError/RuntimeError."""
     manifest = Manifest.load(path)
@@ -72,8 +90,10 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
             card = FactorCard.from_dict(manifest.factor_card)
         except FactorCardError as e:
             raise ManifestError(f"{path}: factor card is invalid: {e}") from e
-    enc = load_runtime(path, manifest, "encoder", preference=runtime, max_batch_size=max_batch_size)
-    dec = load_runtime(path, manifest, "decoder", preference=runtime, max_batch_size=max_batch_size)
+    enc = load_runtime(path, manifest, "encoder", preference=runtime, max_batch_size=max_batch_size,
+                       constructors=SERVING_CONSTRUCTORS)
+    dec = load_runtime(path, manifest, "decoder", preference=runtime, max_batch_size=max_batch_size,
+                       constructors=SERVING_CONSTRUCTORS)
     c, h, w = manifest.image_shape
     out = enc.run({"images": np.zeros((1, c, h, w), np.float32)})
     if out["mean"].shape != (1, manifest.latent_dim):
