@@ -14,7 +14,7 @@ import torch
 from latentdial.training.config import ConfigError, TrainConfig, load_config
 from latentdial.training.data import get_dataset
 from latentdial.training.run_dir import load_run
-from latentdial.training.trainer import TrainingError, checkpoint_paths, train
+from latentdial.training.trainer import Trainer, TrainingError, checkpoint_paths, train
 from safetensors.torch import load_file
 
 from latentdial.cli import main as cli_main
@@ -177,6 +177,19 @@ def test_missing_evaluation_is_logged_not_silent(tmp_path, monkeypatch, caplog):
 def test_ada_gvae_trains_on_pairs(tmp_path):
     out = train(_smoke("objective.name=ada_gvae", "objective.beta=1", "steps=2"), tmp_path / "run", progress=False)
     assert "shared_dims" in (out / "loss_log.csv").read_text().splitlines()[0]
+
+
+def test_ada_gvae_pair_k_fixes_how_many_factors_differ_within_a_pair(tmp_path):
+    fixed = Trainer(_smoke("objective.name=ada_gvae", "objective.pair_k=1"), tmp_path / "fixed")
+    drawn = Trainer(_smoke("objective.name=ada_gvae"), tmp_path / "drawn")
+    assert fixed.stream.k == 1
+    assert drawn.stream.k is None  # the paper's k = rnd: drawn per pair from 1 .. F-1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "shipped").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_model_configs_load(path):
+    cfg = load_config(path)
+    assert cfg.model.latent_dim == 10 and cfg.batch_size == 64
 
 
 def test_cli_trains_and_reports_config_errors(tmp_path, capsys):

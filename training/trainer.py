@@ -113,6 +113,7 @@ class Trainer:
 
         self.stream = BatchStream(
             dataset, cfg.batch_size, cfg.seed, pairs=obj_cls.requires_pairs,
+            k=getattr(self.objective.config, "pair_k", 0) or None,
             rank=self.ctx.rank, world_size=self.ctx.world_size,
         )
         self.step = 0

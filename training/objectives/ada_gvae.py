@@ -49,9 +49,14 @@ def adaptive_average(
 
 @dataclass
 class AdaGVAEConfig(ObjectiveConfig):
-    """beta = 1: the plain ELBO on both images, the reference setting of the paper."""
+    """beta = 1: the plain ELBO on both images, the reference setting of the paper.
+
+    pair_k: how many factors differ within a pair; 0 draws k uniformly from 1 .. F-1
+    per pair (the paper's "k = rnd"), k >= 1 fixes it (the paper's "k = 1" setting).
+    """
 
     beta: float = 1.0
+    pair_k: int = 0
 
 
 class AdaGVAE(VAEObjective):
