@@ -52,10 +52,10 @@ def test_evaluate_run_writes_metrics_and_a_consistent_factor_card(run_dir):
 
 
 def test_cli_on_a_run_directory_matches_evaluate_run_for_the_same_seed(run_dir, tmp_path, capsys):
-    expected, _ = evaluate_run(run_dir, metrics="mig,sap", num_train=300, num_test=100, seed=3,
+    expected, _ = evaluate_run(run_dir, metrics="mig,unsupervised", num_train=300, num_test=100, seed=3,
                                card=False, write=False, progress=False)
     out = tmp_path / "m.json"
-    rc = main(["evaluate", str(run_dir), "--metrics", "mig,sap", "--seed", "3", "--out", str(out),
+    rc = main(["evaluate", str(run_dir), "--metrics", "mig,unsupervised", "--seed", "3", "--out", str(out),
                "--no-card", *SMALL])
     assert rc == 0
     assert json.loads(out.read_text()) == pytest.approx(expected)
