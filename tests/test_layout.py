@@ -62,7 +62,7 @@ def test_cli_subcommands_resolve_to_modules_with_the_cli_contract():
 
     from latentdial.cli import COMMANDS
 
-    for name, (module, _help) in COMMANDS.items():
+    for module, _help in COMMANDS.values():
         mod = importlib.import_module(module)
         assert callable(getattr(mod, "add_arguments", None)), f"{module} lacks add_arguments"
         assert callable(getattr(mod, "run", None)), f"{module} lacks run"

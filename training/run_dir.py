@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from latentdial.training.model import ModelConfig, VAEModel, build_model
 from safetensors.torch import load_file, save_file
 
 from latentdial.factor_card import FactorCard
-from latentdial.training.model import ModelConfig, VAEModel, build_model
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -74,7 +74,7 @@ def representation_fn(model: VAEModel, *, batch_size: int = 256):
     """A numpy representation function for metrics: (N, C, H, W) float32 -> (N, D) posterior means."""
     import numpy as np
 
-    def fn(x: "np.ndarray") -> "np.ndarray":
+    def fn(x: np.ndarray) -> np.ndarray:
         outs = []
         for i in range(0, len(x), batch_size):
             mean, _ = model.encoder(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])))
