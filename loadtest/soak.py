@@ -156,6 +156,12 @@ def run_soak(args: argparse.Namespace, address: str, server_pid: int | None) -> 
         for t in threads:
             t.join(timeout=args.timeout_s + 5)
         bar.close()
+    # Calls in flight at the end complete during the join: count them in the last sample.
+    lat, err, err_total = counters.take()
+    if samples and lat:
+        samples[-1].requests += len(lat)
+        samples[-1].errors += err
+        samples[-1].errors_total = err_total
     return samples, counters
 
 
