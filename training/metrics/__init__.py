@@ -122,6 +122,14 @@ def _kwargs_for(fn: MetricFn, name: str, preset: dict, overrides: dict[str, Any]
     return kwargs
 
 
+def _size(name: str, kwargs: dict[str, Any], key: str) -> int | None:
+    """The value of ``key`` a metric runs with (override or signature default); None if not taken."""
+    if key in kwargs:
+        return int(kwargs[key])
+    param = inspect.signature(METRICS[name]).parameters.get(key)
+    return None if param is None else int(param.default)
+
+
 def _shared_pools(
     dataset: GroundTruthData,
     representation_fn: RepresentationFn,
@@ -131,14 +139,17 @@ def _shared_pools(
     kwargs_of: dict[str, dict[str, Any]],
 ) -> dict[str, Points]:
     """One train and one test pool, as large as the most demanding pooled metric asks."""
-    n_train = max(kwargs_of[n].get("num_train", 10_000) for n in pooled)
-    n_test = max(kwargs_of[n].get("num_test", 5_000) for n in pooled)
-    batch = max(kwargs_of[n].get("batch_size", 256) for n in pooled)
+    n_train = max(_size(n, kwargs_of[n], "num_train") or 0 for n in pooled)
+    n_test = max(_size(n, kwargs_of[n], "num_test") or 0 for n in pooled)
+    batch = max(_size(n, kwargs_of[n], "batch_size") or 0 for n in pooled)
     pool_rng = _metric_rng(rng, base, "shared points")
-    return {
-        "train": generate_batch_factor_code(dataset, representation_fn, n_train, pool_rng, batch),
-        "test": generate_batch_factor_code(dataset, representation_fn, n_test, pool_rng, batch),
-    }
+    train = generate_batch_factor_code(dataset, representation_fn, n_train, pool_rng, batch)
+    test = (
+        generate_batch_factor_code(dataset, representation_fn, n_test, pool_rng, batch)
+        if n_test
+        else (train[0][:0], train[1][:0])
+    )
+    return {"train": train, "test": test}
 
 
 def compute_all(
@@ -191,8 +202,8 @@ def compute_all(
                 pools = _shared_pools(dataset, representation_fn, rng, base, pooled, kwargs_of)
                 if artifacts is not None:
                     artifacts["points.train"] = pools["train"]
-            n_train = kwargs.get("num_train", 10_000)
-            n_test = kwargs.get("num_test", 5_000)
+            n_train = _size(name, kwargs, "num_train")
+            n_test = _size(name, kwargs, "num_test") or 0
             train = tuple(a[:n_train] for a in pools["train"])
             test = tuple(a[:n_test] for a in pools["test"])
             options = {k: v for k, v in kwargs.items() if k not in _SIZE_KEYS}
