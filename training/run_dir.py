@@ -69,11 +69,11 @@ def load_run(run_dir: Path, *, map_location: str = "cpu") -> LoadedRun:
     return LoadedRun(run_dir, model, config, card, metrics, metadata)
 
 
-@torch.no_grad()
 def representation_fn(model: VAEModel, *, batch_size: int = 256):
     """A numpy representation function for metrics: (N, C, H, W) float32 -> (N, D) posterior means."""
     import numpy as np
 
+    @torch.no_grad()
     def fn(x: np.ndarray) -> np.ndarray:
         outs = []
         for i in range(0, len(x), batch_size):
