@@ -13,6 +13,7 @@ import pytest
 import torch
 from latentdial.training.config import ConfigError, TrainConfig, load_config
 from latentdial.training.data import get_dataset
+from latentdial.training.objectives import OBJECTIVES
 from latentdial.training.run_dir import load_run
 from latentdial.training.trainer import Trainer, TrainingError, checkpoint_paths, train
 from safetensors.torch import load_file
@@ -86,6 +87,16 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     assert [p.name for p in checkpoint_paths(out)] == ["step_00000003.pt", "step_00000006.pt"]
     report = (out / "report.md").read_text()
     assert "beta_vae" in report and "![" in report and "Not evaluated" in report
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_every_objective_trains_on_dsprites_to_a_run_directory_with_report(tmp_path, objective):
+    extra = ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"] if objective == "factor_vae" else []
+    out = train(_smoke(f"objective.name={objective}", *extra, "steps=2", "checkpoint_every=2"), tmp_path / "r", progress=False)
+    header, *rows = (out / "loss_log.csv").read_text().splitlines()
+    losses = [float(v) for v in rows[-1].split(",")[1:] if v]
+    assert header.startswith("step,loss") and losses and np.isfinite(losses).all()
+    assert objective in (out / "report.md").read_text() and (out / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("objective", ["beta_vae", "factor_vae"])
