@@ -30,7 +30,7 @@ import numpy as np
 import scipy.stats
 from latentdial.training.data.base import GroundTruthData
 
-from .utils import RepresentationFn, generate_batch_factor_code
+from .utils import RepresentationFn, sample_train_test
 
 BACKENDS = ("lightgbm", "sklearn")
 
@@ -131,8 +131,7 @@ def compute_dci_with_importance(
     backend: str = "lightgbm",
 ) -> tuple[dict[str, float], np.ndarray]:
     """DCI scores plus the importance matrix (D, F) the factor card uses."""
-    train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    test = generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
+    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
     return _dci(*train, *test, backend=backend, seed=int(rng.integers(2**31)))
 
 

@@ -28,9 +28,9 @@ from sklearn.preprocessing import label_binarize
 from .utils import (
     RepresentationFn,
     discrete_mutual_info,
-    generate_batch_factor_code,
     histogram_discretize,
     normalize_data,
+    sample_train_test,
 )
 
 
@@ -100,6 +100,5 @@ def compute_modularity_explicitness(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """{"modularity_score", "explicitness_score_train", "explicitness_score_test"}."""
-    train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    test = generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
+    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
     return _modularity_explicitness(*train, *test)

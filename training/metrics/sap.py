@@ -20,7 +20,7 @@ from latentdial.training.data.base import GroundTruthData
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from .utils import RepresentationFn, generate_batch_factor_code
+from .utils import RepresentationFn, sample_train_test
 
 
 def _score_matrix(
@@ -63,6 +63,5 @@ def compute_sap(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """SAP: {"sap_score"}."""
-    train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    test = generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
+    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
     return _sap(*train, *test)

@@ -60,6 +60,24 @@ def generate_batch_factor_code(
     return np.concatenate(codes), np.concatenate(factors)
 
 
+def sample_train_test(
+    dataset: GroundTruthData,
+    representation_fn: RepresentationFn,
+    rng: np.random.Generator,
+    num_train: int,
+    num_test: int,
+    batch_size: int = 256,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The train and test points of a metric on i.i.d. points, drawn in that order from ``rng``.
+
+    Returns:
+        ((codes (num_train, D), factors (num_train, F)), (codes (num_test, D), factors (num_test, F))).
+    """
+    train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
+    test = generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
+    return train, test
+
+
 def encode_factors(
     dataset: GroundTruthData,
     representation_fn: RepresentationFn,
