@@ -154,10 +154,7 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    spec = dataset if dataset is not None else run.config.get("dataset")
-    if spec is None:
-        raise ValueError(f"{run_dir}/config.json records no dataset; pass --dataset NAME")
-    ds = resolve_dataset(spec)
+    ds = _dataset_or_recorded(dataset, run.config.get("dataset"), f"{run_dir}/config.json records no dataset")
     scores, factor_card = evaluate_representation(
         ds, _no_grad(representation_fn(run.model)), metrics=metrics, seed=seed, num_train=num_train,
         num_test=num_test, preset=preset, card=card, card_points_per_value=card_points_per_value,
@@ -168,6 +165,14 @@ def evaluate_run(
         if factor_card is not None:
             factor_card.save(run_dir / FACTOR_CARD)
     return scores, factor_card
+
+
+def _dataset_or_recorded(dataset: Any, recorded: Any, missing: str) -> GroundTruthData:
+    """The dataset asked for, else the one a run or model directory records; ``missing`` says where it was not."""
+    spec = dataset if dataset is not None else recorded
+    if spec is None:
+        raise ValueError(f"{missing}; pass --dataset NAME")
+    return resolve_dataset(spec)
 
 
 def _no_grad(fn: Any) -> Any:
@@ -217,11 +222,10 @@ def evaluate_model_dir(
     """Evaluate an exported model directory's encoder on ONNX Runtime; write metrics.json (or ``out``)."""
     model_dir = Path(model_dir)
     fn, manifest = onnx_representation_fn(model_dir)
-    spec = dataset if dataset is not None else manifest.provenance.get("dataset")
-    if spec is None:
-        raise ValueError(f"{model_dir}/manifest.json records no dataset in provenance; pass --dataset NAME")
+    ds = _dataset_or_recorded(dataset, manifest.provenance.get("dataset"),
+                              f"{model_dir}/manifest.json records no dataset in provenance")
     scores, _ = evaluate_representation(
-        resolve_dataset(spec), fn, metrics=metrics, seed=seed, num_train=num_train, num_test=num_test,
+        ds, fn, metrics=metrics, seed=seed, num_train=num_train, num_test=num_test,
         preset=preset, card=False, progress=progress,
     )
     if write:
