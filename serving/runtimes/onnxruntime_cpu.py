@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from latentdial.serving.runtimes.base import Runtime, RuntimeError_
@@ -36,7 +37,31 @@ def check_batch(runtime: Runtime, inputs: dict[str, np.ndarray]) -> int:
     return n
 
 
-class OrtCpuRuntime(Runtime):
+class OrtSessionRuntime(Runtime):
+    """What every ONNX Runtime runtime shares once its session is open: run() and describe().
+
+    Subclasses set ``_session`` (an ``onnxruntime.InferenceSession``), ``path``, ``name``,
+    ``max_batch_size``, ``input_names`` and ``output_names``.
+    """
+
+    _session: Any
+    path: Path
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """inputs: name -> (N, ...) with 1 <= N <= max_batch_size; fed as contiguous float32."""
+        check_batch(self, inputs)
+        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in self.input_names}
+        try:
+            outs = self._session.run(list(self.output_names), feed)
+        except Exception as e:
+            raise RuntimeError_(f"{self.name}: {self.path.name} failed: {e}") from e
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.path.name}, max batch {self.max_batch_size})"
+
+
+class OrtCpuRuntime(OrtSessionRuntime):
     """One ONNX graph in an ``onnxruntime.InferenceSession`` with the CPU execution provider."""
 
     name = "onnxruntime-cpu"
@@ -72,15 +97,3 @@ class OrtCpuRuntime(Runtime):
         self.max_batch_size = max_batch_size
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.output_names = tuple(o.name for o in self._session.get_outputs())
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        check_batch(self, inputs)
-        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in self.input_names}
-        try:
-            outs = self._session.run(list(self.output_names), feed)
-        except Exception as e:
-            raise RuntimeError_(f"{self.name}: {self.path.name} failed: {e}") from e
-        return dict(zip(self.output_names, outs, strict=True))
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.path.name}, max batch {self.max_batch_size})"

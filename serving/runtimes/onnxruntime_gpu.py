@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
-from latentdial.serving.runtimes.onnxruntime_cpu import check_batch
+from latentdial.serving.runtimes.base import RuntimeUnavailable
+from latentdial.serving.runtimes.onnxruntime_cpu import OrtSessionRuntime
 
 Provider = Literal["cuda", "tensorrt"]
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -83,7 +83,7 @@ def unavailable_reason(provider: Provider) -> str | None:
     return None
 
 
-class OrtGpuRuntime(Runtime):
+class OrtGpuRuntime(OrtSessionRuntime):
     """One ONNX graph on the CUDA or TensorRT execution provider."""
 
     def __init__(
@@ -127,20 +127,8 @@ class OrtGpuRuntime(Runtime):
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self.output_names = tuple(o.name for o in self._session.get_outputs())
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        check_batch(self, inputs)
-        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in self.input_names}
-        try:
-            outs = self._session.run(list(self.output_names), feed)
-        except Exception as e:
-            raise RuntimeError_(f"{self.name}: {self.path.name} failed: {e}") from e
-        return dict(zip(self.output_names, outs, strict=True))
-
     def warmup(self, example_inputs: dict[str, np.ndarray]) -> None:
         """Run the profile's min and max batches so engines/kernels exist before serving."""
         x = np.asarray(example_inputs[self.input_names[0]], dtype=np.float32)
         for n in sorted({1, self.max_batch_size}):
             self.run({self.input_names[0]: np.repeat(x[:1], n, axis=0)})
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.path.name}, max batch {self.max_batch_size})"
