@@ -182,6 +182,12 @@ class LatentDialService(pb_grpc.LatentDialServicer):
     def _ref(m: LoadedModel) -> pb.ModelRef:
         return pb.ModelRef(name=m.name, version=m.version)
 
+    async def _decoded(self, m: LoadedModel, z: np.ndarray, output_format: int, deadline: float | None) -> dict:
+        """Decode latents z (N, D); the ``model``, ``images`` and ``latents`` fields of the response."""
+        images = await self._decode(m, z, deadline)
+        return {"model": self._ref(m), "images": codec.batch_from_images(images, output_format),
+                "latents": codec.array_to_tensor(z)}
+
     # ------------------------------------------------------------------- RPCs
     @rpc("ListModels")
     async def ListModels(self, request, context):
@@ -249,11 +255,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         deadline = _deadline(context)
         mean, log_var = await self._encode(m, self._images(m, request.images), deadline)
         z = sample_posterior(mean, log_var, request.seed) if request.sample else mean
-        images = await self._decode(m, z, deadline)
-        return pb.ReconstructResponse(
-            model=self._ref(m), images=codec.batch_from_images(images, request.output_format),
-            latents=codec.array_to_tensor(z),
-        )
+        return pb.ReconstructResponse(**await self._decoded(m, z, request.output_format, deadline))
 
     @rpc("Traverse")
     async def Traverse(self, request, context):
@@ -291,11 +293,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         edits = [_edit_from_proto(e, i) for i, e in enumerate(request.edits)]
         apply_edits(np.zeros((1, m.latent_dim), np.float32), edits, m.card)  # validate before compute
         z = apply_edits(await self._source_latents(m, request, context), edits, m.card)
-        images = await self._decode(m, z, _deadline(context))
-        return pb.EditAttributesResponse(
-            model=self._ref(m), images=codec.batch_from_images(images, request.output_format),
-            latents=codec.array_to_tensor(z),
-        )
+        return pb.EditAttributesResponse(**await self._decoded(m, z, request.output_format, _deadline(context)))
 
     @rpc("Generate")
     async def Generate(self, request, context):
@@ -308,11 +306,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         pins = [_pin_from_proto(p, i) for i, p in enumerate(request.pins)]
         z = generate_latents(request.count, m.latent_dim, seed=request.seed, temperature=temperature,
                              pins=pins, card=m.card)
-        images = await self._decode(m, z, _deadline(context))
-        return pb.GenerateResponse(
-            model=self._ref(m), images=codec.batch_from_images(images, request.output_format),
-            latents=codec.array_to_tensor(z),
-        )
+        return pb.GenerateResponse(**await self._decoded(m, z, request.output_format, _deadline(context)))
 
 
 def _target(msg, what: str) -> tuple[str | None, int | None]:
