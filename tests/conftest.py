@@ -24,3 +24,18 @@ def toy_server(tmp_path_factory):
     model = build_toy_model(root)
     with ServerThread(make_config(root)) as server:
         yield server, model
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a whole test module (CI shares two cores); the old count is restored after.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``; it is set up before the
+    module's own fixtures, so models built there run on one thread too.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

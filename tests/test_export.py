@@ -10,34 +10,22 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from fixtures.torch_run import write_run_dir
 from latentdial.export import bundle, graphs
 from latentdial.export.bundle import ExportError, export_run
 from latentdial.export.parity import FP32_TOLERANCE, ParityError
 from latentdial.export.variants import FP16_TOLERANCE, INT8_TOLERANCE
-from latentdial.training.model import ModelConfig, build_model
-from latentdial.training.run_dir import save_weights
 
 from latentdial.factor_card import FactorCard
 from latentdial.manifest import Manifest, sha256_file
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_run_dir(path: Path, *, channels: int = 1, latent_dim: int = 10, card: bool = True) -> Path:
     """An untrained run directory with config, weights, factor card and metrics."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(channels=channels, latent_dim=latent_dim)
-    path.mkdir(parents=True)
-    save_weights(build_model(cfg), path / "model.safetensors", {"step": "0"})
-    (path / "config.json").write_text(json.dumps({
-        "model": cfg.to_dict(), "dataset": {"name": "dsprites"},
-        "objective": {"name": "beta_vae", "beta": 4.0}}))
+    write_run_dir(path, channels=channels, latent_dim=latent_dim, seed=0, weights_metadata={"step": "0"},
+                  config={"dataset": {"name": "dsprites"}, "objective": {"name": "beta_vae", "beta": 4.0}})
     if card:
         FactorCard.from_hand_named({"scale": 2, "pos_x": [4, 5]}, latent_dim).save(path / "factor_card.json")
     (path / "metrics.json").write_text(json.dumps({"mig": 0.25, "dci_disentanglement": 0.5}))

@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from fixtures.torch_run import write_run_dir
 from latentdial.training.cli_evaluate import evaluate_model_dir, evaluate_run
 from latentdial.training.data import get_dataset
-from latentdial.training.model import ModelConfig, build_model
-from latentdial.training.run_dir import save_weights
 
 from latentdial.cli import main
 from latentdial.factor_card import FactorCard
@@ -18,23 +16,14 @@ from latentdial.factor_card import FactorCard
 SMALL = ["--num-train", "300", "--num-test", "100", "--points-per-value", "2", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """An untrained 4-latent conv model recorded as trained on procedural dSprites."""
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("run")
-    cfg = ModelConfig(latent_dim=4)
-    save_weights(build_model(cfg), out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "dataset": {"name": "dsprites"}}))
-    return out
+    return write_run_dir(tmp_path_factory.mktemp("run"), latent_dim=4, seed=0,
+                         config={"dataset": {"name": "dsprites"}})
 
 
 def test_evaluate_run_writes_metrics_and_a_consistent_factor_card(run_dir):

@@ -6,19 +6,17 @@ from 1 to the runtime's max (9 here), non-contiguous inputs, and clear refusals.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from fixtures.torch_run import write_run_dir
 from latentdial.export import graphs, parity, variants
 from latentdial.export.bundle import export_run
 from latentdial.serving.runtimes import RuntimeError_, load_runtime
 from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
-from latentdial.training.model import ModelConfig, build_model
-from latentdial.training.run_dir import load_run, save_weights
+from latentdial.training.run_dir import load_run
 
 from latentdial.manifest import Manifest
 
@@ -26,24 +24,15 @@ MAX_BATCH = 9
 LATENT_DIM = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> tuple[Path, Manifest]:
     """An exported 3-channel model (fp32, fp16, torch programs) plus unoptimised and int8 files."""
     root = tmp_path_factory.mktemp("contract")
-    torch.manual_seed(1)
-    cfg = ModelConfig(channels=3, latent_dim=LATENT_DIM)
-    run = root / "run"
-    run.mkdir()
-    save_weights(build_model(cfg), run / "model.safetensors")
-    (run / "config.json").write_text(json.dumps({"model": cfg.to_dict(), "dataset": "x", "objective": "y"}))
+    run = write_run_dir(root / "run", channels=3, latent_dim=LATENT_DIM, seed=1,
+                        config={"dataset": "x", "objective": "y"})
     model_dir = root / "m" / "1"
     manifest = export_run(run, model_dir, variant_names="fp16", exporter="torchscript", report=lambda s: None)
     extra = root / "extra"
