@@ -39,6 +39,8 @@ class LoadedModel:
     decoder: Runtime
     card: FactorCard | None = None
     extras: dict = field(default_factory=dict)  # per-model objects the service attaches (batchers)
+    #: graph -> largest batch it is warmed up and served with (see :func:`batch_limit`)
+    max_batch: dict[str, int] = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -80,8 +82,18 @@ def _ort_cpu_without_spinning(model_dir: Path, manifest: Manifest, graph: str, *
 SERVING_CONSTRUCTORS = {"onnxruntime-cpu": _ort_cpu_without_spinning}
 
 
+def batch_limit(runtime: Runtime, configured: int) -> int:
+    """The largest batch a graph is served with: the configured one, or less if the runtime caps lower.
+
+    TensorRT engines and the ONNX Runtime TensorRT EP end at the manifest's ``batch_profile``
+    max, so a server configured for larger batches warms up and batches to that max instead.
+    """
+    return min(int(configured), int(runtime.max_batch_size))
+
+
 def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64) -> LoadedModel:
-    """Verify and load one model version, then warm both graphs up. Raises ManifestError/RuntimeError."""
+    """Verify and load one model version, then warm both graphs up to the batch each is served with
+    (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap). Raises ManifestError/RuntimeError."""
     manifest = Manifest.load(path)
     manifest.verify_files(path)
     card = None
@@ -100,12 +112,14 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
         raise ManifestError(
             f"{path}: encoder returns mean {out['mean'].shape}, manifest says latent_dim={manifest.latent_dim}"
         )
-    for n in sorted({1, max_batch_size}):
+    limits = {"encoder": batch_limit(enc, max_batch_size), "decoder": batch_limit(dec, max_batch_size)}
+    for n in sorted({1, limits["encoder"]}):
         enc.warmup({"images": np.zeros((n, c, h, w), np.float32)})
+    for n in sorted({1, limits["decoder"]}):
         img = dec.run({"latents": np.zeros((n, manifest.latent_dim), np.float32)})["images"]
         if img.shape != (n, c, h, w):
             raise ManifestError(f"{path}: decoder returns {img.shape}, manifest says {(n, c, h, w)}")
-    return LoadedModel(name, version, path, manifest, enc, dec, card)
+    return LoadedModel(name, version, path, manifest, enc, dec, card, max_batch=limits)
 
 
 class ModelRepository:

@@ -132,7 +132,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
                 b = DynamicBatcher(
                     runtime.run,
                     name=f"{m.name}/{m.version}/{graph}",
-                    max_batch_size=min(c.max_batch_size, runtime.max_batch_size),
+                    max_batch_size=m.max_batch[graph],
                     max_queue_delay_s=c.max_queue_delay_ms / 1e3,
                     max_queue_size=c.max_queue_size,
                     enabled=c.batching,

@@ -84,6 +84,41 @@ def test_a_file_with_a_wrong_sha256_is_not_served_while_the_others_are(tmp_path,
     assert any("bad/1" in r.getMessage() and "sha256" in r.getMessage() for r in caplog.records)
 
 
+def test_a_runtime_capped_below_the_configured_max_batch_sets_warm_up_and_batcher_size(toy_repo, monkeypatch):
+    """TensorRT engines end at the manifest's batch_profile max: serving warms up and batches to that cap."""
+    from latentdial.serving import repository
+    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
+    from latentdial.serving.runtimes.selection import onnx_file
+
+    cap = 4
+    batches: list[tuple[str, int]] = []  # (first input name, N) of every run() call
+
+    class ProfileCapped(OrtCpuRuntime):
+        def run(self, inputs):
+            batches.append((self.input_names[0], len(inputs[self.input_names[0]])))
+            return super().run(inputs)
+
+    def capped(model_dir, manifest, graph, *, max_batch_size, precision="fp32"):
+        path = model_dir / onnx_file(manifest, graph, precision).path
+        return ProfileCapped(path, max_batch_size=min(max_batch_size, cap))
+
+    monkeypatch.setitem(repository.SERVING_CONSTRUCTORS, "onnxruntime-cpu", capped)
+    root, model = toy_repo
+    x = np.random.default_rng(3).random((10, 8, 8, 1), dtype=np.float32)
+    with ServerThread(make_config(root, max_batch_size=64)) as server, Client(server.address) as c:
+        warm_up = list(batches)
+        info = c.model_info()
+        r = c.encode(x)
+    assert info.batching.max_batch_size == cap
+    for graph_input in ("images", "latents"):
+        assert sorted({n for name, n in warm_up if name == graph_input}) == [1, cap], warm_up
+    served = batches[len(warm_up):]
+    assert sum(n for _, n in served) == 10 and max(n for _, n in served) == cap
+    mean, log_var = model.encode(x.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(r.mean, mean, atol=1e-5)
+    np.testing.assert_allclose(r.log_var, log_var, atol=1e-5)
+
+
 def test_many_concurrent_callers_get_exactly_the_unbatched_results(toy_repo):
     root, model = toy_repo
     x = np.random.default_rng(0).random((48, 8, 8, 1), dtype=np.float32)
