@@ -21,9 +21,11 @@ from latentdial.client import (
     LatentDialError,
     NotFoundError,
     Pin,
+    ResourceExhaustedError,
     latents,
 )
 from latentdial.client.errors import from_rpc_error
+from latentdial.client.sync import ChannelSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +119,44 @@ def test_rpc_errors_map_to_the_sdk_hierarchy_with_the_cause_kept(toy_server):
 
     err = from_rpc_error(Fake())
     assert type(err) is LatentDialError and err.code == "ABORTED"
+
+
+ROUND_ROBIN = ("grpc.lb_policy_name", "round_robin")
+
+
+def test_channel_options_are_merged_after_the_clients_own_and_win_on_the_same_name():
+    mb = 1024 * 1024
+    settings = ChannelSettings(max_message_mb=2, tls_server_name="latentdial.internal")
+    assert settings.options([ROUND_ROBIN, ("grpc.max_send_message_length", 5 * mb)]) == [
+        ("grpc.max_receive_message_length", 2 * mb),
+        ("grpc.max_send_message_length", 5 * mb),
+        ("grpc.ssl_target_name_override", "latentdial.internal"),
+        ROUND_ROBIN,
+    ]
+    assert settings.options() == settings.options([])
+    with pytest.raises(TypeError, match=r"\(name, value\) pairs"):
+        settings.options(["grpc.lb_policy_name=round_robin"])
+    with pytest.raises(TypeError, match=r"\(name, value\) pairs"):
+        Client("127.0.0.1:1", options=[("grpc.lb_policy_name",)])
+
+
+def test_clients_with_extra_options_keep_their_message_size_limit(toy_server):
+    server, model = toy_server
+    small = np.random.default_rng(2).random((3, 8, 8, 1), dtype=np.float32)
+    too_big = np.zeros((5000, 8, 8, 1), np.float32)  # 1.28 MB on the wire, over a 1 MiB limit
+    with Client(server.address, max_message_mb=1, options=[ROUND_ROBIN]) as c:
+        np.testing.assert_allclose(c.encode(small).mean, model.encode(small.transpose(0, 3, 1, 2))[0], atol=1e-5)
+        with pytest.raises(ResourceExhaustedError, match="CLIENT: Sent message larger than max"):
+            c.encode(too_big)
+
+    async def main():
+        async with AsyncClient(server.address, max_message_mb=1, options=[ROUND_ROBIN]) as c:
+            mean = (await c.encode(small)).mean
+            with pytest.raises(ResourceExhaustedError, match="CLIENT: Sent message larger than max"):
+                await c.encode(too_big)
+            return mean
+
+    np.testing.assert_allclose(asyncio.run(main()), model.encode(small.transpose(0, 3, 1, 2))[0], atol=1e-5)
 
 
 def test_client_command_writes_traversal_and_edit_grids_a_person_can_open(toy_server, tmp_path, capsys):

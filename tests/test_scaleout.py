@@ -6,6 +6,7 @@ each worker's own Prometheus endpoint to see which process answered.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from latentdial.serving.config import ServerConfig
 from latentdial.serving.supervisor import worker_config, worker_env
 from serverproc import ServerProcess, free_port
 
+from latentdial.client import AsyncClient, Client
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -171,19 +173,29 @@ def test_a_crashed_worker_is_not_restarted_and_the_supervisor_exits_nonzero(repo
     assert _gone(pids[0]), "the surviving worker was stopped too"
 
 
-def test_client_side_round_robin_spreads_calls_over_servers(repository: Path) -> None:
+def test_sdk_clients_with_round_robin_spread_calls_over_servers(repository: Path) -> None:
     m1, m2 = free_port(), free_port()
+    x = np.zeros((1, 8, 8, 1), np.uint8)
+    round_robin = [("grpc.lb_policy_name", "round_robin")]
     with (
         ServerProcess(repository=repository, args=["--metrics-port", str(m1)]) as a,
         ServerProcess(repository=repository, args=["--metrics-port", str(m2)]) as b,
     ):
         target = f"ipv4:{a.address},{b.address}"
-        with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as ch:
-            stub = pb_grpc.LatentDialStub(ch)
+        with Client(target, options=round_robin) as c:
             for _ in range(20):
-                stub.Encode(_encode_request(), timeout=10)
+                c.encode(x, timeout_s=10)
         counts = [_encode_count(m1), _encode_count(m2)]
-    assert sum(counts) == 20 and min(counts) > 0, counts
+        assert sum(counts) == 20 and min(counts) > 0, f"Client: {counts}"
+
+        async def twenty_async_calls() -> None:
+            async with AsyncClient(target, options=round_robin) as c:
+                for _ in range(20):
+                    await c.encode(x, timeout_s=10)
+
+        asyncio.run(twenty_async_calls())
+        more = [_encode_count(m1) - counts[0], _encode_count(m2) - counts[1]]
+    assert sum(more) == 20 and min(more) > 0, f"AsyncClient: {more}"
 
 
 def test_worker_config_shares_the_port_and_offsets_the_metrics_port() -> None:

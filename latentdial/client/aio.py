@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Self
 
 import grpc
@@ -15,14 +16,16 @@ from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
 
 class AsyncClient(_Requests):
-    """``async with AsyncClient("host:50051") as c: z = (await c.encode(x)).mean``."""
+    """``async with AsyncClient("host:50051") as c: z = (await c.encode(x)).mean``.
 
-    def __init__(self, address: str = "localhost:50051", **settings: Any) -> None:
+    Takes the same ``options`` (extra gRPC channel arguments) and settings as ``Client``.
+    """
+
+    def __init__(
+        self, address: str = "localhost:50051", *, options: Sequence[tuple[str, Any]] = (), **settings: Any
+    ) -> None:
         self.settings = ChannelSettings(**settings)
-        creds = self.settings.credentials()
-        opts = self.settings.options()
-        self._channel = (grpc.aio.secure_channel(address, creds, options=opts) if creds
-                         else grpc.aio.insecure_channel(address, options=opts))
+        self._channel = self.settings.open_channel(address, grpc.aio, options)
         self._stub = pb_grpc.LatentDialStub(self._channel)
         self.address = address
 

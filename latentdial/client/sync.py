@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -42,12 +43,33 @@ class ChannelSettings:
     retries: int = 3
     retry_backoff_s: float = 0.1
 
-    def options(self) -> list[tuple[str, Any]]:
+    def options(self, extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+        """gRPC channel arguments: the message-size limits (and TLS name override), then ``extra``.
+
+        ``extra`` holds (name, value) pairs such as ``("grpc.lb_policy_name", "round_robin")``;
+        a name the client sets itself takes the value given in ``extra``.
+        """
         n = self.max_message_mb * 1024 * 1024
-        opts: list[tuple[str, Any]] = [("grpc.max_receive_message_length", n), ("grpc.max_send_message_length", n)]
+        opts: dict[str, Any] = {"grpc.max_receive_message_length": n, "grpc.max_send_message_length": n}
         if self.tls_server_name:
-            opts.append(("grpc.ssl_target_name_override", self.tls_server_name))
-        return opts
+            opts["grpc.ssl_target_name_override"] = self.tls_server_name
+        for pair in extra:
+            if not (isinstance(pair, tuple | list) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise TypeError(
+                    f"channel options must be (name, value) pairs such as "
+                    f"('grpc.lb_policy_name', 'round_robin'); got {pair!r}"
+                )
+            opts[pair[0]] = pair[1]
+        return list(opts.items())
+
+    def open_channel(self, address: str, grpc_module: Any, extra_options: Sequence[tuple[str, Any]] = ()) -> Any:
+        """A channel to ``address`` from ``grpc`` or ``grpc.aio`` (same call shape): TLS when a CA
+        is set, plaintext otherwise, with :meth:`options` (``extra_options`` merged in)."""
+        creds = self.credentials()
+        opts = self.options(extra_options)
+        if creds:
+            return grpc_module.secure_channel(address, creds, options=opts)
+        return grpc_module.insecure_channel(address, options=opts)
 
     def credentials(self) -> grpc.ChannelCredentials | None:
         if not self.tls_ca:
@@ -127,14 +149,20 @@ def latents(z: Any) -> LatentsSource:
 
 
 class Client(_Requests):
-    """Synchronous client. Keyword-only options; ``timeout_s`` per call or for the client."""
+    """Synchronous client. Keyword-only options; ``timeout_s`` per call or for the client.
 
-    def __init__(self, address: str = "localhost:50051", **settings: Any) -> None:
+    ``settings`` are the fields of :class:`ChannelSettings`; ``options`` are extra gRPC channel
+    arguments merged with the client's own message-size limits, e.g. client-side load balancing
+    over every replica::
+
+        Client("ipv4:10.0.0.11:50051,10.0.0.12:50051", options=[("grpc.lb_policy_name", "round_robin")])
+    """
+
+    def __init__(
+        self, address: str = "localhost:50051", *, options: Sequence[tuple[str, Any]] = (), **settings: Any
+    ) -> None:
         self.settings = ChannelSettings(**settings)
-        creds = self.settings.credentials()
-        opts = self.settings.options()
-        self._channel = (grpc.secure_channel(address, creds, options=opts) if creds
-                         else grpc.insecure_channel(address, options=opts))
+        self._channel = self.settings.open_channel(address, grpc, options)
         self._stub = pb_grpc.LatentDialStub(self._channel)
         self.address = address
 
