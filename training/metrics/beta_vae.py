@@ -16,7 +16,7 @@ import numpy as np
 from latentdial.training.data.base import GroundTruthData
 from sklearn.linear_model import LogisticRegression
 
-from .utils import RepresentationFn, encode_factors
+from .utils import NUM_TEST, NUM_TRAIN, RepresentationFn, encode_factors
 
 #: Images per representation_fn call when many training points are encoded together.
 _IMAGES_PER_CALL = 4096
@@ -62,8 +62,8 @@ def compute_beta_vae(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
     batch_size: int = 64,
 ) -> dict[str, float]:
     """BetaVAE score: {"train_accuracy", "eval_accuracy"} of the factor-index classifier.

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.stats
 from latentdial.training.data.base import GroundTruthData
 
-from .utils import RepresentationFn, sample_train_test
+from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, RepresentationFn, sample_train_test
 
 BACKENDS = ("lightgbm", "sklearn")
 
@@ -125,9 +125,9 @@ def compute_dci_with_importance(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    batch_size: int = ENCODE_BATCH,
     backend: str = "lightgbm",
 ) -> tuple[dict[str, float], np.ndarray]:
     """DCI scores plus the importance matrix (D, F) the factor card uses."""
@@ -140,9 +140,9 @@ def compute_dci(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    batch_size: int = ENCODE_BATCH,
     backend: str = "lightgbm",
 ) -> dict[str, float]:
     """DCI: {"disentanglement", "completeness", "informativeness_train", "informativeness_test"}."""

@@ -17,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from latentdial.training.data.base import GroundTruthData
 
-from .utils import RepresentationFn, encode_factors, generate_batch_factor_code
+from .utils import (
+    ENCODE_BATCH,
+    NUM_TEST,
+    NUM_TRAIN,
+    RepresentationFn,
+    encode_factors,
+    generate_batch_factor_code,
+)
 
 _IMAGES_PER_CALL = 4096
 
@@ -71,14 +78,14 @@ def compute_factor_vae(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
     batch_size: int = 64,
     num_variance_estimate: int = 10_000,
     prune_threshold: float = 0.05,
 ) -> dict[str, float]:
     """FactorVAE score: {"train_accuracy", "eval_accuracy", "num_active_dims"}."""
-    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, 256)
+    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, ENCODE_BATCH)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = _prune_dims(global_variances, prune_threshold)
     if not active.any():

@@ -18,7 +18,9 @@ import numpy as np
 from latentdial.training.data.base import GroundTruthData
 
 from .utils import (
+    ENCODE_BATCH,
     NUM_BINS,
+    NUM_TRAIN,
     RepresentationFn,
     discrete_entropy,
     discrete_mutual_info,
@@ -43,8 +45,8 @@ def compute_mig(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    batch_size: int = ENCODE_BATCH,
     num_bins: int = NUM_BINS,
 ) -> dict[str, float]:
     """MIG: {"discrete_mig"}."""

@@ -26,6 +26,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import label_binarize
 
 from .utils import (
+    ENCODE_BATCH,
+    NUM_TEST,
+    NUM_TRAIN,
     RepresentationFn,
     discrete_mutual_info,
     histogram_discretize,
@@ -95,9 +98,9 @@ def compute_modularity_explicitness(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    batch_size: int = ENCODE_BATCH,
 ) -> dict[str, float]:
     """{"modularity_score", "explicitness_score_train", "explicitness_score_test"}."""
     train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)

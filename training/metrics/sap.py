@@ -20,7 +20,7 @@ from latentdial.training.data.base import GroundTruthData
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from .utils import RepresentationFn, sample_train_test
+from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, RepresentationFn, sample_train_test
 
 
 def _score_matrix(
@@ -58,9 +58,9 @@ def compute_sap(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    num_test: int = 5_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    num_test: int = NUM_TEST,
+    batch_size: int = ENCODE_BATCH,
 ) -> dict[str, float]:
     """SAP: {"sap_score"}."""
     train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)

@@ -22,6 +22,8 @@ import scipy.linalg
 from latentdial.training.data.base import GroundTruthData
 
 from .utils import (
+    ENCODE_BATCH,
+    NUM_TRAIN,
     RepresentationFn,
     active_dims,
     discrete_mutual_info,
@@ -74,8 +76,8 @@ def compute_unsupervised(
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
     *,
-    num_train: int = 10_000,
-    batch_size: int = 256,
+    num_train: int = NUM_TRAIN,
+    batch_size: int = ENCODE_BATCH,
     active_threshold: float = 0.01,
 ) -> dict[str, float]:
     """{"num_active_dims", "gaussian_total_correlation", "gaussian_wasserstein_correlation",

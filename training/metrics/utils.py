@@ -20,6 +20,11 @@ RepresentationFn = Callable[[np.ndarray], np.ndarray]
 
 #: disentanglement_lib's ``histogram_discretizer.num_bins`` in the study configs.
 NUM_BINS = 20
+#: The study's point counts: points a metric fits on, and points it scores on (``num_eval``).
+NUM_TRAIN = 10_000
+NUM_TEST = 5_000
+#: Images per representation_fn call when sampling i.i.d. points (the reference used 16).
+ENCODE_BATCH = 256
 
 
 def check_representation(codes: np.ndarray, num_points: int) -> np.ndarray:
@@ -40,7 +45,7 @@ def generate_batch_factor_code(
     representation_fn: RepresentationFn,
     num_points: int,
     rng: np.random.Generator,
-    batch_size: int = 256,
+    batch_size: int = ENCODE_BATCH,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``num_points`` i.i.d. points and encode them, ``batch_size`` at a time.
 
@@ -66,7 +71,7 @@ def sample_train_test(
     rng: np.random.Generator,
     num_train: int,
     num_test: int,
-    batch_size: int = 256,
+    batch_size: int = ENCODE_BATCH,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The train and test points of a metric on i.i.d. points, drawn in that order from ``rng``.
 
