@@ -13,7 +13,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve protos lint ship-dsprites bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
+.PHONY: serve test install-dev install-serve protos lint ship bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -60,15 +60,16 @@ bench-metrics: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_metrics.py
 
 # Reproduce a shipped model: train (bounded), evaluate, export, measure edits, write its report.
-# SHIP_STEPS is the step the shipped run was finished at (docs/models.md records it).
+#   make ship SHIP=dsprites SHIP_STEPS=<step>     (docs/models.md gives the step of each shipped model)
+SHIP ?= dsprites
 SHIP_STEPS ?= 6000
-SHIP_RUN ?= runs/shipped-dsprites
-ship-dsprites: $(VENV)/.installed
-	$(VENV)/bin/latentdial train --config configs/shipped/dsprites.toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
+SHIP_RUN ?= runs/shipped-$(SHIP)
+ship: $(VENV)/.installed
+	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)
-	$(VENV)/bin/latentdial export $(SHIP_RUN) models/dsprites/1 --variants fp16,int8 --overwrite
-	$(VENV)/bin/latentdial evaluate-edits models/dsprites/1 --num 1000 --out docs/models/dsprites_edits.json
-	$(VENV)/bin/python scripts/model_report.py models/dsprites/1 --out docs/models/dsprites.md --edits docs/models/dsprites_edits.json
+	$(VENV)/bin/latentdial export $(SHIP_RUN) models/$(SHIP)/1 --variants fp16,int8 --overwrite
+	$(VENV)/bin/latentdial evaluate-edits models/$(SHIP)/1 --num 1000 --out docs/models/$(SHIP)_edits.json
+	$(VENV)/bin/python scripts/model_report.py models/$(SHIP)/1 --out docs/models/$(SHIP).md --edits docs/models/$(SHIP)_edits.json
 
 loadtest: $(VENV)/.installed
 	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/
