@@ -13,7 +13,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve protos lint ship bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
+.PHONY: serve test install-dev install-serve protos lint sweep ship bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -58,6 +58,12 @@ bench-data: $(VENV)/.installed
 
 bench-metrics: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_metrics.py
+
+# The bounded sweep of objectives behind the shipped dSprites model (docs/models.md#the-sweep).
+#   make sweep [SWEEP_STEPS=<steps per run>]
+SWEEP_STEPS ?= 1000
+sweep: $(VENV)/.installed
+	$(VENV)/bin/latentdial sweep configs/sweep/dsprites.toml --out runs/sweep-dsprites --steps $(SWEEP_STEPS)
 
 # Reproduce a shipped model: train (bounded), evaluate, export, measure edits, write its report.
 #   make ship SHIP=dsprites SHIP_STEPS=<step>     (docs/models.md gives the step of each shipped model)

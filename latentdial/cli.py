@@ -16,6 +16,7 @@ import sys
 #: subcommand -> (module, one-line help). Add a stage's command here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("latentdial.training.cli_train", "train a disentangling VAE into a run directory"),
+    "sweep": ("latentdial.training.cli_sweep", "train several configs for a fixed budget and rank them"),
     "evaluate": ("latentdial.training.cli_evaluate", "compute disentanglement metrics and the factor card"),
     "export": ("latentdial.export.cli", "export a run directory to an ONNX model directory"),
     "build-engine": ("latentdial.serving.runtimes.cli_engine", "build TensorRT engines for a model directory"),

@@ -189,13 +189,16 @@ def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dic
 
 def load_config(path: Path | str | None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
     """Read a TOML config (or the defaults when ``path`` is None) and apply overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    raw = read_toml(path, "config file", "configs/ for examples") if path is not None else {}
     return TrainConfig.from_dict(apply_overrides(raw, overrides))
+
+
+def read_toml(path: Path | str, what: str, see: str) -> dict[str, Any]:
+    """Parse a TOML file, or raise ConfigError naming ``what`` it is and where to ``see`` examples."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; see {see}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
