@@ -74,7 +74,7 @@ ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)
 	$(VENV)/bin/latentdial export $(SHIP_RUN) models/$(SHIP)/1 --variants fp16,int8 --overwrite
-	$(VENV)/bin/latentdial evaluate-edits models/$(SHIP)/1 --num 1000 --out docs/models/$(SHIP)_edits.json
+	$(VENV)/bin/latentdial evaluate-edits models/$(SHIP)/1 --num 2000 --out docs/models/$(SHIP)_edits.json
 	$(VENV)/bin/python scripts/model_report.py models/$(SHIP)/1 --out docs/models/$(SHIP).md --edits docs/models/$(SHIP)_edits.json
 
 loadtest: $(VENV)/.installed
