@@ -66,16 +66,20 @@ sweep: $(VENV)/.installed
 	$(VENV)/bin/latentdial sweep configs/sweep/dsprites.toml --out runs/sweep-dsprites --steps $(SWEEP_STEPS)
 
 # Reproduce a shipped model: train (bounded), evaluate, export, measure edits, write its report.
-#   make ship SHIP=dsprites SHIP_STEPS=<step>     (docs/models.md gives the step of each shipped model)
+#   make ship SHIP=dsprites SHIP_STEPS=<step> SHIP_VERSION=<version>   (docs/models.md gives each model's values)
 SHIP ?= dsprites
-SHIP_STEPS ?= 6000
+SHIP_STEPS ?= 10000
+SHIP_VERSION ?= 1
 SHIP_RUN ?= runs/shipped-$(SHIP)
+SHIP_DIR = models/$(SHIP)/$(SHIP_VERSION)
 ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)
-	$(VENV)/bin/latentdial export $(SHIP_RUN) models/$(SHIP)/1 --variants fp16,int8 --overwrite
-	$(VENV)/bin/latentdial evaluate-edits models/$(SHIP)/1 --num 2000 --out docs/models/$(SHIP)_edits.json
-	$(VENV)/bin/python scripts/model_report.py models/$(SHIP)/1 --out docs/models/$(SHIP).md --edits docs/models/$(SHIP)_edits.json
+	$(VENV)/bin/latentdial export $(SHIP_RUN) $(SHIP_DIR) --variants fp16,int8 --overwrite
+	$(VENV)/bin/latentdial evaluate $(SHIP_DIR) --metrics factor_vae --preset reference --out docs/models/$(SHIP)_factor_vae_reference.json
+	$(VENV)/bin/latentdial evaluate-edits $(SHIP_DIR) --num 2000 --out docs/models/$(SHIP)_edits.json
+	$(VENV)/bin/python scripts/model_report.py $(SHIP_DIR) --out docs/models/$(SHIP).md --edits docs/models/$(SHIP)_edits.json \
+		--reference docs/models/$(SHIP)_factor_vae_reference.json
 
 loadtest: $(VENV)/.installed
 	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/

@@ -202,8 +202,12 @@ def edits_table(report: dict[str, Any]) -> list[str]:
 
 
 def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps: int = 10, examples: int = 4,
-                 seed: int = 0, dataset: Any = None) -> Path:
-    """Write ``out`` (markdown) and its PNGs under ``out.parent / "images"``; returns ``out``."""
+                 seed: int = 0, dataset: Any = None, reference: Path | None = None) -> Path:
+    """Write ``out`` (markdown) and its PNGs under ``out.parent / "images"``; returns ``out``.
+
+    ``reference``: a metrics JSON of ``latentdial evaluate MODEL_DIR --preset reference``, tabled
+    beside the manifest's (default-preset) metrics.
+    """
     manifest = Manifest.load(model_dir)
     manifest.verify_files(model_dir)
     card = FactorCard.from_dict(manifest.factor_card) if manifest.factor_card else None
@@ -230,6 +234,11 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
     lines += ["## Metrics", ""]
     lines += _table(["metric", "value"], [[k, _num(v, ".4f")] for k, v in sorted(manifest.metrics.items())]) \
         if manifest.metrics else ["No metrics recorded."]
+    if reference is not None:
+        lines += ["", (f"At disentanglement_lib's reference sizes (`latentdial evaluate {model_dir} --preset reference`, "
+                       f"from {Path(reference).name}):"), ""]
+        lines += _table(["metric", "value"],
+                        [[k, _num(v, ".4f")] for k, v in sorted(json.loads(Path(reference).read_text()).items())])
     lines += ["", "## Factor card", ""]
     if card is None:
         lines += ["This model has no factor card: edit it by latent dimension."]
@@ -245,7 +254,10 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
               "under the image)."), "", f"![edit examples]({rel}/{edits_png.name})", ""]
     if edits is not None:
         lines += ["## Edit fidelity", "", *edits_table(json.loads(Path(edits).read_text())), ""]
-    lines += ["## Reproduce", "", "```", f"latentdial evaluate-edits {model_dir} --out edits.json",
+    lines += ["## Reproduce", "", (f"`make ship SHIP={manifest.name} SHIP_VERSION={manifest.version} SHIP_STEPS=<steps>` "
+              "trains, evaluates, exports and measures it end to end (docs/models.md gives the steps); "
+              "for this directory alone:"), "", "```",
+              f"latentdial evaluate-edits {model_dir} --num 2000 --out edits.json",
               f"python scripts/model_report.py {model_dir} --out {out} --edits edits.json", "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
@@ -275,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=4, help="source images in the edit examples (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the source images (default 0)")
     p.add_argument("--dataset", default=None, help="dataset name or JSON (default: the manifest's provenance)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="metrics JSON of `latentdial evaluate MODEL_DIR --preset reference` to table as well")
     args = p.parse_args(argv)
     out = write_report(args.model_dir, args.out, edits=args.edits, steps=args.steps, examples=args.examples,
-                       seed=args.seed, dataset=args.dataset)
+                       seed=args.seed, dataset=args.dataset, reference=args.reference)
     print(f"wrote {out} and {out.parent / 'images'}/{out.stem}_*.png")
     return 0
 

@@ -371,10 +371,14 @@ def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo,
     from PIL import Image
 
     out = tmp_path / "docs" / "models" / "oracle.md"
+    reference = tmp_path / "oracle_factor_vae_reference.json"
+    reference.write_text(json.dumps({"factor_vae.eval_accuracy": 0.8765}))
     assert _model_report_module().main([str(oracle_repo / "oracle" / "1"), "--out", str(out),
-                                        "--edits", str(oracle_report), "--steps", "6", "--examples", "3"]) == 0
+                                        "--edits", str(oracle_report), "--steps", "6", "--examples", "3",
+                                        "--reference", str(reference)]) == 0
     text = out.read_text()
     assert "| mig | 0.9000 |" in text
+    assert "reference sizes" in text and "| factor_vae.eval_accuracy | 0.8765 |" in text
     assert "| pos_x | continuous | 0 | 0 … 1 | 32 | yes |" in text
     assert "![traversal grid](images/oracle_traversal.png)" in text
     assert "## Edit fidelity" in text and "| scale | continuous |" in text

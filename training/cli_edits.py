@@ -98,7 +98,8 @@ def _print_table(report: dict[str, Any], title: str) -> None:
             f"{f(r['other_drift_mean_std'])} / {f(r['other_drift_max_std'], '.2f')}",
             f(r["round_trip_drift_mean_std"]), f(r["drift_tolerance_std"]), f(r["other_within_tolerance"], ".1%"), f(r["other_values_preserved"], ".1%"),
         )
-    console = Console()
+    # A log or a pipe gets the whole table rather than rich's 80-column default.
+    console = Console(width=None if sys.stdout.isatty() else 180)
     console.print(table)
     for name, reason in report["skipped"].items():
         console.print(f"skipped {name}: {reason}")
