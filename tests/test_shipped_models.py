@@ -8,6 +8,7 @@ models in ``models/``; without one the test fails and says how to make it.
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,22 @@ def _centroids(masks: np.ndarray) -> np.ndarray:
     return np.stack([(masks * xs).sum((1, 2)) / area, (masks * ys).sum((1, 2)) / area], axis=1)
 
 
+def _object_hue(images: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) colour dSprites -> (N,) hue in [0, 1) of the bright (object) pixels."""
+    rgb = images.transpose(0, 2, 3, 1)
+    bright = rgb.max(-1) > 0.6
+    hues = []
+    for img, mask in zip(rgb, bright, strict=True):
+        mean = img[mask].mean(0) if mask.any() else img.reshape(-1, 3).mean(0)
+        hues.append(colorsys.rgb_to_hsv(*mean)[0])
+    return np.array(hues)
+
+
+def _circular_distance(a: np.ndarray, b: float) -> np.ndarray:
+    d = np.abs(a - b) % 1.0
+    return np.minimum(d, 1.0 - d)
+
+
 @pytest.fixture(scope="module")
 def server():
     with ServerThread(make_config(MODELS)) as s:
@@ -66,6 +83,34 @@ def test_default_model_moves_the_sprite_where_asked_and_nowhere_else(server, fac
             other_moves.append(np.abs(got[:, 1 - axis] - want[:, 1 - axis]))
     errors, other_moves = np.concatenate(errors), np.concatenate(other_moves)
     print(f"{factor}: median error {np.median(errors):.2f} px, other axis {np.median(other_moves):.2f} px")
+    print(f"{factor}: median error {np.median(errors):.2f} px, other axis {np.median(other_moves):.2f} px")
     # One grid step of position is 64 * (1 / 31) * ~0.8 = ~1.7 px in the official layout.
     assert np.median(errors) < 2.0, f"{factor}: median centroid error {np.median(errors):.2f} px"
     assert np.median(other_moves) < 2.0, f"the other axis moved by {np.median(other_moves):.2f} px"
+
+
+@pytest.mark.slow
+def test_colour_model_repaints_the_object_in_the_asked_hue_and_keeps_the_background(server):
+    _require("color_dsprites")
+    data = get_dataset("color_dsprites")
+    obj = data.factor_names.index("object_hue")
+    rng = np.random.default_rng(2)
+    factors = data.sample_factors(SOURCES, rng)
+    factors[:, 1] = 5  # the largest scale: enough object pixels for a stable hue
+    sources = data.sample_observations_from_factors(factors)
+    hits, background_kept = [], []
+    with Client(server.address) as c:
+        for target in range(0, 8, 2):
+            value = float(data.factor_grid(obj)[target])
+            edited = c.edit(_nhwc(sources), [Edit(factor="object_hue", set_value=value)],
+                            model="color_dsprites").images  # (N, H, W, 3) float
+            edited = edited.transpose(0, 3, 1, 2)
+            # Hue grid step is 1/8: within half a step the hue reads back as the asked one.
+            hits.append(_circular_distance(_object_hue(edited), value) < 1 / 16)
+            corner = edited[:, :, :4, :4].reshape(len(edited), 3, -1).mean(-1)
+            truth_corner = sources[:, :, :4, :4].reshape(len(sources), 3, -1).mean(-1)
+            background_kept.append(np.abs(corner - truth_corner).max(1) < 0.1)
+    hit_rate, kept = np.concatenate(hits).mean(), np.concatenate(background_kept).mean()
+    print(f"object hue right in {hit_rate:.0%}, background kept in {kept:.0%}")
+    assert hit_rate >= 0.75, f"object hue right in {hit_rate:.0%} of edits"
+    assert kept >= 0.75, f"background colour kept in {kept:.0%} of edits"

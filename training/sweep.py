@@ -40,6 +40,8 @@ log = logging.getLogger("latentdial.sweep")
 RESULTS_JSON = "sweep.json"
 RESULTS_MD = "sweep.md"
 RESULTS_PNG = "sweep.png"
+#: Written into each run directory, so that a later sweep reads back the run's timings too.
+RUN_RESULT = "sweep_result.json"
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,22 @@ def train_and_score(
         scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=seed, card=False, progress=progress,
                                  **(eval_overrides or {}))
         eval_seconds = time.perf_counter() - start
-    return RunResult(name=run.name, seed=seed, run_dir=str(run_dir), objective=cfg.objective_name,
-                     overrides=list(run.overrides), steps=spec.steps, train_seconds=train_seconds,
-                     eval_seconds=eval_seconds, scores={k: float(v) for k, v in scores.items()})
+    earlier = _recorded(run_dir)
+    result = RunResult(
+        name=run.name, seed=seed, run_dir=str(run_dir), objective=cfg.objective_name,
+        overrides=list(run.overrides), steps=spec.steps,
+        train_seconds=train_seconds if train_seconds is not None else earlier.get("train_seconds"),
+        eval_seconds=eval_seconds if eval_seconds is not None else earlier.get("eval_seconds"),
+        scores={k: float(v) for k, v in scores.items()},
+    )
+    (run_dir / RUN_RESULT).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result
+
+
+def _recorded(run_dir: Path) -> dict[str, Any]:
+    """What an earlier sweep recorded in ``run_dir`` (timings), or {}."""
+    path = run_dir / RUN_RESULT
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _run_config(run: SweepRun, seed: int, spec: SweepSpec) -> Any:
@@ -180,9 +195,11 @@ def finished_result(run: SweepRun, seed: int, spec: SweepSpec, out: Path) -> Run
     if not (_trained(run_dir, spec) and (run_dir / METRICS).is_file()):
         return None
     scores = json.loads((run_dir / METRICS).read_text())
+    earlier = _recorded(run_dir)
     return RunResult(name=run.name, seed=seed, run_dir=str(run_dir), objective=_run_config(run, seed, spec)
-                     .objective_name, overrides=list(run.overrides), steps=spec.steps, train_seconds=None,
-                     eval_seconds=None, scores={k: float(v) for k, v in scores.items()})
+                     .objective_name, overrides=list(run.overrides), steps=spec.steps,
+                     train_seconds=earlier.get("train_seconds"), eval_seconds=earlier.get("eval_seconds"),
+                     scores={k: float(v) for k, v in scores.items()})
 
 
 def rank(results: Sequence[RunResult], rank_by: Sequence[str]) -> list[dict[str, Any]]:
