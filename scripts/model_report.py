@@ -235,10 +235,11 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
     lines += _table(["metric", "value"], [[k, _num(v, ".4f")] for k, v in sorted(manifest.metrics.items())]) \
         if manifest.metrics else ["No metrics recorded."]
     if reference is not None:
-        lines += ["", (f"At disentanglement_lib's reference sizes (`latentdial evaluate {model_dir} --preset reference`, "
-                       f"from {Path(reference).name}):"), ""]
-        lines += _table(["metric", "value"],
-                        [[k, _num(v, ".4f")] for k, v in sorted(json.loads(Path(reference).read_text()).items())])
+        ref = json.loads(Path(reference).read_text())
+        names = ",".join(sorted({k.split(".")[0] for k in ref}))
+        lines += ["", (f"At disentanglement_lib's reference sizes (`latentdial evaluate {model_dir} --metrics {names} "
+                       f"--preset reference`, from {Path(reference).name}):"), ""]
+        lines += _table(["metric", "value"], [[k, _num(v, ".4f")] for k, v in sorted(ref.items())])
     lines += ["", "## Factor card", ""]
     if card is None:
         lines += ["This model has no factor card: edit it by latent dimension."]
