@@ -392,6 +392,23 @@ def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo,
     assert grid[:, 100:].std() > 50  # white squares on black tiles, not an empty canvas
 
 
+def test_dci_diagnostic_shows_unlearned_factors_holding_disentanglement_down(oracle_repo, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "dci_diagnostic.py"
+    spec = importlib.util.spec_from_file_location("dci_diagnostic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(oracle_repo / "oracle" / "1"), "--num-train", "600", "--num-test", "300"]) == 0
+    out = capsys.readouterr().out
+    full = float(out.split("DCI disentanglement ")[1].split(",")[0])
+    without = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if "  without " in line}
+    assert set(without) == {"shape", "scale", "orientation", "pos_x", "pos_y"}
+    # the oracle carries scale and position exactly, shape and orientation not at all
+    assert without["orientation"] > full and without["shape"] > full
+    assert without["pos_x"] < full
+
+
 def test_colour_models_are_scored_by_psnr_against_their_reconstructions(tmp_path):
     model = build_toy_model(tmp_path, "colour", "1", image_shape=(3, 64, 64), latent_dim=4, with_card=False)
     hues = (np.arange(8) / 8).tolist()
