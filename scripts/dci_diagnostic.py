@@ -29,13 +29,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from latentdial.training.cli_evaluate import onnx_representation_fn, resolve_dataset
     from latentdial.training.metrics.dci import _dci, disentanglement
-    from latentdial.training.metrics.utils import generate_batch_factor_code
+    from latentdial.training.metrics.utils import sample_train_test
 
     fn, manifest = onnx_representation_fn(args.model_dir)
     data = resolve_dataset(manifest.provenance["dataset"])
-    rng = np.random.default_rng(args.seed)
-    train = generate_batch_factor_code(data, fn, args.num_train, rng)
-    test = generate_batch_factor_code(data, fn, args.num_test, rng)
+    train, test = sample_train_test(data, fn, np.random.default_rng(args.seed), args.num_train, args.num_test)
     scores, importance = _dci(*train, *test)
 
     names = list(data.factor_names)

@@ -357,11 +357,12 @@ def test_an_entangled_random_model_reads_its_edits_back_worse_than_the_oracle(re
 
 
 # --------------------------------------------------------- model report --
-def _model_report_module():
+def _script_module(name: str):
+    """Import ``scripts/<name>.py`` (scripts are not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "model_report.py"
-    spec = importlib.util.spec_from_file_location("model_report", path)
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -373,7 +374,7 @@ def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo,
     out = tmp_path / "docs" / "models" / "oracle.md"
     reference = tmp_path / "oracle_factor_vae_reference.json"
     reference.write_text(json.dumps({"factor_vae.eval_accuracy": 0.8765}))
-    assert _model_report_module().main([str(oracle_repo / "oracle" / "1"), "--out", str(out),
+    assert _script_module("model_report").main([str(oracle_repo / "oracle" / "1"), "--out", str(out),
                                         "--edits", str(oracle_report), "--steps", "6", "--examples", "3",
                                         "--reference", str(reference)]) == 0
     text = out.read_text()
@@ -393,13 +394,7 @@ def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo,
 
 
 def test_dci_diagnostic_shows_unlearned_factors_holding_disentanglement_down(oracle_repo, capsys):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "dci_diagnostic.py"
-    spec = importlib.util.spec_from_file_location("dci_diagnostic", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main([str(oracle_repo / "oracle" / "1"), "--num-train", "600", "--num-test", "300"]) == 0
+    assert _script_module("dci_diagnostic").main([str(oracle_repo / "oracle" / "1"), "--num-train", "600", "--num-test", "300"]) == 0
     out = capsys.readouterr().out
     full = float(out.split("DCI disentanglement ")[1].split(",")[0])
     without = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if "  without " in line}
@@ -435,7 +430,7 @@ def test_model_report_of_a_model_without_card_traverses_every_dimension(tmp_path
 
     model = build_toy_model(tmp_path / "repo", "plain", "1", image_shape=(3, 64, 64), latent_dim=3, with_card=False)
     out = tmp_path / "docs" / "plain.md"
-    assert _model_report_module().main([str(model.path), "--out", str(out), "--steps", "4", "--examples", "2"]) == 0
+    assert _script_module("model_report").main([str(model.path), "--out", str(out), "--steps", "4", "--examples", "2"]) == 0
     text = out.read_text()
     assert "no factor card" in text and "## Edit fidelity" not in text
     traversal = Image.open(out.parent / "images" / "plain_traversal.png")

@@ -136,32 +136,25 @@ def train_and_score(
     point counts in tests).
     """
     from latentdial.training.cli_evaluate import evaluate_run
-    from latentdial.training.run_dir import METRICS
     from latentdial.training.trainer import checkpoint_paths, train
 
+    earlier = finished_result(run, seed, spec, out)
+    if earlier is not None:
+        return earlier
     cfg = _run_config(run, seed, spec)
     run_dir = out / run_dir_name(run, seed)
-    train_seconds = eval_seconds = None
-    done = _trained(run_dir, spec)
-    if not done:
+    train_seconds = _recorded(run_dir).get("train_seconds")
+    if not _trained(run_dir, spec):
         start = time.perf_counter()
         train(cfg, run_dir, resume=bool(checkpoint_paths(run_dir)), progress=progress)
         train_seconds = time.perf_counter() - start
-    metrics_path = run_dir / METRICS
-    if done and metrics_path.is_file():
-        scores = json.loads(metrics_path.read_text())
-    else:
-        start = time.perf_counter()
-        scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=seed, card=False, progress=progress,
-                                 **(eval_overrides or {}))
-        eval_seconds = time.perf_counter() - start
-    earlier = _recorded(run_dir)
+    start = time.perf_counter()
+    scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=seed, card=False, progress=progress,
+                             **(eval_overrides or {}))
     result = RunResult(
         name=run.name, seed=seed, run_dir=str(run_dir), objective=cfg.objective_name,
-        overrides=list(run.overrides), steps=spec.steps,
-        train_seconds=train_seconds if train_seconds is not None else earlier.get("train_seconds"),
-        eval_seconds=eval_seconds if eval_seconds is not None else earlier.get("eval_seconds"),
-        scores={k: float(v) for k, v in scores.items()},
+        overrides=list(run.overrides), steps=spec.steps, train_seconds=train_seconds,
+        eval_seconds=time.perf_counter() - start, scores={k: float(v) for k, v in scores.items()},
     )
     (run_dir / RUN_RESULT).write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
