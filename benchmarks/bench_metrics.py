@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from latentdial.training.cli_evaluate import _no_grad
 from latentdial.training.data import get_dataset
-from latentdial.training.factor_card import compute_factor_card
+from latentdial.training.factor_card_fit import compute_factor_card
 from latentdial.training.metrics import (
     _ON_POINTS,
     METRICS,

@@ -1,6 +1,6 @@
 """The factor card: which latent dimensions carry each named factor, and how to dial them.
 
-Training computes it on labelled data (``latentdial.training.factor_card``);
+Training computes it on labelled data (``latentdial.training.factor_card_fit``);
 export copies it into the manifest; serving uses it to turn "scale = 0.8" into
 latent values. For unlabelled data a user names dimensions by hand in a small
 JSON file (:func:`FactorCard.from_hand_named`). Pure numpy: serving imports it.

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from latentdial.training.data.base import GroundTruthData
-from latentdial.training.factor_card import assign_dims, circular_period, compute_factor_card
+from latentdial.training.factor_card_fit import assign_dims, circular_period, compute_factor_card
 from latentdial.training.metrics.dci import compute_dci_with_importance
 
 from latentdial.factor_card import FactorCard

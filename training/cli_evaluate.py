@@ -111,7 +111,7 @@ def evaluate_representation(
     averages ``card_points_per_value`` points per grid value in its calibration tables.
     """
     import numpy as np
-    from latentdial.training.factor_card import compute_factor_card
+    from latentdial.training.factor_card_fit import compute_factor_card
     from latentdial.training.metrics import compute_all
 
     names = _metric_names(dataset, metrics)

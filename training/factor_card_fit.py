@@ -1,4 +1,4 @@
-"""Compute a model's factor card from labelled ground-truth data.
+"""Fit a model's factor card: choose the latents that carry each factor and calibrate them on labelled data.
 
 The card (``latentdial.factor_card.FactorCard``) says, for each named factor,
 which latent dimensions carry it and how to dial it: a calibration table from
