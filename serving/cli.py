@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     import asyncio
 
-    from latentdial.serving.logging import configure_logging
     from latentdial.serving.server import serve
+    from latentdial.serving.structured_log import configure_logging
 
     configure_logging(config.log_format)
 

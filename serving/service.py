@@ -25,9 +25,9 @@ from latentdial.serving.batcher import DynamicBatcher
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.edits import Edit, apply_edits, generate_latents, sample_posterior, traverse
 from latentdial.serving.errors import InvalidArgument, ServiceError, Unavailable
-from latentdial.serving.logging import request_id
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.repository import LoadedModel, ModelRepository
+from latentdial.serving.structured_log import request_id
 
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc

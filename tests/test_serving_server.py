@@ -365,7 +365,7 @@ def test_json_logs_carry_the_request_id(capsys):
     import json
     import logging
 
-    from latentdial.serving.logging import configure_logging, request_id
+    from latentdial.serving.structured_log import configure_logging, request_id
 
     configure_logging("json")
     root = logging.getLogger()
