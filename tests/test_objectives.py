@@ -174,6 +174,24 @@ def test_ada_gvae_averages_exactly_the_dims_below_threshold():
             assert l1[0, d] == lv1[0, d] and l2[0, d] == lv2[0, d]
 
 
+def test_ada_gvae_loss_is_the_pair_elbo_on_averaged_posteriors_through_the_hooks():
+    """The template with Ada-GVAE's hooks equals the pair loss written out in one piece."""
+    objective = get_objective("ada_gvae")(_model())
+    x1, x2 = _images(6, 0), _images(6, 1)
+    torch.manual_seed(5)
+    loss, logs = objective.loss((x1, x2), step=0)
+    torch.manual_seed(5)
+    mean, log_var = objective.model.encoder(torch.cat([x1, x2]))
+    m1, lv1, m2, lv2, shared = adaptive_average(mean[:6], log_var[:6], mean[6:], log_var[6:])
+    mean, log_var = torch.cat([m1, m2]), torch.cat([lv1, lv2])
+    z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+    recon = bernoulli_reconstruction(objective.model.decoder(z), torch.cat([x1, x2])).view(2, 6).sum(0).mean()
+    kl = gaussian_kl(mean, log_var).sum(dim=1).view(2, 6).sum(0).mean()
+    assert torch.equal(loss, recon + kl)
+    assert logs["shared_dims"] == pytest.approx(float(shared.float().sum(dim=1).mean()))
+    assert logs["recon"] == pytest.approx(float(recon)) and logs["kl"] == pytest.approx(float(kl))
+
+
 def test_ada_gvae_rejects_single_images():
     with pytest.raises(TypeError, match="pairs"):
         get_objective("ada_gvae")(_model()).loss(_images(4), step=0)

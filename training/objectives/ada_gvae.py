@@ -5,14 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from latentdial.training.objectives.base import (
-    Batch,
-    Logs,
-    ObjectiveConfig,
-    VAEObjective,
-    bernoulli_reconstruction,
-    gaussian_kl,
-)
+from latentdial.training.objectives.base import Batch, Inputs, ObjectiveConfig, VAEObjective
 
 
 def posterior_kl(mean1: torch.Tensor, log_var1: torch.Tensor, mean2: torch.Tensor, log_var2: torch.Tensor) -> torch.Tensor:
@@ -67,8 +60,8 @@ class AdaGVAE(VAEObjective):
     (:func:`adaptive_average`); both are decoded from samples of the new posteriors.
     loss = recon(x1) + recon(x2) + beta * (KL1 + KL2), batch means.
 
-    The pair changes the posterior itself, so this variant overrides :meth:`loss` rather
-    than only :meth:`regularizer`; its regulariser is beta * KL.
+    The pair changes the posterior itself: :meth:`inputs` stacks the pair (2N images,
+    two per example) and :meth:`hook_posterior` averages; the regulariser is beta * KL.
     """
 
     name = "ada_gvae"
@@ -76,26 +69,15 @@ class AdaGVAE(VAEObjective):
     config: AdaGVAEConfig
     requires_pairs = True
 
-    def regularizer(self, kl, mean, log_var, z, step):
-        return self.config.beta * kl, {}
-
-    def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, Logs]:
+    def inputs(self, batch: Batch) -> Inputs:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise TypeError("ada_gvae needs pairs (x1, x2); build the stream with pairs=True")
-        x1, x2 = batch
-        n = x1.shape[0]
-        mean, log_var = self.model.encoder(torch.cat([x1, x2], dim=0))  # (2N, D)
+        return Inputs(images=torch.cat(list(batch), dim=0), per_example=2)  # (2N, C, H, W): x1 then x2
+
+    def hook_posterior(self, mean, log_var, inputs):
+        n = mean.shape[0] // 2
         m1, lv1, m2, lv2, shared = adaptive_average(mean[:n], log_var[:n], mean[n:], log_var[n:])
-        mean, log_var = torch.cat([m1, m2]), torch.cat([lv1, lv2])
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)  # (2N, D)
-        logits = self.model.decoder(z)
-        x = torch.cat([x1, x2], dim=0)
-        recon = bernoulli_reconstruction(logits, x).view(2, n).sum(dim=0).mean()
-        kl = gaussian_kl(mean, log_var).sum(dim=1).view(2, n).sum(dim=0).mean()
-        reg, extra = self.regularizer(kl, mean, log_var, z, step)
-        loss = recon + reg
-        terms = {
-            "loss": loss, "recon": recon, "kl": kl, "regularizer": reg,
-            "shared_dims": shared.float().sum(dim=1).mean(), **extra,
-        }
-        return loss, self._finish(step, terms)
+        return torch.cat([m1, m2]), torch.cat([lv1, lv2]), {"shared_dims": shared.float().sum(dim=1).mean()}
+
+    def regularizer(self, kl, mean, log_var, z, step):
+        return self.config.beta * kl, {}

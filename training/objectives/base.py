@@ -5,9 +5,20 @@ Bernoulli reconstruction term (binary cross-entropy with logits, summed over the
 pixels of an image, averaged over the batch) plus KL(q(z|x) || N(0, I)) summed
 over latent dimensions and averaged over the batch.
 
-Each variant in this package overrides ONE hook, :meth:`VAEObjective.regularizer`,
-and declares its own dataclass config that inherits from its parent's. Variants that
-need more (FactorVAE's discriminator, Ada-GVAE's pairs) say so in their docstring.
+Every variant overrides hooks of one template, :meth:`VAEObjective.loss`, never the
+loss itself, and declares its own dataclass config that inherits from its parent's:
+
+- :meth:`VAEObjective.inputs`: what a batch is (single images; Ada-GVAE's pairs;
+  labelled images for the semi-supervised family) -> :class:`Inputs`.
+- :meth:`VAEObjective.hook_posterior`: change q(z|x) before sampling, on (mean, log_var),
+  like disent's ``hook_intercept_ds`` (Ada-GVAE's adaptive averaging).
+- :meth:`VAEObjective.hook_latents`: what the decoder reads (the semi-supervised family
+  feeds label codes on its named dims).
+- :meth:`VAEObjective.supervised`: a term from labels (none by default).
+- :meth:`VAEObjective.regularizer`: the term added to the reconstruction loss (every
+  unsupervised variant overrides only this one).
+
+Variants that need more (FactorVAE's discriminator) say so in their docstring.
 
 Trainer hooks
 - ``objective(batch, step)`` / :meth:`loss` -> ``(loss, logs)``; ``forward`` is the
@@ -45,6 +56,21 @@ class NonFiniteLossError(FloatingPointError):
             f"loss term {term!r} is {value} at step {step}; lower the learning rate or the "
             f"regulariser weight, or check the data for NaN/inf"
         )
+
+
+@dataclass
+class Inputs:
+    """One batch as the loss template sees it.
+
+    images: (M, C, H, W) float32 in [0, 1], everything that is encoded and reconstructed.
+    per_example: images that form one example (2 for a pair); reconstruction and KL are
+        summed over an example's images and averaged over the M / per_example examples.
+    labels: (M, F) int64 factor indices with -1 where a factor is not labelled, or None.
+    """
+
+    images: torch.Tensor
+    per_example: int = 1
+    labels: torch.Tensor | None = None
 
 
 @dataclass
@@ -89,8 +115,8 @@ def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
 class VAEObjective(nn.Module):
     """Plain VAE: loss = reconstruction + KL (Kingma & Welling 2014).
 
-    Variants override :meth:`regularizer`. ``batch`` is (N, C, H, W) float32 in [0, 1]
-    (or a pair of such tensors when ``requires_pairs``).
+    Variants override the hooks (module docstring). ``batch`` is (N, C, H, W) float32 in
+    [0, 1] (or a pair of such tensors when ``requires_pairs``).
     """
 
     name: ClassVar[str] = "vae"
@@ -105,7 +131,30 @@ class VAEObjective(nn.Module):
         self.model = model
         self.config = config
 
-    # -- the one hook variants override ------------------------------------------------
+    # -- hooks variants override -------------------------------------------------------
+    def inputs(self, batch: Batch) -> Inputs:
+        """The images to encode and reconstruct (and their labels) from one batch."""
+        if isinstance(batch, (tuple, list)):
+            raise TypeError(f"{self.name} takes single images, not pairs; set pairs=False on the stream")
+        return Inputs(images=batch)
+
+    def hook_posterior(
+        self, mean: torch.Tensor, log_var: torch.Tensor, inputs: Inputs
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Change the posterior before it is sampled. mean, log_var: (M, D).
+
+        Returns (mean, log_var, terms to log); the default leaves it as it is.
+        """
+        return mean, log_var, {}
+
+    def hook_latents(self, z: torch.Tensor, mean: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+        """The latents (M, D) the decoder reads, from the sample z (M, D); default z itself."""
+        return z
+
+    def supervised(self, mean: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """A term from labels on the posterior means (M, D); default none: (None, {})."""
+        return None, {}
+
     def regularizer(
         self, kl: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -121,15 +170,31 @@ class VAEObjective(nn.Module):
         return self.loss(batch, step)
 
     def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, Logs]:
-        """(loss (), logs {"loss", "recon", "kl", ...regulariser terms}) for one batch."""
-        if isinstance(batch, (tuple, list)):
-            raise TypeError(f"{self.name} takes single images, not pairs; set pairs=False on the stream")
-        logits, mean, log_var, z = self.model(batch)
-        recon = bernoulli_reconstruction(logits, batch).mean()
-        kl = gaussian_kl(mean, log_var).sum(dim=1).mean()
+        """(loss (), logs {"loss", "recon", "kl", "regularizer", ...hook terms}) for one batch.
+
+        The template: inputs -> encode -> hook_posterior -> sample -> hook_latents -> decode;
+        loss = recon + regularizer (+ supervised), each summed within an example and
+        averaged over examples.
+        """
+        inputs = self.inputs(batch)
+        x, group = inputs.images, inputs.per_example
+        mean, log_var = self.model.encoder(x)  # (M, D)
+        mean, log_var, posterior_terms = self.hook_posterior(mean, log_var, inputs)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)  # (M, D)
+        logits = self.model.decoder(self.hook_latents(z, mean, inputs))
+        n = x.shape[0] // group
+        recon = bernoulli_reconstruction(logits, x).view(group, n).sum(dim=0).mean()
+        kl = gaussian_kl(mean, log_var).sum(dim=1).view(group, n).sum(dim=0).mean()
         reg, extra = self.regularizer(kl, mean, log_var, z, step)
         loss = recon + reg
-        terms = {"loss": loss, "recon": recon, "kl": kl, "regularizer": reg, **extra}
+        sup, sup_terms = self.supervised(mean, inputs)
+        if sup is not None:
+            loss = loss + sup
+            sup_terms = {"supervised": sup, **sup_terms}
+        terms = {
+            "loss": loss, "recon": recon, "kl": kl, "regularizer": reg,
+            **posterior_terms, **sup_terms, **extra,
+        }
         return loss, self._finish(step, terms)
 
     def _finish(self, step: int, terms: dict[str, torch.Tensor]) -> Logs:
