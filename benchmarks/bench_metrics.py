@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import torch
-from latentdial.training.cli_evaluate import _no_grad
 from latentdial.training.data import get_dataset
+from latentdial.training.evaluate import no_grad
 from latentdial.training.factor_card_fit import compute_factor_card
 from latentdial.training.metrics import (
     _ON_POINTS,
@@ -47,10 +47,10 @@ class CountingEncoder:
 
 def _encoder(run: str | None):
     if run:
-        return _no_grad(representation_fn(load_run(run).model)), f"run {run}"
+        return no_grad(representation_fn(load_run(run).model)), f"run {run}"
     torch.manual_seed(0)
     model = build_model(ModelConfig(latent_dim=10)).eval()
-    return _no_grad(representation_fn(model)), "untrained conv64 encoder, 10 latents"
+    return no_grad(representation_fn(model)), "untrained conv64 encoder, 10 latents"
 
 
 def _row(name: str, dt: float, images: int, scores: dict[str, float]) -> str:

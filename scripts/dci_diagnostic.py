@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from latentdial.training.cli_evaluate import onnx_representation_fn, resolve_dataset
+    from latentdial.training.evaluate import onnx_representation_fn, resolve_dataset
     from latentdial.training.metrics.dci import _dci, disentanglement
     from latentdial.training.metrics.utils import sample_train_test
 

@@ -269,7 +269,7 @@ def _sources(spec: Any, n: int, rng: np.random.Generator, model: LocalModel, man
     """n images (n, C, H, W) of the model's dataset, or decoded prior samples if it has none we can render."""
     if spec is not None:
         try:
-            from latentdial.training.cli_evaluate import resolve_dataset
+            from latentdial.training.evaluate import resolve_dataset
 
             data = resolve_dataset(spec)
             if tuple(data.observation_shape) == tuple(manifest.image_shape):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from fixtures.torch_run import write_run_dir
-from latentdial.training.cli_evaluate import evaluate_model_dir, evaluate_run
 from latentdial.training.data import get_dataset
+from latentdial.training.evaluate import evaluate_model_dir, evaluate_run
 
 from latentdial.cli import main
 from latentdial.factor_card import FactorCard

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from latentdial.training import trainer as trainer_module
 from latentdial.training.config import ConfigError, TrainConfig, load_config
 from latentdial.training.data import get_dataset
 from latentdial.training.objectives import OBJECTIVES
@@ -163,9 +161,7 @@ def test_labelled_run_calls_the_evaluation_and_labels_traversal_rows(tmp_path, m
                    latent_dim=4).save(Path(run_dir) / "factor_card.json")
         (Path(run_dir) / "metrics.json").write_text(json.dumps({"mig": 0.25}))
 
-    module = types.ModuleType("latentdial.training.cli_evaluate")
-    module.evaluate_run = evaluate_run
-    monkeypatch.setitem(sys.modules, "latentdial.training.cli_evaluate", module)
+    monkeypatch.setattr(trainer_module, "evaluate_run", evaluate_run)
     out = train(_smoke("evaluate=true"), tmp_path / "run", progress=False)
     assert calls == [out]
     report = (out / "report.md").read_text()
@@ -175,14 +171,6 @@ def test_labelled_run_calls_the_evaluation_and_labels_traversal_rows(tmp_path, m
 
     assert traversal_labels(4, out / "factor_card.json") == ["z0", "z1 scale", "z2", "z3 shape"]
     assert traversal_labels(4, None) == ["z0", "z1", "z2", "z3"]
-
-
-def test_missing_evaluation_is_logged_not_silent(tmp_path, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "latentdial.training.cli_evaluate", None)  # import fails
-    with caplog.at_level(logging.WARNING, logger="latentdial.train"):
-        out = train(_smoke("evaluate=true", "steps=2"), tmp_path / "run", progress=False)
-    assert "EVALUATION SKIPPED" in caplog.text
-    assert not (out / "metrics.json").exists()
 
 
 def test_ada_gvae_trains_on_pairs(tmp_path):

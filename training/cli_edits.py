@@ -117,8 +117,8 @@ def _json_safe(x: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentdial.training.cli_evaluate import resolve_dataset
     from latentdial.training.edit_fidelity import evaluate_edits
+    from latentdial.training.evaluate import resolve_dataset
 
     from latentdial.client import Client, LatentDialError
     from latentdial.factor_card import FactorCard

@@ -135,7 +135,7 @@ def train_and_score(
     one that holds checkpoints is resumed. ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller
     point counts in tests).
     """
-    from latentdial.training.cli_evaluate import evaluate_run
+    from latentdial.training.evaluate import evaluate_run
     from latentdial.training.trainer import checkpoint_paths, train
 
     earlier = finished_result(run, seed, spec, out)

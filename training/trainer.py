@@ -31,9 +31,10 @@ from latentdial.training.distributed import (
     shutdown,
     wrap_objective,
 )
+from latentdial.training.evaluate import evaluate_run, resolve_dataset
 from latentdial.training.model import build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
-from latentdial.training.run_dir import CONFIG, FACTOR_CARD, METRICS, WEIGHTS, save_weights
+from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
 from tqdm import tqdm
 
 log = logging.getLogger("latentdial.train")
@@ -93,12 +94,7 @@ class Trainer:
         self.ctx = ctx or DistContext(device=cfg.device)
         threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // self.ctx.local_world_size)
         torch.set_num_threads(threads)
-        if dataset is None:
-            from latentdial.training.data import get_dataset
-
-            kwargs = {k: v for k, v in cfg.dataset.items() if k != "name"}
-            dataset = get_dataset(cfg.dataset["name"], **kwargs)
-        self.dataset = dataset
+        self.dataset = resolve_dataset(cfg.dataset) if dataset is None else dataset
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         obj_cls = get_objective(cfg.objective_name)
         self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
@@ -112,7 +108,7 @@ class Trainer:
         from latentdial.training.data import BatchStream
 
         self.stream = BatchStream(
-            dataset, cfg.batch_size, cfg.seed, pairs=obj_cls.requires_pairs,
+            self.dataset, cfg.batch_size, cfg.seed, pairs=obj_cls.requires_pairs,
             k=getattr(self.objective.config, "pair_k", 0) or None,
             rank=self.ctx.rank, world_size=self.ctx.world_size,
         )
@@ -276,13 +272,6 @@ def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool
 
 
 def _evaluate(out: Path, dataset: Any, seed: int, progress: bool) -> None:
-    try:
-        from latentdial.training.cli_evaluate import evaluate_run
-    except ImportError as e:
-        log.warning("EVALUATION SKIPPED: latentdial.training.cli_evaluate is not importable (%s); "
-                    "no %s or %s was written. Run `latentdial evaluate %s` once it is installed.",
-                    e, METRICS, FACTOR_CARD, out)
-        return
     log.info("evaluating %s (metrics and factor card)", out)
     evaluate_run(out, dataset=dataset, seed=seed, progress=progress)
 
