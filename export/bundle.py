@@ -17,6 +17,7 @@ half-written directory that looks like a valid model.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import shutil
@@ -102,7 +103,7 @@ def _export_graph(
     d_opt = diff_to_torch(fp32)
     report(f"{graph}: after onnxslim: max abs diff {d_opt:.3g}")
     parity.require(d_opt, parity.FP32_TOLERANCE, f"{graph} (optimised ONNX vs torch)")
-    notes: dict[str, Any] = {"format": "onnx", "opset": opset, "exporter": exporter,
+    notes: dict[str, Any] = {"opset": opset, "exporter": exporter,
                              "optimised": "onnxslim", "parity_batches": list(batches),
                              "max_abs_error_before_optimisation": d_raw,
                              "tolerance": parity.FP32_TOLERANCE}
@@ -115,7 +116,7 @@ def _export_graph(
                f"(tolerance {variants.FP16_TOLERANCE})")
         parity.require(d16, variants.FP16_TOLERANCE, f"{graph} (fp16 variant vs fp32 torch)")
         files.append(GraphFile(graph, path.name, "", "fp16", d16, {
-            "format": "onnx", "io_dtype": "float32", "tolerance": variants.FP16_TOLERANCE,
+            "io_dtype": "float32", "tolerance": variants.FP16_TOLERANCE,
             "intended_for": "GPU (TensorRT, CUDA EP); slower than fp32 on CPU"}))
 
     if "int8" in variant_names:
@@ -134,7 +135,7 @@ def _export_graph(
                f"{'kept' if keep else 'dropped'}")
         if keep:
             files.append(GraphFile(graph, path.name, "", "int8", d8,
-                                   {"format": "onnx", "quantisation": "static QDQ, per-channel",
+                                   {"quantisation": "static QDQ, per-channel",
                                     **measurement}))
         else:
             path.unlink()
@@ -148,8 +149,8 @@ def _export_graph(
         d_pt = parity.max_abs_diff(reference, parity.torch_fn(program), graph, image_shape,
                                    latent_dim, batches=batches)
         parity.require(d_pt, parity.FP32_TOLERANCE, f"{graph} (torch.export program vs torch)")
-        files.append(GraphFile(graph, path.name, "", "fp32", d_pt,
-                               {"format": "torch.export", "torch": torch.__version__}))
+        files.append(GraphFile(graph, path.name, "", "fp32", d_pt, {"torch": torch.__version__},
+                               format="torch-export"))
     return files
 
 
@@ -201,10 +202,7 @@ def export_run(
                     run.model, graph, image_shape, cfg.latent_dim, tmp, opset=opset,
                     exporter=exporter, variant_names=variant_names, torch_program=torch_program,
                     batches=batches, speed_rounds=speed_rounds, report=report)
-        # ONNX files first so that Manifest.graph_file(graph, "fp32") finds the ONNX graph.
-        files.sort(key=lambda f: (f.notes.get("format") != "onnx", f.graph != "encoder"))
-        files = [GraphFile(f.graph, f.path, sha256_file(tmp / f.path), f.precision,
-                           f.max_abs_error, f.notes) for f in files]
+        files = [dataclasses.replace(f, sha256=sha256_file(tmp / f.path)) for f in files]
         manifest = Manifest(
             name=name, version=str(version), image_shape=image_shape, latent_dim=cfg.latent_dim,
             files=files, factor_card=run.factor_card.to_dict() if run.factor_card else None,

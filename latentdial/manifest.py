@@ -1,10 +1,16 @@
 """The model-directory contract shared by export (writer) and serving (reader).
 
 A model directory ``models/<name>/<version>/`` holds ``manifest.json``,
-``encoder.onnx``, ``decoder.onnx`` and optional precision variants. The manifest
-states the image shape and value range, the latent size, the graphs' I/O names,
-every file with its sha256, the factor card, the metrics and where the model
-came from. This module is pure Python + numpy-free so that every role can read it.
+``encoder.onnx``, ``decoder.onnx``, optional precision variants and optional
+``torch.export`` programs. The manifest states the image shape and value range,
+the latent size, the graphs' I/O names, every file with its graph, precision,
+format and sha256, the factor card, the metrics and where the model came from.
+This module is pure Python + numpy-free so that every role can read it.
+
+Schema versions: 2 (written now) gives each file a typed ``format``; 1 kept the
+format in the file's free-form ``notes`` (``"torch.export"``, or nothing for
+ONNX). ``Manifest.from_dict`` reads both and upgrades a version 1 manifest in
+memory, so model directories exported before the change still serve.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 Graph = Literal["encoder", "decoder"]
 Precision = Literal["fp32", "fp16", "int8"]
+#: What a file holds: an ONNX graph, or a ``torch.export`` program (.pt2) for the torch runtime.
+FileFormat = Literal["onnx", "torch-export"]
 
-#: Fixed graph signatures (DESIGN.md section 4, "Graphs"). The batch axis is dynamic.
+#: Fixed graph signatures (docs/architecture.md, "Contracts"). The batch axis is dynamic.
 ENCODER_INPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
 ENCODER_OUTPUTS = ("mean", "log_var")  # (N, D) each
 DECODER_INPUTS = ("latents",)  # (N, D) float32
@@ -34,7 +42,10 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class GraphFile:
-    """One ONNX file of a model directory."""
+    """One file of a model directory: a graph at a precision in a format.
+
+    (graph, precision, format) names the file; ``Manifest.graph_file`` selects by all three.
+    """
 
     graph: Graph
     path: str  # relative to the model directory
@@ -42,8 +53,16 @@ class GraphFile:
     precision: Precision = "fp32"
     #: Largest absolute output difference against the fp32 torch reference, as measured at export.
     max_abs_error: float | None = None
-    #: Free-form notes from export, e.g. {"optimised": "onnxslim"} or a speed ratio.
+    #: Free-form notes from export, e.g. {"optimised": "onnxslim"} or a speed ratio. Never read for selection.
     notes: dict[str, Any] = field(default_factory=dict)
+    format: FileFormat = field(default="onnx", kw_only=True)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("graph", self.graph, get_args(Graph)),
+                                     ("precision", self.precision, get_args(Precision)),
+                                     ("format", self.format, get_args(FileFormat))):
+            if value not in allowed:
+                raise ManifestError(f"file {self.path!r}: unknown {name} {value!r}; valid: {list(allowed)}")
 
 
 @dataclass
@@ -72,13 +91,22 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ queries
-    def graph_file(self, graph: Graph, precision: Precision = "fp32") -> GraphFile:
-        """The file of ``graph`` at ``precision``; ManifestError if it was not exported."""
-        for f in self.files:
-            if f.graph == graph and f.precision == precision:
-                return f
-        have = sorted({f"{f.graph}/{f.precision}" for f in self.files})
-        raise ManifestError(f"model {self.name}/{self.version} has no {graph} at {precision}; has {have}")
+    def find_file(self, graph: Graph, precision: Precision = "fp32",
+                  format: FileFormat = "onnx") -> GraphFile | None:
+        """The file of ``graph`` at ``precision`` in ``format``, or None if the export did not write one."""
+        return next((f for f in self.files
+                     if (f.graph, f.precision, f.format) == (graph, precision, format)), None)
+
+    def graph_file(self, graph: Graph, precision: Precision = "fp32",
+                   format: FileFormat = "onnx") -> GraphFile:
+        """The file of ``graph`` at ``precision`` in ``format``; ManifestError if it was not exported."""
+        found = self.find_file(graph, precision, format)
+        if found is None:
+            have = sorted({f"{f.graph}/{f.precision}" + ("" if f.format == "onnx" else f" ({f.format})")
+                           for f in self.files})
+            wanted = f"{graph} at {precision}" + ("" if format == "onnx" else f" ({format})")
+            raise ManifestError(f"model {self.name}/{self.version} has no {wanted}; has {have}")
+        return found
 
     # --------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -89,12 +117,18 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Read a manifest of any known schema version (older ones are upgraded in memory)."""
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version < 1:
+            raise ManifestError(f"malformed manifest: schema_version={version!r}")
+        if version > SCHEMA_VERSION:
+            raise ManifestError(
+                f"manifest schema {version} is newer than this latentdial "
+                f"understands ({SCHEMA_VERSION}); upgrade latentdial"
+            )
+        if version == 1:
+            d = _upgrade_v1(d)
         try:
-            if d.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
-                raise ManifestError(
-                    f"manifest schema {d['schema_version']} is newer than this latentdial "
-                    f"understands ({SCHEMA_VERSION}); upgrade latentdial"
-                )
             files = [GraphFile(**f) for f in d["files"]]
             kwargs = {k: v for k, v in d.items() if k != "files"}
             kwargs["image_shape"] = tuple(int(x) for x in d["image_shape"])
@@ -133,6 +167,25 @@ class Manifest:
                     f"{p}: sha256 {actual[:12]}… does not match the manifest's {f.sha256[:12]}…; "
                     "the file was changed or corrupted after export — re-export the model"
                 )
+
+
+#: Schema 1 kept the format in ``notes["format"]`` under these names (absent meant ONNX).
+_V1_FORMATS: dict[str, FileFormat] = {"onnx": "onnx", "torch.export": "torch-export"}
+
+
+def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A schema 1 manifest dict as schema 2: each file's ``notes["format"]`` becomes its ``format``."""
+    try:
+        files = []
+        for f in d["files"]:
+            notes = dict(f.get("notes") or {})
+            old = notes.pop("format", "onnx")
+            if old not in _V1_FORMATS:
+                raise ManifestError(f"file {f.get('path')!r}: unknown format {old!r} in a schema 1 manifest")
+            files.append({**f, "notes": notes, "format": _V1_FORMATS[old]})
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ManifestError(f"malformed manifest: {e}") from e
+    return {**d, "files": files, "schema_version": 2}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

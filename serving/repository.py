@@ -73,9 +73,8 @@ def _ort_cpu_without_spinning(model_dir: Path, manifest: Manifest, graph: str, *
     benchmarks/bench_service.py on a 2-core machine: server CPU per request about halves.
     """
     from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
-    from latentdial.serving.runtimes.selection import onnx_file
 
-    return OrtCpuRuntime(model_dir / onnx_file(manifest, graph, precision).path, max_batch_size=max_batch_size,
+    return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path, max_batch_size=max_batch_size,
                          allow_spinning=False)
 
 

@@ -17,7 +17,7 @@ from latentdial.export.parity import FP32_TOLERANCE, ParityError
 from latentdial.export.variants import FP16_TOLERANCE, INT8_TOLERANCE
 
 from latentdial.factor_card import FactorCard
-from latentdial.manifest import Manifest, sha256_file
+from latentdial.manifest import SCHEMA_VERSION, Manifest, sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,6 +57,12 @@ def test_manifest_lists_every_file_with_its_sha256_precision_and_error(exported)
         ("encoder", "fp32"), ("decoder", "fp32"), ("encoder", "fp16"), ("decoder", "fp16")}
     # the ONNX graph, not the torch program, is what graph_file() returns
     assert manifest.graph_file("encoder").path == "encoder.onnx"
+    # every file says its format, and selection by format does not depend on list order
+    assert {(f.path, f.format) for f in manifest.files if f.precision == "fp32"} == {
+        ("encoder.onnx", "onnx"), ("decoder.onnx", "onnx"),
+        ("encoder.pt2", "torch-export"), ("decoder.pt2", "torch-export")}
+    assert manifest.graph_file("decoder", "fp32", "torch-export").path == "decoder.pt2"
+    assert Manifest.load(model_dir).schema_version == SCHEMA_VERSION
 
 
 def test_manifest_copies_shapes_card_metrics_and_provenance(exported):
@@ -88,7 +94,7 @@ def test_int8_measurement_is_recorded_whether_or_not_it_was_kept(exported):
 def test_onnx_graphs_have_contract_names_opset_and_dynamic_batch(exported):
     model_dir, manifest, _ = exported
     for f in manifest.files:
-        if f.notes.get("format") != "onnx":
+        if f.format != "onnx":
             continue
         model = onnx.load(str(model_dir / f.path))
         onnx.checker.check_model(model)

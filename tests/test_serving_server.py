@@ -88,7 +88,6 @@ def test_a_runtime_capped_below_the_configured_max_batch_sets_warm_up_and_batche
     """TensorRT engines end at the manifest's batch_profile max: serving warms up and batches to that cap."""
     from latentdial.serving import repository
     from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
-    from latentdial.serving.runtimes.selection import onnx_file
 
     cap = 4
     batches: list[tuple[str, int]] = []  # (first input name, N) of every run() call
@@ -99,7 +98,7 @@ def test_a_runtime_capped_below_the_configured_max_batch_sets_warm_up_and_batche
             return super().run(inputs)
 
     def capped(model_dir, manifest, graph, *, max_batch_size, precision="fp32"):
-        path = model_dir / onnx_file(manifest, graph, precision).path
+        path = model_dir / manifest.graph_file(graph, precision, "onnx").path
         return ProfileCapped(path, max_batch_size=min(max_batch_size, cap))
 
     monkeypatch.setitem(repository.SERVING_CONSTRUCTORS, "onnxruntime-cpu", capped)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
 
-from latentdial.manifest import Graph, GraphFile, Manifest, ManifestError
+from latentdial.manifest import Graph, Manifest, ManifestError
 
 log = logging.getLogger("latentdial.serving.runtimes")
 
@@ -44,20 +44,6 @@ def nvidia_gpu_present() -> bool:
     return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
 
 
-def torch_program(manifest: Manifest, graph: Graph) -> GraphFile | None:
-    """The manifest's torch.export program (.pt2) for ``graph``, if the export wrote one."""
-    return next((f for f in manifest.files
-                 if f.graph == graph and f.notes.get("format") == "torch.export"), None)
-
-
-def onnx_file(manifest: Manifest, graph: Graph, precision: str) -> GraphFile:
-    """The ONNX file of ``graph`` at ``precision`` (never the torch program)."""
-    for f in manifest.files:
-        if f.graph == graph and f.precision == precision and f.notes.get("format", "onnx") == "onnx":
-            return f
-    return manifest.graph_file(graph, precision)  # type: ignore[arg-type]  # raises with the list
-
-
 def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph = "encoder") -> str | None:
     """None if runtime ``name`` can run here (for ``manifest``'s ``graph`` when given); else why not."""
     if name == "onnxruntime-cpu":
@@ -69,7 +55,7 @@ def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph
     if name in ("torch-cuda", "torch-cpu"):
         if not _installed("torch"):
             return "torch is not installed"
-        if manifest is not None and torch_program(manifest, graph) is None:
+        if manifest is not None and manifest.find_file(graph, "fp32", "torch-export") is None:
             return "the model directory has no torch.export program (.pt2); re-export it"
         if name == "torch-cuda":
             if not nvidia_gpu_present():  # do not pay for importing torch on a CPU host
@@ -107,7 +93,7 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
     if name == "onnxruntime-cpu":
         from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 
-        return OrtCpuRuntime(model_dir / onnx_file(manifest, graph, precision).path,
+        return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
                              max_batch_size=max_batch_size)
     if name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
         from latentdial.serving.runtimes.onnxruntime_gpu import OrtGpuRuntime
@@ -116,14 +102,14 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
         # The TensorRT EP takes fp16 as a flag on the fp32 graph; CUDA runs the fp16 file.
         file_precision = "fp32" if provider == "tensorrt" else precision
         cache = (engine_cache_dir or default_engine_cache()) / "onnxruntime-trt"
-        return OrtGpuRuntime(model_dir / onnx_file(manifest, graph, file_precision).path, provider,
+        return OrtGpuRuntime(model_dir / manifest.graph_file(graph, file_precision, "onnx").path, provider,
                              item_shape=item_shape, max_batch_size=max_batch_size, device_id=device_id,
                              profile=manifest.batch_profile,
                              cache_dir=cache, fp16=precision == "fp16")
     if name in ("torch-cuda", "torch-cpu"):
         from latentdial.serving.runtimes.torch_runtime import TorchRuntime
 
-        program = torch_program(manifest, graph)
+        program = manifest.find_file(graph, "fp32", "torch-export")
         if program is None:
             raise RuntimeUnavailable("the model directory has no torch.export program (.pt2)")
         device = f"cuda:{device_id}" if name == "torch-cuda" else "cpu"
