@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     def on_ready(handle, port: int) -> None:
         scheme = "grpcs" if config.tls_cert else "grpc"
         print(f"latentdial serving on {scheme}://{config.host}:{port}", flush=True)
-        repo = handle.service.repository
+        repo = handle.engine.repository
         for m in repo.all():
             default = " (default)" if m.name == repo.default else ""
             print(f"  model {m.name}/{m.version}{default}: {m.encoder.describe()}", flush=True)

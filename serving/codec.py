@@ -60,7 +60,13 @@ def _check_count(n: int, max_items: int, what: str) -> None:
 
 def latents_from_tensor(t: pb.Tensor, latent_dim: int, max_items: int, what: str = "latents") -> np.ndarray:
     """(N, D) finite float32 latents, validated."""
-    a = tensor_to_array(t, what)
+    return latents_from_array(tensor_to_array(t, what), latent_dim, max_items, what)
+
+
+def latents_from_array(a: np.ndarray, latent_dim: int, max_items: int, what: str = "latents") -> np.ndarray:
+    """Validate latents (N, D) float32 from any front door; returns them as float32."""
+    if a.dtype != np.float32:
+        raise InvalidArgument(f"{what}: dtype {a.dtype} is not allowed; send float32 latents")
     if a.ndim != 2 or a.shape[1] != latent_dim:
         raise InvalidArgument(f"{what}: shape {list(a.shape)} should be (N, {latent_dim}) float32")
     _check_count(a.shape[0], max_items, what)
@@ -73,16 +79,29 @@ def images_from_batch(
     batch: pb.ImageBatch, image_shape: tuple[int, int, int], max_items: int, what: str = "images"
 ) -> np.ndarray:
     """ImageBatch -> (N, C, H, W) float32 in [0, 1]. image_shape is the model's (C, H, W)."""
-    c, h, w = image_shape
-    want = f"(N, {h}, {w}, {c}) uint8 in [0, 255] or float32 in [0, 1]"
     kind = batch.WhichOneof("content")
     if kind is None:
-        raise InvalidArgument(f"{what}: no images; send a tensor {want} or PNGs")
+        raise InvalidArgument(f"{what}: no images; send a tensor {_wanted(image_shape)} or PNGs")
     if kind == "png":
-        return _images_from_png(batch.png.images, image_shape, max_items, what)
+        return images_from_pngs(batch.png.images, image_shape, max_items, what)
     a = tensor_to_array(batch.tensor, what, allowed=(pb.DATA_TYPE_UINT8, pb.DATA_TYPE_FLOAT32))
+    return images_from_array(a, image_shape, max_items, what)
+
+
+def _wanted(image_shape: tuple[int, int, int]) -> str:
+    c, h, w = image_shape
+    return f"(N, {h}, {w}, {c}) uint8 in [0, 255] or float32 in [0, 1]"
+
+
+def images_from_array(
+    a: np.ndarray, image_shape: tuple[int, int, int], max_items: int, what: str = "images"
+) -> np.ndarray:
+    """(N, H, W, C) uint8 or float32 in [0, 1] from any front door -> (N, C, H, W) float32 in [0, 1]."""
+    c, h, w = image_shape
+    if a.dtype not in (np.uint8, np.float32):
+        raise InvalidArgument(f"{what}: dtype {a.dtype} is not allowed; send {_wanted(image_shape)}")
     if a.ndim != 4 or a.shape[1:] != (h, w, c):
-        raise InvalidArgument(f"{what}: shape {list(a.shape)} does not match this model; send {want}")
+        raise InvalidArgument(f"{what}: shape {list(a.shape)} does not match this model; send {_wanted(image_shape)}")
     _check_count(a.shape[0], max_items, what)
     if a.dtype == np.uint8:
         out = np.empty((a.shape[0], c, h, w), np.float32)
@@ -99,9 +118,10 @@ def images_from_batch(
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
 
 
-def _images_from_png(
-    blobs: list[bytes], image_shape: tuple[int, int, int], max_items: int, what: str
+def images_from_pngs(
+    blobs: list[bytes], image_shape: tuple[int, int, int], max_items: int, what: str = "images"
 ) -> np.ndarray:
+    """One PNG per image (grey for 1 channel, RGB for 3) -> (N, C, H, W) float32 in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
     c, h, w = image_shape

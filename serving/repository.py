@@ -38,7 +38,6 @@ class LoadedModel:
     encoder: Runtime
     decoder: Runtime
     card: FactorCard | None = None
-    extras: dict = field(default_factory=dict)  # per-model objects the service attaches (batchers)
     #: graph -> largest batch it is warmed up and served with (see :func:`batch_limit`)
     max_batch: dict[str, int] = field(default_factory=dict)
 

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentdial.serving.config import ServerConfig
+from latentdial.serving.engine import Engine
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.service import LatentDialService
 
@@ -62,11 +63,12 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 class LatentDialServer:
-    """A started grpc.aio server plus what it needs to drain: health, service, metrics endpoint."""
+    """A started grpc.aio server plus what it needs to drain: health, engine, front doors, metrics endpoint."""
 
-    def __init__(self, server: grpc.aio.Server, service: LatentDialService, health_servicer: health.aio.HealthServicer,
-                 config: ServerConfig, metrics: ServiceMetrics) -> None:
+    def __init__(self, server: grpc.aio.Server, engine: Engine, service: LatentDialService,
+                 health_servicer: health.aio.HealthServicer, config: ServerConfig, metrics: ServiceMetrics) -> None:
         self.grpc_server = server
+        self.engine = engine
         self.service = service
         self.health = health_servicer
         self.config = config
@@ -87,8 +89,9 @@ class LatentDialServer:
         self._stopped = True
         await self.set_serving(False)
         grace = self.config.grace_s if grace_s is None else grace_s
+        self.engine.draining = True
         await self.grpc_server.stop(grace)
-        await self.service.close()
+        await self.engine.close()
         self.metrics.stop_http()
 
     async def wait_for_termination(self) -> None:
@@ -117,14 +120,15 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     metrics = metrics or ServiceMetrics()
     interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
-    service = LatentDialService(config, metrics)
+    engine = Engine(config, metrics)
+    service = LatentDialService(engine)
     pb_grpc.add_LatentDialServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
-    handle = LatentDialServer(server, service, health_servicer, config, metrics)
+    handle = LatentDialServer(server, engine, service, health_servicer, config, metrics)
     await handle.set_serving(False)
     address = config.address
     creds = _credentials(config)
@@ -136,7 +140,7 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     if config.metrics_port:
         handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
     try:
-        repo = await service.load()
+        repo = await engine.load()
     except BaseException:
         await handle.stop(0)
         raise

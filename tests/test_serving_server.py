@@ -40,15 +40,14 @@ def health_status(address: str, service: str = "") -> int:
 
 def slow(server: ServerThread, graph: str, delay_s: float) -> None:
     """Make every call of ``graph`` on the default model take ``delay_s`` longer."""
-    model = server.handle.service.repository.get()
-    batcher = model.extras[graph]
-    inner = batcher._run
+    runtime = server.handle.engine.served().runtime(graph)
+    inner = runtime.run
 
     def run(inputs):
         time.sleep(delay_s)
         return inner(inputs)
 
-    batcher._run = run
+    runtime.run = run
 
 
 def test_health_is_serving_after_warm_up_and_not_serving_once_draining(toy_repo):
@@ -79,7 +78,7 @@ def test_a_file_with_a_wrong_sha256_is_not_served_while_the_others_are(tmp_path,
     with ServerThread(make_config(tmp_path)) as server, Client(server.address) as c:
         assert [m.name for m in c.list_models()] == ["good"]
         assert c.model_info().model.name == "good"  # the only served model is the default
-        failed = server.handle.service.repository.failed
+        failed = server.handle.engine.repository.failed
         assert list(failed) == ["bad/1"] and "sha256" in failed["bad/1"]
     assert any("bad/1" in r.getMessage() and "sha256" in r.getMessage() for r in caplog.records)
 
@@ -161,14 +160,14 @@ def test_graceful_shutdown_under_load_loses_no_accepted_request(toy_repo):
 
 def test_a_client_deadline_shorter_than_the_work_is_deadline_exceeded(toy_server):
     server, _ = toy_server
-    model = server.handle.service.repository.get()
-    inner = model.extras["encoder"]._run
-    model.extras["encoder"]._run = lambda inputs: (time.sleep(0.5), inner(inputs))[1]
+    runtime = server.handle.engine.served().runtime("encoder")
+    inner = runtime.run
+    runtime.run = lambda inputs: (time.sleep(0.5), inner(inputs))[1]
     try:
         with Client(server.address) as c, pytest.raises(DeadlineExceededError):
             c.encode(np.zeros((1, 8, 8, 1), np.uint8), timeout_s=0.1)
     finally:
-        model.extras["encoder"]._run = inner
+        del runtime.run  # the class's run again
 
 
 def test_queue_full_and_oversized_messages_are_resource_exhausted(toy_repo):

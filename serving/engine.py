@@ -1,0 +1,303 @@
+"""The engine every front door calls: served models, batchers, limits and the domain calls on numpy.
+
+The v1 gRPC API (:mod:`service`), the Open Inference Protocol over gRPC (:mod:`oip_grpc`) and
+HTTP (:mod:`http`) are adapters: they translate their wire format into numpy arrays, validate
+them with :mod:`codec`, call the engine and translate the answer back. The engine owns what
+they share, so an OIP call and a v1 call of the same graph wait in the same queue and are
+merged into one batch:
+
+- one :class:`ServedModel` per model version (the loaded model and its two batchers);
+- the limits (``max_request_items``) and the readiness / drain state;
+- :meth:`Engine.call`, which wraps every request of every adapter: request id, metrics,
+  readiness, and turning an unexpected exception into :class:`Internal` with a request id.
+
+Shapes: images enter the domain calls as (N, C, H, W) float32 in [0, 1] (already validated by
+:mod:`codec`) and leave as (N, C, H, W) float32; latents are (N, D) float32.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from latentdial.serving.batcher import Arrays, DynamicBatcher
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.edits import (
+    Edit,
+    TraversalPlan,
+    apply_edits,
+    generate_latents,
+    sample_posterior,
+    traverse,
+)
+from latentdial.serving.errors import Internal, InvalidArgument, ServiceError, Unavailable
+from latentdial.serving.metrics import ServiceMetrics
+from latentdial.serving.repository import LoadedModel, ModelRepository
+from latentdial.serving.runtimes import Runtime
+from latentdial.serving.structured_log import request_id
+
+log = logging.getLogger(__name__)
+
+GRAPHS = ("encoder", "decoder")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One served model version: the loaded model and the batcher each of its graphs runs through."""
+
+    model: LoadedModel
+    encoder: DynamicBatcher
+    decoder: DynamicBatcher
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def batcher(self, graph: str) -> DynamicBatcher:
+        """The batcher of ``graph`` ("encoder" or "decoder")."""
+        if graph == "encoder":
+            return self.encoder
+        if graph == "decoder":
+            return self.decoder
+        raise InvalidArgument(f"unknown graph {graph!r}; use one of {list(GRAPHS)}")
+
+    def runtime(self, graph: str) -> Runtime:
+        """The runtime behind ``graph``; its ``run`` is looked up at every batch."""
+        return self.model.encoder if graph == "encoder" else self.model.decoder
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Latents (N, D) and the images (N, C, H, W) float32 they decode to."""
+
+    latents: np.ndarray
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class TraversalResult:
+    """A traversal grid: images (N*T*S, C, H, W) in the order (n*T + t)*S + s, and what was swept."""
+
+    images: np.ndarray
+    num_sources: int
+    steps: int
+    plan: TraversalPlan
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the latents of Traverse / EditAttributes come from: images (N, C, H, W) or latents (N, D)."""
+
+    images: np.ndarray | None = None
+    latents: np.ndarray | None = None
+
+
+_ID_PREFIX = uuid.uuid4().hex[:8]
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id(given: str | None = None) -> str:
+    """The caller's request id (cut to 64 characters), or a new one unique to this process."""
+    if given:
+        return given[:64]
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+def _run_graph(runtime: Runtime, inputs: Arrays) -> Arrays:
+    return runtime.run(inputs)
+
+
+class Engine:
+    """The repository, a batcher per (model version, graph), the executor that runs the graphs."""
+
+    def __init__(self, config: ServerConfig, metrics: ServiceMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ServiceMetrics()
+        self.repository: ModelRepository | None = None
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="runtime")
+        self.draining = False
+        self._served: dict[tuple[str, str], ServedModel] = {}
+
+    # -------------------------------------------------------------- lifecycle
+    async def load(self) -> ModelRepository:
+        """Load and warm every model (in a thread), then give each version its two batchers."""
+        c = self.config
+        repo = await asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
+                ModelRepository.load, Path(c.repository), runtime=c.runtime, max_batch_size=c.max_batch_size
+            ),
+        )
+        for m in repo.all():
+            self._served[(m.name, m.version)] = ServedModel(m, self._batcher(m, "encoder"), self._batcher(m, "decoder"))
+        self.repository = repo
+        return repo
+
+    def _batcher(self, m: LoadedModel, graph: str) -> DynamicBatcher:
+        c = self.config
+        runtime = m.encoder if graph == "encoder" else m.decoder
+        return DynamicBatcher(
+            functools.partial(_run_graph, runtime),
+            name=f"{m.name}/{m.version}/{graph}",
+            max_batch_size=m.max_batch[graph],
+            max_queue_delay_s=c.max_queue_delay_ms / 1e3,
+            max_queue_size=c.max_queue_size,
+            enabled=c.batching,
+            executor=self.executor,
+            observer=self.metrics.batch_observer(f"{m.name}/{m.version}", graph),
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once every model is loaded and warm, until draining starts."""
+        return self.repository is not None and not self.draining
+
+    async def close(self) -> None:
+        """Fail whatever still waits, release the runtimes and the executor."""
+        self.draining = True
+        for s in self._served.values():
+            await s.encoder.close()
+            await s.decoder.close()
+        if self.repository is not None:
+            self.repository.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------- request wrapper
+    @contextlib.asynccontextmanager
+    async def call(self, name: str, rid: str, *, admit_while_draining: bool = True) -> AsyncIterator[None]:
+        """Wrap one request of any front door: request id, metrics, readiness, error classification.
+
+        Raises :class:`ServiceError` subclasses only (plus CancelledError): an unexpected
+        exception is logged with the request id and re-raised as :class:`Internal` without the trace.
+        ``admit_while_draining=False`` refuses new work once draining started (HTTP, whose server
+        does not refuse new calls by itself); gRPC lets its own server refuse them.
+        """
+        token = request_id.set(rid)
+        m = self.metrics
+        requests, latency = m.rpc_children(name)
+        requests.inc()
+        m.in_flight.inc()
+        t0 = time.perf_counter()
+        code = None
+        try:
+            if self.repository is None:
+                raise Unavailable("the server is still loading models; retry shortly")
+            if self.draining and not admit_while_draining:
+                raise Unavailable("the server is draining; retry on another replica")
+            yield
+        except ServiceError as e:
+            code = e.code
+            if code is grpc.StatusCode.INTERNAL:
+                log.error("%s -> INTERNAL (request id %s): %s", name, rid, e.message)
+            else:
+                log.debug("%s -> %s: %s", name, code.name, e.message)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as e:
+            log.exception("%s failed (request id %s)", name, rid)
+            code = Internal.code
+            raise Internal(f"internal error in {name} (request id {rid}); the server log has the details") from e
+        finally:
+            m.in_flight.dec()
+            latency.observe(time.perf_counter() - t0)
+            if code is not None:
+                m.failures.labels(name, code.name).inc()
+            request_id.reset(token)
+
+    # ---------------------------------------------------------------- models
+    def served(self, name: str = "", version: str = "") -> ServedModel:
+        """Resolve a model reference (empty = default model, newest version); NotFound lists what exists."""
+        if self.repository is None:
+            raise Unavailable("the server is still loading models; retry shortly")
+        m = self.repository.get(name, version)
+        return self._served[(m.name, m.version)]
+
+    def all_served(self) -> list[ServedModel]:
+        return list(self._served.values())
+
+    @property
+    def max_request_items(self) -> int:
+        return self.config.max_request_items
+
+    # ---------------------------------------------------------- domain calls
+    async def run_graph(self, s: ServedModel, graph: str, inputs: Arrays, deadline: float | None) -> Arrays:
+        """Run one graph on validated inputs through its batcher (what OIP ModelInfer calls)."""
+        return await s.batcher(graph).submit(inputs, deadline=deadline)
+
+    async def encode(self, s: ServedModel, images: np.ndarray, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """images (N, C, H, W) -> posterior mean, log_var (N, D)."""
+        out = await s.encoder.submit({"images": images}, deadline=deadline)
+        return out["mean"], out["log_var"]
+
+    async def decode(self, s: ServedModel, z: np.ndarray, deadline: float | None) -> np.ndarray:
+        """latents (N, D) -> images (N, C, H, W) float32 in [0, 1]."""
+        out = await s.decoder.submit({"latents": np.ascontiguousarray(z, np.float32)}, deadline=deadline)
+        return out["images"]
+
+    async def reconstruct(self, s: ServedModel, images: np.ndarray, *, sample: bool, seed: int,
+                          deadline: float | None) -> Decoded:
+        """Encode, take the mean (or a seeded posterior sample), decode."""
+        mean, log_var = await self.encode(s, images, deadline)
+        z = sample_posterior(mean, log_var, seed) if sample else mean
+        return Decoded(z, await self.decode(s, z, deadline))
+
+    async def source_latents(self, s: ServedModel, source: Source, deadline: float | None) -> np.ndarray:
+        if source.images is not None:
+            return (await self.encode(s, source.images, deadline))[0]
+        if source.latents is not None:
+            return source.latents
+        raise InvalidArgument("no source; set images or latents")
+
+    async def traverse(self, s: ServedModel, source: Source, *, dims: list[int], factors: list[str],
+                       start: float | None, stop: float | None, steps: int,
+                       deadline: float | None) -> TraversalResult:
+        """Sweep dimensions or named factors from each source; the grid order is (n*T + t)*S + s."""
+        if source.images is None and source.latents is None:
+            raise InvalidArgument("no source; set images or latents")
+        card = s.model.card
+        # validate the plan before spending compute on the source
+        probe = np.zeros((1, s.model.latent_dim), np.float32)
+        _, plan = traverse(probe, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
+        base = await self.source_latents(s, source, deadline)
+        total = len(base) * len(plan.targets) * steps
+        limit = self.config.max_request_items
+        if total > limit:
+            raise InvalidArgument(
+                f"the grid has {len(base)} sources x {len(plan.targets)} targets x {steps} steps = {total} "
+                f"images, more than max_request_items={limit}; sweep fewer"
+            )
+        grid, plan = traverse(base, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
+        return TraversalResult(await self.decode(s, grid, deadline), len(base), steps, plan)
+
+    async def edit(self, s: ServedModel, source: Source, edits: list[Edit], deadline: float | None) -> Decoded:
+        """Apply ``edits`` in order to the source's latents and decode."""
+        apply_edits(np.zeros((1, s.model.latent_dim), np.float32), edits, s.model.card)  # validate before compute
+        z = apply_edits(await self.source_latents(s, source, deadline), edits, s.model.card)
+        return Decoded(z, await self.decode(s, z, deadline))
+
+    async def generate(self, s: ServedModel, count: int, *, seed: int, temperature: float, pins: list[Edit],
+                       deadline: float | None) -> Decoded:
+        """Seeded prior samples (count, D) with ``pins`` applied, decoded."""
+        limit = self.config.max_request_items
+        if not 1 <= count <= limit:
+            raise InvalidArgument(f"count={count} is outside 1..{limit} (max_request_items)")
+        z = generate_latents(count, s.model.latent_dim, seed=seed, temperature=temperature, pins=pins,
+                             card=s.model.card)
+        return Decoded(z, await self.decode(s, z, deadline))
