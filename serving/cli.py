@@ -26,10 +26,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"latentdial serve: {e}", file=sys.stderr)
         return 2
+    from latentdial.serving.ports import PortInUse
+
     if config.workers > 1:
         from latentdial.serving.supervisor import run_workers
 
-        return int(run_workers(config, config.workers))
+        try:
+            return int(run_workers(config, config.workers))
+        except PortInUse as e:
+            print(f"latentdial serve: {e}", file=sys.stderr)
+            return 2
 
     import asyncio
 
@@ -53,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
             f"batching on (max batch {config.max_batch_size}, delay {config.max_queue_delay_ms} ms)"
             if config.batching else "batching off"
         )
-        print(f"ready: {len(repo.all())} model version(s), {batching}", flush=True)
+        servable = "" if repo.all() else "; readiness NOT_SERVING until a model version loads"
+        print(f"ready: {len(repo.all())} model version(s), {batching}{servable}", flush=True)
 
     try:
         return asyncio.run(serve(config, on_ready=on_ready))
+    except PortInUse as e:
+        print(f"latentdial serve: {e}", file=sys.stderr)
+        return 2
     except FileNotFoundError as e:
         print(f"latentdial serve: {e}", file=sys.stderr)
         return 2

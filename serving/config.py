@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "LATENTDIAL_"
 
 #: 1,024 images of 64x64x3 float32 are 48 MiB; leave room for protobuf framing and outputs.
 DEFAULT_MAX_MESSAGE_MB = 64
+#: none: serve what loads at start-up; poll: follow the repository; explicit: LoadModel / UnloadModel RPCs.
+MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 
 
 @dataclass
@@ -38,6 +40,12 @@ class ServerConfig:
     tls_client_ca: str | None = None  # given: clients must present a cert signed by it (mTLS)
     log_format: str = "text"  # text | json
     workers: int = 1
+    model_control: str = "none"  # none | poll | explicit (after Triton's model-control modes)
+    poll_interval_s: float = 5.0  # poll: seconds between repository scans
+    default_model: str | None = None  # "name" or "name/version"; overrides <repository>/default
+    #: Share the gRPC port through SO_REUSEPORT. Only the supervisor sets it, for its own workers
+    #: (env only, no flag): a lone server that shares a port silently splits another's traffic.
+    reuse_port: bool = field(default=False, metadata={"flag": False})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,6 +59,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_ms < 0 or self.grace_s < 0:
             raise ValueError("max_queue_delay_ms and grace_s must be >= 0")
+        if self.model_control not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model_control must be one of {', '.join(MODEL_CONTROL_MODES)}, got {self.model_control!r}")
+        if self.poll_interval_s <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("give both tls_cert and tls_key, or neither")
         if self.tls_client_ca and not self.tls_cert:
@@ -88,6 +100,8 @@ def _parse_bool(text: str) -> bool:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` flag per ServerConfig field; defaults stay None so env vars can fill in."""
     for f in fields(ServerConfig):
+        if not f.metadata.get("flag", True):
+            continue
         flag = "--" + f.name.replace("_", "-")
         typ = _field_type(f)
         env = ENV_PREFIX + f.name.upper()

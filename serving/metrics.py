@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -56,8 +58,15 @@ class ServiceMetrics:
         return observe
 
     def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
-        """Start the /metrics endpoint on ``port``; returns the port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        """Start the /metrics endpoint on ``port``; returns the port. PortInUse when another process holds it."""
+        from latentdial.serving.ports import PortInUse, metrics_port_message
+
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(metrics_port_message(host, port)) from None
+            raise
         self._http = server
         return int(server.server_address[1])
 

@@ -4,6 +4,12 @@
 warms every model, flips health to SERVING and returns ``(server, port)``.
 ``serve(config)`` runs until SIGTERM/SIGINT, then drains: health NOT_SERVING,
 no new RPCs, in-flight ones finish within ``grace_s``, exit code 0.
+
+Health has two meanings. Readiness (service ``""`` and ``latentdial.v1.LatentDial``) is
+SERVING only while at least one model version is servable and the server is not draining,
+so balancers do not route to a replica that would answer NOT_FOUND to everything.
+Liveness (service ``liveness``) is SERVING from start-up on: the process answers, whatever
+it serves. A port another process holds fails start-up with :class:`PortInUse`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
 from latentdial.serving.metrics import ServiceMetrics
+from latentdial.serving.ports import PortInUse, grpc_port_message, require_free
 from latentdial.serving.service import LatentDialService
 
 from latentdial.v1 import latentdial_pb2 as pb
@@ -31,6 +38,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LatentDial"].full_name
 #: RPCs that answer without a token (load balancers probe them).
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: Health service name that answers SERVING while the process runs (liveness), beside readiness.
+LIVENESS_SERVICE = "liveness"
+_READINESS_SERVICES = ("", SERVICE_NAME)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -78,9 +88,16 @@ class LatentDialServer:
         self._stopped = False
 
     async def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
+        """Readiness: SERVING only when asked and something servable is loaded (never once stopping)."""
+        repo = self.service.repository
+        ready = serving and not self._stopped and repo is not None and bool(repo.all())
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in _READINESS_SERVICES:
             await self.health.set(name, status)
+
+    async def refresh_readiness(self) -> None:
+        """Re-derive readiness after the served models changed (model control calls it)."""
+        await self.set_serving(True)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within grace, release everything."""
@@ -111,8 +128,24 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 1),  # lets several worker processes share the port
+        # only the workers of one supervisor share a port; a lone server must own its port
+        ("grpc.so_reuseport", 1 if config.reuse_port else 0),
     ]
+
+
+def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
+    """Bind the gRPC port (PortInUse with one clear line when another process holds it)."""
+    address = config.address
+    if not config.reuse_port:
+        require_free(config.host, config.port, grpc_port_message(config.host, config.port))
+    creds = _credentials(config)
+    try:
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError as e:  # grpcio >= 1.50 raises instead of returning 0
+        raise PortInUse(f"{grpc_port_message(config.host, config.port)} ({e})") from None
+    if port == 0:
+        raise PortInUse(grpc_port_message(config.host, config.port))
+    return port
 
 
 async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None = None) -> tuple[LatentDialServer, int]:
@@ -130,15 +163,18 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     )
     handle = LatentDialServer(server, engine, service, health_servicer, config, metrics)
     await handle.set_serving(False)
-    address = config.address
-    creds = _credentials(config)
-    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {address}; is the port in use?")
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    # Both ports are taken before anything starts, so a busy one fails with one line and nothing to undo.
+    try:
+        port = _bind(server, config)
+        if config.metrics_port:
+            handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
+    except BaseException:
+        await server.stop(None)
+        service.executor.shutdown(wait=False)
+        raise
     handle.port = port
     await server.start()
-    if config.metrics_port:
-        handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
     try:
         repo = await engine.load()
     except BaseException:
@@ -146,6 +182,8 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
         raise
     for name, reason in repo.failed.items():
         log.error("model %s is not served: %s", name, reason)
+    if not repo.all():
+        log.error("no model version is servable: readiness stays NOT_SERVING (liveness is SERVING)")
     await handle.set_serving(True)
     return handle, port
 
