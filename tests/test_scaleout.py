@@ -7,6 +7,7 @@ each worker's own Prometheus endpoint to see which process answered.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 
 from fixtures.toy_model import build_toy_model
 from latentdial.serving.config import ServerConfig
-from latentdial.serving.supervisor import worker_config, worker_env
+from latentdial.serving.supervisor import RestartPolicy, Supervisor, worker_config, worker_env
 from serverproc import ServerProcess, free_port
 
 from latentdial.client import AsyncClient, Client
@@ -157,20 +158,123 @@ def test_two_workers_share_one_port_and_both_serve_requests(repository: Path) ->
     assert all(_gone(pid) for pid in pids), "SIGTERM reached every worker"
 
 
-def test_a_crashed_worker_is_not_restarted_and_the_supervisor_exits_nonzero(repository: Path) -> None:
+class ClosedLoop:
+    """Client threads that each send Encode after Encode on their own channel (SDK retries on)."""
+
+    def __init__(self, address: str, n_threads: int = 4) -> None:
+        self.address = address
+        self.ok = 0
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n_threads)]
+
+    def _loop(self) -> None:
+        x = np.zeros((1, 8, 8, 1), np.uint8)
+        # one TCP connection per thread, so the kernel spreads the threads over the workers
+        with Client(self.address, timeout_s=20, options=[("grpc.use_local_subchannel_pool", 1)]) as c:
+            while not self._stop.is_set():
+                try:
+                    c.encode(x)
+                except Exception as e:  # noqa: BLE001 - every failure is recorded and asserted on
+                    with self._lock:
+                        self.failures.append(repr(e))
+                else:
+                    with self._lock:
+                        self.ok += 1
+
+    def __enter__(self) -> ClosedLoop:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def successes_within(self, seconds: float) -> int:
+        before = self.ok
+        time.sleep(seconds)
+        return self.ok - before
+
+
+def test_a_killed_worker_is_restarted_while_the_other_serves_and_retrying_clients_see_no_failure(
+    repository: Path,
+) -> None:
     w = Workers(repository, 2)
     try:
         w.wait_for(r"ready: 2 workers serving")
         pids = w.worker_pids()
-        os.kill(pids[1], signal.SIGKILL)
-        code = w.proc.wait(timeout=30)
+        with ClosedLoop(f"127.0.0.1:{w.port}") as load:
+            assert load.successes_within(1.0) > 0
+            killed_at = time.monotonic()
+            os.kill(pids[1], signal.SIGKILL)
+            assert load.successes_within(0.5) > 0, "the other worker keeps serving"
+            back = w.wait_for(r"worker 1 pid (\d+) is back and ready", timeout_s=30)
+            back_after_s = time.monotonic() - killed_at
+            assert load.successes_within(1.0) > 0
+        assert load.failures == [], load.failures[:5]
+        assert back_after_s < 20, f"the dead worker came back only after {back_after_s:.1f} s"
+        new_pid = int(back.group(1))
+        assert new_pid not in pids and not _gone(pids[0]), "worker 0 kept running; worker 1 is a new process"
+        assert f"worker 1 pid {pids[1]} exited with code -9" in w.output()
+        before = _encode_count(w.metrics_port + 1)
+        _encode_on_fresh_connections(f"127.0.0.1:{w.port}", N_REQUESTS)
+        assert _encode_count(w.metrics_port + 1) > before, "the restarted worker takes connections again"
     finally:
-        w.stop()
+        code = w.stop()
+    assert code == 0, w.output()
+    assert all(_gone(pid) for pid in [*pids, new_pid])
+
+
+def test_workers_that_crash_in_a_loop_stop_the_service_for_the_process_manager(repository: Path) -> None:
+    cfg = ServerConfig(repository=str(repository), host="127.0.0.1", port=0, metrics_port=0, grace_s=1)
+    out = io.StringIO()
+    sup = Supervisor(cfg, 2, out=out, policy=RestartPolicy(backoff_s=0.05, max_restarts=1, window_s=60))
+    sup.start()
+    result: list[int] = []
+    watcher = threading.Thread(target=lambda: result.append(sup.watch()), daemon=True)
+    watcher.start()
+    try:
+        _wait_until(lambda: "ready: 2 workers" in out.getvalue(), out)
+        first = sup.workers[0].proc.pid
+        os.kill(first, signal.SIGKILL)
+        _wait_until(lambda: "worker 0 pid" in out.getvalue() and "is back and ready" in out.getvalue(), out)
+        os.kill(sup.workers[1].proc.pid, signal.SIGKILL)
+        watcher.join(timeout=30)
+    finally:
+        if watcher.is_alive():
+            sup.request_stop()
+            watcher.join(timeout=30)
+    assert result and result[0] != 0, out.getvalue()
+    assert "crash loop" in out.getvalue() and "process manager restarts the service" in out.getvalue()
+    assert all(p.poll() is not None for p in sup.procs), "every worker was stopped"
+
+
+def test_a_worker_that_cannot_start_stops_the_supervisor_instead_of_restarting_in_a_loop(repository: Path) -> None:
+    missing = repository.parent / "no-such-repository"
+    cfg = ServerConfig(repository=str(missing), host="127.0.0.1", port=0, metrics_port=0, grace_s=1)
+    out = io.StringIO()
+    sup = Supervisor(cfg, 2, out=out)
+    sup.start()
+    code = sup.watch()
     assert code != 0
-    assert f"worker 1 pid {pids[1]} exited with code -9" in w.output()
-    assert "not restarted" in w.output()
-    assert len(re.findall(r"started worker", w.output())) == 2, "no replacement worker was started"
-    assert _gone(pids[0]), "the surviving worker was stopped too"
+    assert "before it was ready" in out.getvalue() and "restarted worker" not in out.getvalue(), out.getvalue()
+
+
+def test_restart_backoff_doubles_for_quick_re_crashes_up_to_its_cap() -> None:
+    p = RestartPolicy(backoff_s=0.5, max_backoff_s=3.0)
+    assert [p.delay(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def _wait_until(predicate, out: io.StringIO, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; supervisor output:\n{out.getvalue()}")
 
 
 def test_sdk_clients_with_round_robin_spread_calls_over_servers(repository: Path) -> None:
@@ -201,7 +305,7 @@ def test_sdk_clients_with_round_robin_spread_calls_over_servers(repository: Path
 def test_worker_config_shares_the_port_and_offsets_the_metrics_port() -> None:
     cfg = ServerConfig(port=50051, metrics_port=9090, workers=4, token="t")
     w2 = worker_config(cfg, 2)
-    assert (w2.port, w2.metrics_port, w2.workers) == (50051, 9092, 1)
+    assert (w2.port, w2.metrics_port, w2.workers, w2.reuse_port) == (50051, 9092, 1, True)
     assert worker_config(ServerConfig(metrics_port=0, workers=2), 1).metrics_port == 0
     env = worker_env(w2, base={"LATENTDIAL_TLS_CERT": "stale.pem", "PATH": "/bin"})
     assert env["LATENTDIAL_METRICS_PORT"] == "9092" and env["LATENTDIAL_WORKERS"] == "1"
