@@ -59,6 +59,7 @@ def build_runtimes(run_dir: Path, work: Path, args, max_batch: int) -> tuple[dic
     import torch
     from latentdial.export import graphs
     from latentdial.export.bundle import export_run
+    from latentdial.serving.runtimes.base import RuntimeOptions
     from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime, usable_cpus
     from latentdial.serving.runtimes.selection import available_runtimes, load_runtime
     from latentdial.training.run_dir import load_run
@@ -82,14 +83,15 @@ def build_runtimes(run_dir: Path, work: Path, args, max_batch: int) -> tuple[dic
                                                                      manifest.latent_dim),
                                  work / f"{graph}.raw.onnx", exporter=args.exporter)
         name = manifest.io[graph]["inputs"][0]
-        plain = OrtCpuRuntime(raw, max_batch_size=max_batch, tuned=False, intra_op_threads=threads)
+        options = RuntimeOptions(intra_op_threads=threads)
+        plain = OrtCpuRuntime(raw, max_batch_size=max_batch, tuned=False, options=options)
         tuned = OrtCpuRuntime(model_dir / manifest.graph_file(graph).path, max_batch_size=max_batch,
-                              intra_op_threads=threads)
+                              options=options)
         runtimes["ort-fp32"][graph] = lambda x, r=plain, n=name: r.run({n: x})
         runtimes["ort-optimised"][graph] = lambda x, r=tuned, n=name: r.run({n: x})
         if any(f.graph == graph and f.precision == "int8" for f in manifest.files):
             int8 = OrtCpuRuntime(model_dir / manifest.graph_file(graph, "int8").path,
-                                 max_batch_size=max_batch, intra_op_threads=threads)
+                                 max_batch_size=max_batch, options=options)
             runtimes.setdefault("ort-int8", {})[graph] = lambda x, r=int8, n=name: r.run({n: x})
         for gpu_name in ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda"):
             for precision in ("fp32", "fp16"):

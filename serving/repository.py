@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from latentdial.serving.errors import NotFound
-from latentdial.serving.runtimes import Runtime, load_runtime
+from latentdial.serving.runtimes import Runtime, RuntimeOptions, load_runtime
 
 from latentdial.factor_card import FactorCard, FactorCardError
 from latentdial.manifest import Manifest, ManifestError, iter_model_dirs
@@ -63,21 +63,11 @@ def version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
 
-def _ort_cpu_without_spinning(model_dir: Path, manifest: Manifest, graph: str, *, max_batch_size: int,
-                              precision: str = "fp32") -> Runtime:
-    """ONNX Runtime CPU with idle intra-op threads sleeping instead of spinning.
-
-    In a server the runtime shares the CPU with the event loop that parses requests and forms
-    batches; spinning threads steal that CPU between batches. Measured with
-    benchmarks/bench_service.py on a 2-core machine: server CPU per request about halves.
-    """
-    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
-
-    return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path, max_batch_size=max_batch_size,
-                         allow_spinning=False)
-
-
-SERVING_CONSTRUCTORS = {"onnxruntime-cpu": _ort_cpu_without_spinning}
+#: How a server runs its graphs: ONNX Runtime's idle intra-op threads sleep instead of spinning.
+#: The runtime shares the CPU with the event loop that parses requests and forms batches, and
+#: spinning threads steal that CPU between batches. Measured with benchmarks/bench_service.py on
+#: a 2-core machine: server CPU per request about halves.
+SERVING_RUNTIME_OPTIONS = RuntimeOptions(allow_spinning=False)
 
 
 def batch_limit(runtime: Runtime, configured: int) -> int:
@@ -89,7 +79,8 @@ def batch_limit(runtime: Runtime, configured: int) -> int:
     return min(int(configured), int(runtime.max_batch_size))
 
 
-def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64) -> LoadedModel:
+def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64,
+               options: RuntimeOptions = SERVING_RUNTIME_OPTIONS) -> LoadedModel:
     """Verify and load one model version, then warm both graphs up to the batch each is served with
     (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap). Raises ManifestError/RuntimeError."""
     manifest = Manifest.load(path)
@@ -101,9 +92,9 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
         except FactorCardError as e:
             raise ManifestError(f"{path}: factor card is invalid: {e}") from e
     enc = load_runtime(path, manifest, "encoder", preference=runtime, max_batch_size=max_batch_size,
-                       constructors=SERVING_CONSTRUCTORS)
+                       options=options)
     dec = load_runtime(path, manifest, "decoder", preference=runtime, max_batch_size=max_batch_size,
-                       constructors=SERVING_CONSTRUCTORS)
+                       options=options)
     c, h, w = manifest.image_shape
     out = enc.run({"images": np.zeros((1, c, h, w), np.float32)})
     if out["mean"].shape != (1, manifest.latent_dim):

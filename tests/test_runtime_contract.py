@@ -14,7 +14,7 @@ import pytest
 from fixtures.torch_run import write_run_dir
 from latentdial.export import graphs, parity, variants
 from latentdial.export.bundle import export_run
-from latentdial.serving.runtimes import RuntimeError_, load_runtime
+from latentdial.serving.runtimes import RuntimeFailure, load_runtime
 from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 from latentdial.training.run_dir import load_run
 
@@ -125,9 +125,9 @@ def test_non_contiguous_inputs_give_the_contiguous_result(model, loaded, name, g
 def test_batch_above_max_and_missing_inputs_are_refused(model, loaded, name):
     _, manifest = model
     runtime = loaded(name, "decoder")
-    with pytest.raises(RuntimeError_, match=f"outside 1..{MAX_BATCH}"):
+    with pytest.raises(RuntimeFailure, match=f"outside 1..{MAX_BATCH}"):
         runtime.run({"latents": inputs_for(manifest, "decoder", MAX_BATCH + 1, 0)})
-    with pytest.raises(RuntimeError_, match="missing input"):
+    with pytest.raises(RuntimeFailure, match="missing input"):
         runtime.run({"z": inputs_for(manifest, "decoder", 2, 0)})
 
 

@@ -11,6 +11,9 @@ import pytest
 from latentdial.serving.runtimes import (
     ALL_RUNTIMES,
     AUTO_ORDER,
+    Runtime,
+    RuntimeFailure,
+    RuntimeOptions,
     RuntimeUnavailable,
     available_runtimes,
     load_runtime,
@@ -132,3 +135,58 @@ def test_cuda_graph_buckets_pad_up_to_the_smallest_that_fits():
     assert [bucket_for(n, buckets) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 9]
     with pytest.raises(ValueError, match="exceeds the largest bucket 9"):
         bucket_for(10, buckets)
+
+
+def _session_config(runtime, key: str) -> str:
+    return runtime._session.get_session_options().get_session_config_entry(key)
+
+
+def test_runtime_options_reach_the_onnxruntime_session(toy):
+    model_dir, manifest, _ = toy
+    default = load_runtime(model_dir, manifest, "encoder", preference="onnxruntime-cpu")
+    quiet = load_runtime(model_dir, manifest, "encoder", preference="onnxruntime-cpu",
+                         options=RuntimeOptions(intra_op_threads=1, allow_spinning=False))
+    assert _session_config(default, "session.intra_op.allow_spinning") == "1"
+    assert _session_config(quiet, "session.intra_op.allow_spinning") == "0"
+    assert quiet._session.get_session_options().intra_op_num_threads == 1
+
+
+def test_a_served_model_runs_onnxruntime_without_spinning_threads(toy):
+    from latentdial.serving.repository import load_model
+
+    model_dir, _, _ = toy
+    served = load_model(model_dir, "toy", "1", runtime="onnxruntime-cpu")
+    for runtime in (served.encoder, served.decoder):
+        assert _session_config(runtime, "session.intra_op.allow_spinning") == "0"
+
+
+def test_negative_intra_op_threads_are_refused():
+    with pytest.raises(ValueError, match="intra_op_threads must be >= 0"):
+        RuntimeOptions(intra_op_threads=-1)
+
+
+class _Recording(Runtime):
+    """A backend that records the calls run() lets through."""
+
+    name = "recording"
+    max_batch_size = 3
+    input_names = ("x",)
+    output_names = ("y",)
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def _run(self, inputs, n):
+        self.calls.append(n)
+        return {"y": inputs["x"] * 2}
+
+
+def test_run_validates_every_call_before_any_backend_sees_it():
+    runtime = _Recording()
+    assert runtime.run({"x": np.ones((3, 2), np.float32)})["y"].shape == (3, 2)
+    for bad, why in (({"x": np.ones((4, 2), np.float32)}, r"batch 4 is outside 1\.\.3"),
+                     ({"x": np.ones((0, 2), np.float32)}, r"batch 0 is outside 1\.\.3"),
+                     ({"z": np.ones((1, 2), np.float32)}, r"missing input\(s\) \['x'\]")):
+        with pytest.raises(RuntimeFailure, match=why):
+            runtime.run(bad)
+    assert runtime.calls == [3]

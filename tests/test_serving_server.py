@@ -85,22 +85,22 @@ def test_a_file_with_a_wrong_sha256_is_not_served_while_the_others_are(tmp_path,
 
 def test_a_runtime_capped_below_the_configured_max_batch_sets_warm_up_and_batcher_size(toy_repo, monkeypatch):
     """TensorRT engines end at the manifest's batch_profile max: serving warms up and batches to that cap."""
-    from latentdial.serving import repository
-    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
+    from latentdial.serving.runtimes import onnxruntime_cpu
 
     cap = 4
     batches: list[tuple[str, int]] = []  # (first input name, N) of every run() call
+    options_seen = []  # the RuntimeOptions serving constructed each runtime with
 
-    class ProfileCapped(OrtCpuRuntime):
+    class ProfileCapped(onnxruntime_cpu.OrtCpuRuntime):
+        def __init__(self, path, *, max_batch_size, options=None, **kwargs):
+            options_seen.append(options)
+            super().__init__(path, max_batch_size=min(max_batch_size, cap), options=options, **kwargs)
+
         def run(self, inputs):
             batches.append((self.input_names[0], len(inputs[self.input_names[0]])))
             return super().run(inputs)
 
-    def capped(model_dir, manifest, graph, *, max_batch_size, precision="fp32"):
-        path = model_dir / manifest.graph_file(graph, precision, "onnx").path
-        return ProfileCapped(path, max_batch_size=min(max_batch_size, cap))
-
-    monkeypatch.setitem(repository.SERVING_CONSTRUCTORS, "onnxruntime-cpu", capped)
+    monkeypatch.setattr(onnxruntime_cpu, "OrtCpuRuntime", ProfileCapped)
     root, model = toy_repo
     x = np.random.default_rng(3).random((10, 8, 8, 1), dtype=np.float32)
     with ServerThread(make_config(root, max_batch_size=64)) as server, Client(server.address) as c:
@@ -108,6 +108,7 @@ def test_a_runtime_capped_below_the_configured_max_batch_sets_warm_up_and_batche
         info = c.model_info()
         r = c.encode(x)
     assert info.batching.max_batch_size == cap
+    assert len(options_seen) == 2 and all(o.allow_spinning is False for o in options_seen)
     for graph_input in ("images", "latents"):
         assert sorted({n for name, n in warm_up if name == graph_input}) == [1, cap], warm_up
     served = batches[len(warm_up):]

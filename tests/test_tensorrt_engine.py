@@ -25,7 +25,7 @@ import pytest
 from latentdial.export.variants import convert_fp16
 from latentdial.serving.runtimes import RuntimeUnavailable, load_runtime, selection
 from latentdial.serving.runtimes import tensorrt_build as tb
-from latentdial.serving.runtimes.base import RuntimeError_
+from latentdial.serving.runtimes.base import RuntimeFailure
 from latentdial.serving.runtimes.tensorrt_runtime import TensorRTRuntime, gpu_name
 
 from latentdial.manifest import GraphFile, Manifest, sha256_file
@@ -332,7 +332,7 @@ def test_runtime_runs_every_batch_of_the_profile_on_one_stream(toy, tmp_path):
         assert out.shape == (n, 1, 8, 8)
         np.testing.assert_allclose(out[:, 0, 0, 0], z.sum(axis=1), rtol=1e-6)
         assert calls[-1] == ("execute_async_v3", 77, n)
-    with pytest.raises(RuntimeError_, match="outside 1..8"):
+    with pytest.raises(RuntimeFailure, match="outside 1..8"):
         runtime.run({"latents": np.zeros((9, 4), np.float32)})
     runtime.close()
     runtime.close()  # idempotent

@@ -7,7 +7,12 @@ available backend or the configured one (see ``selection``).
 
 from __future__ import annotations
 
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
+from latentdial.serving.runtimes.base import (
+    Runtime,
+    RuntimeFailure,
+    RuntimeOptions,
+    RuntimeUnavailable,
+)
 from latentdial.serving.runtimes.selection import (
     ALL_RUNTIMES,
     AUTO_ORDER,
@@ -19,7 +24,8 @@ __all__ = [
     "ALL_RUNTIMES",
     "AUTO_ORDER",
     "Runtime",
-    "RuntimeError_",
+    "RuntimeFailure",
+    "RuntimeOptions",
     "RuntimeUnavailable",
     "available_runtimes",
     "load_runtime",

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentdial.serving.runtimes.base import RuntimeError_
+    from latentdial.serving.runtimes.base import RuntimeFailure
     from latentdial.serving.runtimes.selection import default_engine_cache
     from latentdial.serving.runtimes.tensorrt_build import (
         engine_key,
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 path = ensure_engine(trt, gpu, model_dir, manifest, graph, cache, fp16=args.fp16,
                                      workspace_mb=args.workspace_mb)
                 print(f"{manifest.name}/{manifest.version} {graph}: {path}")
-    except (RuntimeError_, ManifestError) as e:
+    except (RuntimeFailure, ManifestError) as e:
         print(f"build-engine failed: {e}", file=sys.stderr)
         return 1
     return 0

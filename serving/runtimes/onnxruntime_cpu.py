@@ -4,8 +4,9 @@ Thread settings are tuned for serving one graph per session behind a dynamic
 batcher: intra-op threads = the CPUs this process may use (``os.sched_getaffinity``,
 which respects container CPU sets), one inter-op thread and sequential execution
 (the graphs are a plain chain of convolutions; parallel execution of independent
-nodes only adds scheduling overhead). With several server workers on one host,
-pass ``intra_op_threads = cores // workers`` so that workers do not oversubscribe.
+nodes only adds scheduling overhead). Threads and spinning come from
+``RuntimeOptions`` (base.py); with several server workers on one host, give each
+``intra_op_threads = cores // workers`` so that workers do not oversubscribe.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_
+from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeOptions
 
 
 def usable_cpus() -> int:
@@ -24,17 +25,6 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def check_batch(runtime: Runtime, inputs: dict[str, np.ndarray]) -> int:
-    """Validate a run() call against the runtime's I/O names and max batch; return N."""
-    missing = [n for n in runtime.input_names if n not in inputs]
-    if missing:
-        raise RuntimeError_(f"{runtime.name}: missing input(s) {missing}; expected {list(runtime.input_names)}")
-    n = int(inputs[runtime.input_names[0]].shape[0])
-    if not 1 <= n <= runtime.max_batch_size:
-        raise RuntimeError_(f"{runtime.name}: batch {n} is outside 1..{runtime.max_batch_size}; split it")
-    return n
 
 
 class OrtSessionRuntime(Runtime):
@@ -47,14 +37,13 @@ class OrtSessionRuntime(Runtime):
     _session: Any
     path: Path
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """inputs: name -> (N, ...) with 1 <= N <= max_batch_size; fed as contiguous float32."""
-        check_batch(self, inputs)
+    def _run(self, inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """Feed the inputs as contiguous float32."""
         feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in self.input_names}
         try:
             outs = self._session.run(list(self.output_names), feed)
         except Exception as e:
-            raise RuntimeError_(f"{self.name}: {self.path.name} failed: {e}") from e
+            raise RuntimeFailure(f"{self.name}: {self.path.name} failed: {e}") from e
         return dict(zip(self.output_names, outs, strict=True))
 
     def describe(self) -> str:
@@ -71,28 +60,28 @@ class OrtCpuRuntime(OrtSessionRuntime):
         onnx_path: Path,
         *,
         max_batch_size: int = 256,
-        intra_op_threads: int = 0,
-        allow_spinning: bool = True,
+        options: RuntimeOptions | None = None,
         tuned: bool = True,
     ) -> None:
-        """intra_op_threads: 0 = every usable CPU. allow_spinning: let idle worker threads
-        spin briefly for the next op (lower latency, more CPU burnt while idle).
-        tuned=False keeps ONNX Runtime's default session options (the benchmark baseline)."""
+        """options: intra-op threads and spinning (see RuntimeOptions; None = its defaults).
+        tuned=False keeps ONNX Runtime's default session options (the benchmark baseline;
+        only ``options.intra_op_threads`` is applied, when non-zero)."""
         import onnxruntime as ort
 
+        options = options or RuntimeOptions()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if tuned:
-            opts.intra_op_num_threads = intra_op_threads or usable_cpus()
+            opts.intra_op_num_threads = options.intra_op_threads or usable_cpus()
             opts.inter_op_num_threads = 1
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        elif intra_op_threads:
-            opts.intra_op_num_threads = intra_op_threads
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+        elif options.intra_op_threads:
+            opts.intra_op_num_threads = options.intra_op_threads
         try:
             self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise RuntimeError_(f"ONNX Runtime cannot load {onnx_path}: {e}") from e
+            raise RuntimeFailure(f"ONNX Runtime cannot load {onnx_path}: {e}") from e
         self.path = Path(onnx_path)
         self.max_batch_size = max_batch_size
         self.input_names = tuple(i.name for i in self._session.get_inputs())

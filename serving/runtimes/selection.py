@@ -15,7 +15,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
+from latentdial.serving.runtimes.base import (
+    Runtime,
+    RuntimeFailure,
+    RuntimeOptions,
+    RuntimeUnavailable,
+)
 
 from latentdial.manifest import Graph, Manifest, ManifestError
 
@@ -74,7 +79,7 @@ def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph
             from latentdial.serving.runtimes.tensorrt_runtime import gpu_name, import_cudart
 
             gpu_name(import_cudart())
-        except RuntimeError_ as e:
+        except RuntimeFailure as e:
             return str(e)
         return None
     return f"unknown runtime {name!r}; valid: {list(ALL_RUNTIMES)}"
@@ -86,7 +91,8 @@ def available_runtimes(manifest: Manifest | None = None, graph: Graph = "encoder
 
 
 def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, max_batch_size: int,
-               precision: str, engine_cache_dir: Path | None, device_id: int) -> Runtime:
+               precision: str, engine_cache_dir: Path | None, device_id: int,
+               options: RuntimeOptions) -> Runtime:
     """Build runtime ``name``; RuntimeUnavailable if it cannot run this graph here."""
     io = manifest.io[graph]
     item_shape = tuple(manifest.image_shape) if graph == "encoder" else (manifest.latent_dim,)
@@ -94,7 +100,7 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
         from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 
         return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
-                             max_batch_size=max_batch_size)
+                             max_batch_size=max_batch_size, options=options)
     if name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
         from latentdial.serving.runtimes.onnxruntime_gpu import OrtGpuRuntime
 
@@ -142,6 +148,7 @@ def load_runtime(
     precision: str = "fp32",
     engine_cache_dir: Path | None = None,
     device_id: int = 0,
+    options: RuntimeOptions | None = None,
     constructors: dict[str, Callable[..., Runtime]] | None = None,
 ) -> Runtime:
     """Load ``graph`` of the model in ``model_dir`` on the runtime named by ``preference``.
@@ -149,7 +156,10 @@ def load_runtime(
     preference: "auto" (first of AUTO_ORDER that loads) or a name from ALL_RUNTIMES.
     precision: "fp32", "fp16" (GPU runtimes; the fp16 ONNX variant on CPU) or "int8"
     (ONNX Runtime CPU; only if the export kept an int8 variant).
-    constructors: name -> factory overriding the built-in ones (tests, embedding).
+    options: CPU threads and spinning (``RuntimeOptions``; None = its defaults); a server turns
+    spinning off.
+    constructors: name -> factory(model_dir, manifest, graph, *, max_batch_size, precision, options)
+    overriding the built-in ones (tests that stand in for a GPU runtime).
     """
     model_dir = Path(model_dir)
     if preference not in ("auto", *ALL_RUNTIMES):
@@ -169,12 +179,13 @@ def load_runtime(
             continue
         try:
             if factory:
-                runtime = factory(model_dir, manifest, graph, max_batch_size=max_batch, precision=precision)
+                runtime = factory(model_dir, manifest, graph, max_batch_size=max_batch, precision=precision,
+                                  options=options or RuntimeOptions())
             else:
                 runtime = _construct(name, model_dir, manifest, graph, max_batch_size=max_batch,
                                      precision=precision, engine_cache_dir=engine_cache_dir,
-                                     device_id=device_id)
-        except (RuntimeError_, ManifestError, OSError) as e:
+                                     device_id=device_id, options=options or RuntimeOptions())
+        except (RuntimeFailure, ManifestError, OSError) as e:
             log.warning("%s: runtime %s could not load, trying the next one: %s", what, name, e)
             reasons.append(f"{name}: {e}")
             continue

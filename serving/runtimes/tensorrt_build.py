@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from latentdial.serving.runtimes.base import RuntimeError_, RuntimeUnavailable
+from latentdial.serving.runtimes.base import RuntimeFailure, RuntimeUnavailable
 
 from latentdial.manifest import Graph, Manifest
 
@@ -135,7 +135,7 @@ def build_engine(trt, onnx_path: Path, key: EngineKey, cache_dir: Path, *, input
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError_(f"TensorRT cannot parse {onnx_path}: {errors}")
+        raise RuntimeFailure(f"TensorRT cannot parse {onnx_path}: {errors}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -152,7 +152,7 @@ def build_engine(trt, onnx_path: Path, key: EngineKey, cache_dir: Path, *, input
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError_(f"TensorRT failed to build an engine for {onnx_path} (see its log above)")
+        raise RuntimeFailure(f"TensorRT failed to build an engine for {onnx_path} (see its log above)")
     engine_path = key.engine_path(cache_dir)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_suffix(".engine.partial")

@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
-from latentdial.serving.runtimes.onnxruntime_cpu import check_batch
+from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,10 @@ def import_cudart():
 
 
 def cuda_call(cudart, result):
-    """Unwrap a cuda-python ``(err, *values)`` tuple; raise RuntimeError_ on an error code."""
+    """Unwrap a cuda-python ``(err, *values)`` tuple; raise RuntimeFailure on an error code."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
-        raise RuntimeError_(f"CUDA error {err}")
+        raise RuntimeFailure(f"CUDA error {err}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -45,7 +44,7 @@ def gpu_name(cudart, device: int = 0) -> str:
     """The GPU model, e.g. "NVIDIA H100 80GB HBM3"; RuntimeUnavailable if there is no GPU."""
     try:
         count = cuda_call(cudart, cudart.cudaGetDeviceCount())
-    except RuntimeError_ as e:
+    except RuntimeFailure as e:
         raise RuntimeUnavailable(f"no usable CUDA device: {e}") from e
     if not count:
         raise RuntimeUnavailable("no CUDA device")
@@ -95,8 +94,7 @@ class TensorRTRuntime(Runtime):
         self._lock = threading.Lock()  # one context, one set of buffers
         self._closed = False
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = check_batch(self, inputs)
+    def _run(self, inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         cudart, name = self._cudart, self.input_names[0]
         host_in = np.ascontiguousarray(inputs[name], dtype=self._dtypes[name])
         outs = {o: np.empty((n, *self._item_shapes[o]), dtype=self._dtypes[o]) for o in self.output_names}
@@ -104,11 +102,11 @@ class TensorRTRuntime(Runtime):
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         with self._lock:
             if not self._context.set_input_shape(name, host_in.shape):
-                raise RuntimeError_(f"{self.name}: input shape {host_in.shape} is outside the engine profile")
+                raise RuntimeFailure(f"{self.name}: input shape {host_in.shape} is outside the engine profile")
             cuda_call(cudart, cudart.cudaMemcpyAsync(self._device[name], host_in.ctypes.data,
                                                      host_in.nbytes, h2d, self._stream))
             if not self._context.execute_async_v3(int(self._stream)):
-                raise RuntimeError_(f"{self.name}: execute_async_v3 failed for batch {n}")
+                raise RuntimeFailure(f"{self.name}: execute_async_v3 failed for batch {n}")
             for o, arr in outs.items():
                 cuda_call(cudart, cudart.cudaMemcpyAsync(arr.ctypes.data, self._device[o], arr.nbytes,
                                                          d2h, self._stream))

@@ -17,8 +17,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from latentdial.serving.runtimes.base import Runtime, RuntimeError_, RuntimeUnavailable
-from latentdial.serving.runtimes.onnxruntime_cpu import check_batch
+from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeUnavailable
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -99,8 +98,7 @@ class TorchRuntime(Runtime):
         self._graphs[bucket] = (graph, static_in, tuple(outs))
         return self._graphs[bucket]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = check_batch(self, inputs)
+    def _run(self, inputs: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         torch = self._torch
         x_np = np.ascontiguousarray(inputs[self.input_names[0]], dtype=np.float32)
         try:
@@ -119,7 +117,7 @@ class TorchRuntime(Runtime):
                 outs = self._eager(x)
             result = {name: o.float().cpu().numpy() for name, o in zip(self.output_names, outs, strict=True)}
         except (RuntimeError, ValueError) as e:
-            raise RuntimeError_(f"{self.name}: {self.path.name} failed: {e}") from e
+            raise RuntimeFailure(f"{self.name}: {self.path.name} failed: {e}") from e
         return result
 
     def warmup(self, example_inputs: dict[str, np.ndarray]) -> None:
