@@ -9,8 +9,10 @@ Calibration table: for each value v_k of a factor's grid, ``latent_table[k]`` is
 the mean latent (over the other factors) of the factor's dimensions. Setting a
 factor to v interpolates the table (linearly for continuous factors, on the
 circle for circular ones, nearest entry for categorical ones); reading a
-factor's current value from latents is the nearest table entry, refined by
-interpolation between the two neighbouring grid values for ordered factors.
+factor's current value from latents projects them onto that same piecewise-linear
+curve (the nearest point of the nearest segment between two neighbouring grid
+values; the nearest entry for categorical factors), so that reading inverts setting:
+``value_from_latents(latent_for(v)) == v`` for every v in range, not only on the grid.
 """
 
 from __future__ import annotations
@@ -95,27 +97,65 @@ class FactorEntry:
                 )
             return table[k].astype(np.float32)
         lo, hi = self.value_range
+        if self.kind == "continuous" and not lo - 1e-9 <= value <= hi + 1e-9:
+            raise FactorCardError(f"factor {self.name!r}: value {value} is outside [{lo}, {hi}]")
+        return self.latents_along(np.asarray([value], dtype=np.float64))[0]
+
+    def latents_along(self, values: np.ndarray) -> np.ndarray:
+        """Points (N, len(dims)) float32 of the calibration curve at ``values`` (N,).
+
+        Linear interpolation of the table in value order; circular values wrap onto the
+        period (the curve closes from the last grid value back to the first), continuous
+        ones are clipped to the calibrated range; categorical values take the nearest entry.
+        """
+        self._require_calibration()
+        grid, table = self._curve()
+        v = np.asarray(values, dtype=np.float64)
+        if self.kind == "categorical":
+            return table[np.argmin(np.abs(v[:, None] - grid[None, :]), axis=1)].astype(np.float32)
         if self.kind == "circular":
-            period = self.period or (hi - lo)
-            v = lo + np.mod(value - lo, period)
-            # extend the table by one wrap-around point so that interpolation closes the circle
-            values = np.append(values, values[0] + period)
-            table = np.vstack([table, table[:1]])
-        else:
-            if not lo - 1e-9 <= value <= hi + 1e-9:
-                raise FactorCardError(f"factor {self.name!r}: value {value} is outside [{lo}, {hi}]")
-            v = value
-        order = np.argsort(values)
-        out = [np.interp(v, values[order], table[order, j]) for j in range(table.shape[1])]
-        return np.asarray(out, dtype=np.float32)
+            v = grid[0] + np.mod(v - grid[0], grid[-1] - grid[0])
+        out = np.stack([np.interp(v, grid, table[:, j]) for j in range(table.shape[1])], axis=-1)
+        return out.astype(np.float32)
 
     def value_from_latents(self, latents: np.ndarray) -> np.ndarray:
-        """Estimate the factor value of each row of ``latents`` (N, D) -> (N,) by nearest table entry."""
+        """Read the factor value of each row of ``latents`` (N, D) -> (N,) in factor units.
+
+        Categorical: the value of the nearest table entry. Continuous and circular: the
+        latents' projection onto the calibration curve, the piecewise-linear path through
+        the table in value order (closed into a loop for circular factors) that
+        :meth:`latent_for` interpolates; the value is interpolated along the nearest segment.
+        """
         self._require_calibration()
         z = np.asarray(latents, dtype=np.float64)[:, self.dims]  # (N, d)
-        table = np.asarray(self.latent_table, dtype=np.float64)  # (K, d)
-        dist = ((z[:, None, :] - table[None, :, :]) ** 2).sum(-1)  # (N, K)
-        return np.asarray(self.values, dtype=np.float64)[np.argmin(dist, axis=1)]
+        values, table = self._curve()  # (K,), (K, d)
+        if self.kind == "categorical" or len(values) == 1:
+            dist = ((z[:, None, :] - table[None, :, :]) ** 2).sum(-1)  # (N, K)
+            return values[np.argmin(dist, axis=1)]
+        start, step = table[:-1], np.diff(table, axis=0)  # (S, d) segment starts and directions
+        length2 = (step**2).sum(-1)  # (S,)
+        t = np.einsum("nsd,sd->ns", z[:, None, :] - start[None], step) / np.where(length2 > 0, length2, 1.0)
+        t = np.clip(t, 0.0, 1.0)  # (N, S) position along each segment
+        gap = z[:, None, :] - (start[None] + t[:, :, None] * step[None])  # (N, S, d)
+        best = np.argmin((gap**2).sum(-1), axis=1)  # (N,)
+        rows = np.arange(len(z))
+        value = values[best] + t[rows, best] * np.diff(values)[best]
+        if self.kind == "circular":
+            lo, hi = self.value_range
+            value = lo + np.mod(value - lo, self.period or (hi - lo))
+        return value
+
+    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Calibration points in value order (K,), (K, d); circular factors repeat the first point a period on."""
+        values = np.asarray(self.values, dtype=np.float64)
+        table = np.asarray(self.latent_table, dtype=np.float64)
+        order = np.argsort(values, kind="stable")
+        values, table = values[order], table[order]
+        if self.kind == "circular":
+            lo, hi = self.value_range
+            values = np.append(values, values[0] + (self.period or (hi - lo)))
+            table = np.vstack([table, table[:1]])
+        return values, table
 
     def shift_value(self, current: np.ndarray, delta: float) -> np.ndarray:
         """current + delta, wrapped for circular factors and clipped to the range otherwise."""

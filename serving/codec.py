@@ -140,6 +140,11 @@ def images_from_pngs(
                 arr = np.asarray(im.convert(mode), dtype=np.uint8)
         except InvalidArgument:
             raise
+        except Image.DecompressionBombError as e:  # the header declares more pixels than Pillow will decode
+            raise InvalidArgument(
+                f"{what}[{i}]: PNG declares more pixels than the size limit of {2 * Image.MAX_IMAGE_PIXELS:,} "
+                f"pixels; this model takes {w}x{h} PNGs"
+            ) from e
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise InvalidArgument(f"{what}[{i}]: not a readable PNG ({e}); send valid PNG bytes") from e
         arr = arr.reshape(h, w, c)

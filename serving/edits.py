@@ -15,6 +15,9 @@ from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 from latentdial.factor_card import FactorCard, FactorCardError, FactorEntry
 
 DEFAULT_LATENT_RANGE = (-2.0, 2.0)
+#: Most edits in one EditAttributes request, and most pins in one Generate request. A model has a
+#: few dozen latent dimensions at most, so more operations than this are a mistake, not a need.
+MAX_EDITS = 64
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,28 @@ def _set_factor(z: np.ndarray, entry: FactorEntry, value: float, what: str) -> N
         raise InvalidArgument(f"{what}: {e}") from e
 
 
-def apply_edits(latents: np.ndarray, edits: list[Edit], card: FactorCard | None) -> np.ndarray:
-    """Apply ``edits`` in order to every row of ``latents`` (N, D); returns a new (N, D) array."""
+def check_edit_count(n: int, what: str = "edits") -> None:
+    """Refuse more than :data:`MAX_EDITS` edits (or pins) in one request."""
+    if n > MAX_EDITS:
+        raise InvalidArgument(
+            f"{what}: {n} given, more than the limit of {MAX_EDITS} per request; "
+            f"combine edits of the same target or send several requests"
+        )
+
+
+def apply_edits(
+    latents: np.ndarray, edits: list[Edit], card: FactorCard | None, what: str = "edits"
+) -> np.ndarray:
+    """Apply ``edits`` in order to every row of ``latents`` (N, D); returns a new (N, D) array.
+
+    ``what`` names the list in error messages ("edits", or "pins" for Generate).
+    """
+    check_edit_count(len(edits), what)
     z = np.array(latents, dtype=np.float32, copy=True)
     d_total = z.shape[1]
+    items = what
     for i, e in enumerate(edits):
-        what = f"edits[{i}]"
+        what = f"{items}[{i}]"
         if e.factor is None:
             d = _check_dim(int(e.dimension if e.dimension is not None else -1), d_total, what)
             if e.op in ("set_value", "set_latent"):
@@ -94,9 +113,11 @@ def apply_edits(latents: np.ndarray, edits: list[Edit], card: FactorCard | None)
         elif e.op == "set_label":
             _set_factor(z, entry, _label_value(entry, str(e.value), what), what)
         elif e.op == "shift":
-            new = entry.shift_value(entry.value_from_latents(z), float(e.value))  # (N,)
-            for row, v in enumerate(new):
-                z[row, entry.dims] = entry.latent_for(float(v))
+            # move along the calibration curve from the value read back to the shifted one; whatever
+            # the table does not explain stays, so a shift of 0 leaves the latents as they are
+            current = entry.value_from_latents(z)  # (N,)
+            new = entry.shift_value(current, float(e.value))
+            z[:, entry.dims] += entry.latents_along(new) - entry.latents_along(current)
         else:
             raise InvalidArgument(f"{what}: no operation; set one of set_value, shift, set_latent, set_label")
     if not np.isfinite(z).all():
@@ -187,7 +208,7 @@ def generate_latents(
         raise InvalidArgument(f"temperature={temperature:g} is absurdly large; the prior's scale is 1.0")
     rng = np.random.default_rng(seed)
     z = (rng.standard_normal((count, latent_dim)) * temperature).astype(np.float32)
-    return apply_edits(z, pins, card)
+    return apply_edits(z, pins, card, "pins")
 
 
 def sample_posterior(mean: np.ndarray, log_var: np.ndarray, seed: int) -> np.ndarray:

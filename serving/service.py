@@ -17,7 +17,7 @@ import logging
 import grpc
 import numpy as np
 from latentdial.serving import codec
-from latentdial.serving.edits import Edit, sample_posterior
+from latentdial.serving.edits import Edit, check_edit_count, sample_posterior
 from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
 from latentdial.serving.errors import InvalidArgument, ServiceError
 
@@ -193,6 +193,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
     async def EditAttributes(self, request, context):
         s = self._served(request.model)
         codec.check_output_format(request.output_format)
+        check_edit_count(len(request.edits))  # before converting thousands of messages
         edits = [_edit_from_proto(e, i) for i, e in enumerate(request.edits)]
         d = await self.engine.edit(s, self._source(s, request), edits, grpc_deadline(context))
         return pb.EditAttributesResponse(**self._decoded(s, d, request.output_format))
@@ -202,6 +203,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         s = self._served(request.model)
         codec.check_output_format(request.output_format)
         temperature = request.temperature if request.HasField("temperature") else 1.0
+        check_edit_count(len(request.pins), "pins")
         pins = [_pin_from_proto(p, i) for i, p in enumerate(request.pins)]
         d = await self.engine.generate(s, request.count, seed=request.seed, temperature=temperature, pins=pins,
                                        deadline=grpc_deadline(context))

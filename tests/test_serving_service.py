@@ -193,6 +193,35 @@ def test_edits_apply_in_order_with_shift_wrapping_circular_factors(served):
     np.testing.assert_allclose(r.latents[0], [0.3, 0.0, 1.0, 1.5], atol=1e-6)
 
 
+def test_a_shift_of_zero_leaves_the_latents_where_they_are(served):
+    _, c, _, _ = served
+    z0 = np.array([[0.3, 0.4, 2.6, 0.7], [-0.8, -1.2, 0.2, 0.0]], np.float32)  # between grid entries
+    r = c.edit(latents(z0), [Edit(factor=f, shift=0.0) for f in ("pos_x", "shape", "angle")])
+    np.testing.assert_allclose(r.latents, z0, atol=1e-6)
+
+
+def test_a_shift_interpolates_the_calibration_table_between_grid_values(served):
+    _, c, _, _ = served
+    z0 = np.array([[0.3, 0.0, 2.5, 0.0]], np.float32)  # pos_x 0.65 and angle 5pi/4: off the grid
+    r = c.edit(latents(z0), [Edit(factor="pos_x", shift=0.1), Edit(factor="angle", shift=math.pi / 4)])
+    np.testing.assert_allclose(r.latents[0], [0.5, 0.0, 3.0, 0.0], atol=1e-6)  # 0.75 and 3pi/2
+    clipped = c.edit(latents(z0), [Edit(factor="pos_x", shift=5.0)])
+    np.testing.assert_allclose(clipped.latents[0, 0], 1.0, atol=1e-6)  # pos_x 1.0: the end of the range
+
+
+def test_too_many_edits_or_pins_are_invalid_argument_naming_the_limit(served):
+    _, c, _, _ = served
+    from latentdial.serving.edits import MAX_EDITS
+
+    z = latents(np.zeros((1, 4)))
+    ok = c.edit(z, [Edit(dimension=0, shift=1.0)] * MAX_EDITS)
+    assert ok.latents[0, 0] == pytest.approx(MAX_EDITS)
+    with pytest.raises(InvalidArgumentError, match=rf"edits: {MAX_EDITS + 1} given.*limit of {MAX_EDITS}"):
+        c.edit(z, [Edit(dimension=0, shift=1.0)] * (MAX_EDITS + 1))
+    with pytest.raises(InvalidArgumentError, match=rf"pins: 10000 given.*limit of {MAX_EDITS}"):
+        c.generate(1, pins=[Pin(dimension=0, value=1.0)] * 10_000)
+
+
 def test_edit_from_images_encodes_then_edits(served):
     _, c, m, _ = served
     x = images(2)
@@ -305,6 +334,17 @@ def test_bad_png_and_nan_latents_are_invalid_argument(served):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NaN or inf" in e.value.details()
     with pytest.raises(InvalidArgumentError, match=r"\(N, 4\)"):
         c.decode(np.zeros((1, 5), np.float32))
+
+
+def test_a_png_declaring_a_huge_size_is_invalid_argument_naming_the_size_limit(served):
+    _, c, _, _ = served
+    from fixtures.png import png_declaring
+
+    with pytest.raises(InvalidArgumentError, match=r"images\[0\]: PNG declares more pixels than the size limit "
+                                                   r"of [\d,]+ pixels; this model takes 8x8"):
+        c.encode([png_declaring(30_000, 30_000)])
+    with pytest.raises(InvalidArgumentError, match="PNG is 20000x1; this model wants 8x8"):
+        c.encode([png_declaring(20_000, 1)])
 
 
 def test_traverse_steps_and_grid_size_are_checked(served):

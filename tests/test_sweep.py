@@ -94,6 +94,21 @@ def test_a_finished_run_is_read_back_not_retrained(tmp_path):
     assert [r["train_seconds"] for r in again if r["name"] == "beta"] == [first["train_seconds"]] != [None]
 
 
+def test_a_finished_run_whose_metrics_lack_a_rank_by_key_is_evaluated_again_not_retrained(tmp_path):
+    spec = load_sweep(_write_sweep(tmp_path), REPO)
+    out = tmp_path / "out"
+    run_sweep(spec, out, only=["beta"], progress=False, eval_overrides=EVAL)
+    weights, metrics = out / "beta-s0" / "model.safetensors", out / "beta-s0" / "metrics.json"
+    stamp = weights.stat().st_mtime_ns
+    old = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({k: v for k, v in old.items() if k != "mig"}))  # scored before mig ranked
+
+    ranked = run_sweep(spec, out, only=["beta"], progress=False, eval_overrides=EVAL)
+    assert weights.stat().st_mtime_ns == stamp
+    assert json.loads(metrics.read_text())["mig"] == pytest.approx(old["mig"])
+    assert ranked[0]["name"] == "beta" and ranked[0]["score"] is not None
+
+
 def test_rank_puts_a_run_missing_a_metric_last_and_averages_seeds():
     def result(name: str, seed: int, **scores: float) -> RunResult:
         return RunResult(name, seed, "", "beta_vae", [], 1, None, None, scores)

@@ -15,8 +15,9 @@ A sweep file (``configs/sweep/*.toml``) names the runs and the budget::
 
 Runs go to ``OUT/<name>-s<seed>/`` (ordinary run directories), results to ``OUT/sweep.json``,
 ``OUT/sweep.md`` (the ranked table) and ``OUT/sweep.png`` (one bar group per run). A run
-that already has its metrics is not trained again, and one with checkpoints is resumed,
-so an interrupted sweep continues where it stopped.
+that already has its metrics is not trained again (and is evaluated again only when its
+metrics lack a ``rank_by`` key), and one with checkpoints is resumed, so an interrupted
+sweep continues where it stopped.
 
 The ranking score is the mean of ``rank_by`` over a run's seeds and keys, the
 "choose the best by the metrics" rule of Locatello et al. (2019, sec. 5.3) with the
@@ -131,9 +132,9 @@ def train_and_score(
 ) -> RunResult:
     """Train one (run, seed) for ``spec.steps`` steps into ``out/<name>-s<seed>`` and score it.
 
-    A run directory that already holds metrics for ``spec.steps`` steps is read back, not retrained;
-    one that holds checkpoints is resumed. ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller
-    point counts in tests).
+    A run directory that already holds metrics for ``spec.steps`` steps is read back, not retrained
+    (weights without every ``rank_by`` metric are evaluated again); one that holds checkpoints is
+    resumed. ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller point counts in tests).
     """
     from latentdial.training.evaluate import evaluate_run
     from latentdial.training.trainer import checkpoint_paths, train
@@ -181,13 +182,21 @@ def _trained(run_dir: Path, spec: SweepSpec) -> bool:
 
 
 def finished_result(run: SweepRun, seed: int, spec: SweepSpec, out: Path) -> RunResult | None:
-    """The result of a (run, seed) that an earlier sweep already trained and scored, else None."""
+    """The result of a (run, seed) that an earlier sweep already trained and scored, else None.
+
+    Scores count only when they hold every ``rank_by`` key: a run scored before the sweep ranked
+    by another metric (or by an older evaluation) is evaluated again, not ranked last.
+    """
     from latentdial.training.run_dir import METRICS
 
     run_dir = out / run_dir_name(run, seed)
     if not (_trained(run_dir, spec) and (run_dir / METRICS).is_file()):
         return None
     scores = json.loads((run_dir / METRICS).read_text())
+    missing = [k for k in spec.rank_by if k not in scores]
+    if missing:
+        log.info("sweep: %s has no %s in its metrics; evaluating it again", run_dir, ", ".join(missing))
+        return None
     earlier = _recorded(run_dir)
     return RunResult(name=run.name, seed=seed, run_dir=str(run_dir), objective=_run_config(run, seed, spec)
                      .objective_name, overrides=list(run.overrides), steps=spec.steps,
