@@ -89,7 +89,7 @@ class LatentDialServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Readiness: SERVING only when asked and something servable is loaded (never once stopping)."""
-        repo = self.service.repository
+        repo = self.engine.repository
         ready = serving and not self._stopped and repo is not None and bool(repo.all())
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in _READINESS_SERVICES:
@@ -171,7 +171,7 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
             handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
     except BaseException:
         await server.stop(None)
-        service.executor.shutdown(wait=False)
+        engine.executor.shutdown(wait=False)
         raise
     handle.port = port
     await server.start()
