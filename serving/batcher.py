@@ -2,14 +2,23 @@
 
 One :class:`DynamicBatcher` serves one (model version, graph). Every request is
 split into chunks of at most ``max_batch_size`` items; each chunk waits in a
-bounded queue with its own future. A worker task dispatches as soon as the
-waiting chunks fill a batch or the oldest one has waited ``max_queue_delay``,
-always with at least one chunk (one batch in flight per queue; chunks that
-queue meanwhile have already waited when it returns). Chunks whose
-deadline has passed are failed before compute. The runtime call runs in a
-thread pool so the event loop keeps accepting requests; its outputs must have
-the batch's length, and an exception reaches every future of that batch (and
-no other). ``close()`` fails whatever still waits.
+bounded queue with its own future. One batch runs at a time per queue, always
+with at least one chunk.
+
+Adaptive (the default): a request that finds the runtime idle and the queue
+empty runs at once, in its own coroutine, with no wait and no hand-over to the
+worker task; requests that arrive while a batch runs queue up, and the worker
+dispatches all of them (up to ``max_batch_size`` items) the moment that batch
+returns. Batches therefore grow with the load and a lone caller pays nothing
+for batching. With ``adaptive=False`` the worker also waits for company until
+the queue fills a batch or the oldest chunk has waited ``max_queue_delay``
+(bigger batches for deployments that trade latency for throughput; chunks that
+queued while the previous batch ran have already waited and go at once).
+
+Chunks whose deadline has passed are failed before compute. The runtime call
+runs in a thread pool so the event loop keeps accepting requests; its outputs
+must have the batch's length, and an exception reaches every future of that
+batch (and no other). ``close()`` fails whatever still waits.
 
 With ``enabled=False`` every request runs alone (still split into chunks), which
 is the baseline of the batching benchmark.
@@ -61,6 +70,7 @@ class DynamicBatcher:
         max_queue_delay_s: float = 0.002,
         max_queue_size: int = 1024,
         enabled: bool = True,
+        adaptive: bool = True,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -71,12 +81,14 @@ class DynamicBatcher:
         self.max_queue_delay_s = float(max_queue_delay_s)
         self.max_queue_size = int(max_queue_size)
         self.enabled = enabled
+        self.adaptive = adaptive
         self._run = run
         self._executor = executor
         self._observer = observer
         self._queue: collections.deque[_Chunk] = collections.deque()
         self._queued_items = 0
         self._waiter: asyncio.Future | None = None  # set while the worker is parked
+        self._busy = False  # a batch is running (one at a time per queue)
         self._worker: asyncio.Task | None = None
         self._closed = False
 
@@ -104,9 +116,11 @@ class DynamicBatcher:
                 f"adds {n}; retry later with backoff or send smaller requests"
             )
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.adaptive and not self._busy and not self._queue and n <= self.max_batch_size:
+            return await self._run_now(inputs, n, deadline, now)
         self._ensure_worker(loop)
         futures = []
-        now = loop.time()
         for s in starts:
             chunk = _Chunk(_slice(inputs, s, min(s + self.max_batch_size, n)), 0, loop.create_future(), deadline, now)
             chunk.n = min(s + self.max_batch_size, n) - s
@@ -114,8 +128,10 @@ class DynamicBatcher:
             self._queued_items += chunk.n
             futures.append(chunk.future)
         waiter = self._waiter
-        if waiter is not None and (len(self._queue) == len(futures) or self._queued_items >= self.max_batch_size):
-            _wake(waiter)  # the worker was idle, or a full batch is waiting
+        if waiter is not None and not self._busy and (
+            self.adaptive or len(self._queue) == len(futures) or self._queued_items >= self.max_batch_size
+        ):
+            _wake(waiter)  # the runtime is idle (adaptive), or the worker was idle, or a full batch waits
         try:
             parts = [await f for f in futures]
         except BaseException:
@@ -156,6 +172,25 @@ class DynamicBatcher:
         log.debug("%s ran %d items unbatched in %.2f ms", self.name, n, 1e3 * (time.perf_counter() - t0))
         return out
 
+    async def _run_now(self, inputs: Arrays, n: int, deadline: float | None, now: float) -> Arrays:
+        """Run one chunk at once on an idle runtime (adaptive mode); what queues meanwhile waits for it."""
+        if deadline is not None and now >= deadline:
+            raise DeadlineExceeded(f"{self.name}: the deadline passed before the request could run")
+        self._busy = True
+        job = asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
+        job.add_done_callback(self._batch_done)  # the runtime is free only when the thread returns
+        out = await asyncio.shield(job)  # a caller that gives up does not free the runtime early
+        _check_outputs(self.name, out, n)
+        if self._observer:
+            self._observer(n, 0.0)
+        return out
+
+    def _batch_done(self, _job: object = None) -> None:
+        """The running batch returned: the worker dispatches whatever queued meanwhile."""
+        self._busy = False
+        if self._queue and self._waiter is not None:
+            _wake(self._waiter)
+
     async def _sleep_until_woken(self, timeout_s: float | None) -> None:
         """Park the worker until submit() wakes it (first item, or a full batch) or the timeout passes."""
         loop = asyncio.get_running_loop()
@@ -169,15 +204,16 @@ class DynamicBatcher:
                 timer.cancel()
 
     async def _collect(self) -> list[_Chunk]:
-        """Wait for a first chunk, then for company until full or the oldest chunk has waited max delay.
+        """Wait for a first chunk and an idle runtime; without ``adaptive``, then for company until
+        full or the oldest chunk has waited max delay.
 
         The delay counts from the oldest chunk's arrival: chunks that queued while the previous
         batch ran have already waited and go at once. One timer per batch, not per item.
         """
         loop = asyncio.get_running_loop()
-        while not self._queue:
+        while not self._queue or self._busy:
             await self._sleep_until_woken(None)
-        if self._queued_items < self.max_batch_size:
+        if not self.adaptive and self._queued_items < self.max_batch_size:
             remaining = self._queue[0].enqueued + self.max_queue_delay_s - loop.time()
             if remaining > 0:
                 await self._sleep_until_woken(remaining)
@@ -214,8 +250,11 @@ class DynamicBatcher:
         inputs = live[0].inputs if len(live) == 1 else _concat([c.inputs for c in live])
         total = sum(c.n for c in live)
         waited = now - min(c.enqueued for c in live)
+        self._busy = True
+        job = loop.run_in_executor(self._executor, self._run, inputs)
+        job.add_done_callback(self._batch_done)
         try:
-            out = await loop.run_in_executor(self._executor, self._run, inputs)
+            out = await job
             _check_outputs(self.name, out, total)
         except asyncio.CancelledError:
             for c in live:

@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  NOT SERVED {name}: {reason}", flush=True)
         if handle.metrics_port:
             print(f"  metrics on http://{config.host}:{handle.metrics_port}/metrics", flush=True)
-        batching = (
-            f"batching on (max batch {config.max_batch_size}, delay {config.max_queue_delay_ms} ms)"
-            if config.batching else "batching off"
-        )
+        wait = "adaptive" if config.adaptive_batching else f"waits up to {config.max_queue_delay_ms} ms"
+        batching = f"batching on (max batch {config.max_batch_size}, {wait})" if config.batching else "batching off"
         servable = "" if repo.all() else "; readiness NOT_SERVING until a model version loads"
         print(f"ready: {len(repo.all())} model version(s), {batching}{servable}", flush=True)
 

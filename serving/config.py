@@ -31,6 +31,9 @@ class ServerConfig:
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 1024
     batching: bool = True
+    #: on: an idle runtime takes a request at once and batches gather only while one runs;
+    #: off: every batch also waits up to max_queue_delay_ms for company (bigger batches, more latency)
+    adaptive_batching: bool = True
     max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
     max_request_items: int = 1024
     grace_s: float = 10.0

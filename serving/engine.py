@@ -158,6 +158,7 @@ class Engine:
             max_queue_delay_s=c.max_queue_delay_ms / 1e3,
             max_queue_size=c.max_queue_size,
             enabled=c.batching,
+            adaptive=c.adaptive_batching,
             executor=self.executor,
             observer=self.metrics.batch_observer(f"{m.name}/{m.version}", graph),
         )

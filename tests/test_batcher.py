@@ -52,17 +52,91 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows():
     assert len(rec.sizes) < 8, f"expected merged batches, got sizes {rec.sizes}"
 
 
-def test_a_lone_request_is_dispatched_after_the_delay_not_held_forever():
+def test_with_adaptive_off_a_lone_request_waits_the_delay_for_company_but_not_forever():
     async def main():
         rec = Recorder()
-        b = DynamicBatcher(rec, name="t", max_batch_size=64, max_queue_delay_s=0.01)
+        b = DynamicBatcher(rec, name="t", max_batch_size=64, max_queue_delay_s=0.05, adaptive=False)
+        t0 = time.perf_counter()
         out = await asyncio.wait_for(b.submit(items(0, 1)), 5)
+        waited = time.perf_counter() - t0
         await b.close()
-        return rec, out
+        return rec, out, waited
 
-    rec, out = asyncio.run(main())
+    rec, out, waited = asyncio.run(main())
     assert rec.sizes == [1]
     assert out["y"][0, 0] == 0.0
+    assert waited >= 0.04
+
+
+def test_adaptive_a_lone_request_on_an_idle_runtime_runs_at_once_without_the_delay():
+    async def main():
+        rec = Recorder()
+        b = DynamicBatcher(rec, name="t", max_batch_size=64, max_queue_delay_s=5.0)
+        t0 = time.perf_counter()
+        out = await asyncio.wait_for(b.submit(items(3, 1)), 10)
+        took = time.perf_counter() - t0
+        await b.close()
+        return rec, out, took
+
+    rec, out, took = asyncio.run(main())
+    assert rec.sizes == [1] and out["y"][0, 0] == 6.0
+    assert took < 1.0, f"a lone request waited {took:.3f} s; the delay is 5 s"
+
+
+def test_adaptive_requests_that_arrive_while_a_batch_runs_go_together_when_it_returns():
+    async def main():
+        rec = Recorder()
+        rec.gate.clear()
+        b = DynamicBatcher(rec, name="t", max_batch_size=4, max_queue_delay_s=5.0)
+        first = asyncio.ensure_future(b.submit(items(0, 1)))
+        await asyncio.sleep(0.02)
+        rest = [asyncio.ensure_future(b.submit(items(10 * i, 1))) for i in range(1, 7)]
+        await asyncio.sleep(0.02)
+        rec.gate.set()
+        outs = await asyncio.wait_for(asyncio.gather(first, *rest), 2)  # far below the 5 s delay
+        await b.close()
+        return rec, outs
+
+    rec, outs = asyncio.run(main())
+    assert rec.sizes == [1, 4, 2], rec.sizes  # gathered while the first ran, split at max_batch_size
+    for i, out in enumerate(outs):
+        assert out["y"][0, 0] == 20.0 * i
+
+
+class Overlap:
+    """A fake graph that records how many calls run at the same time."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.active = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.active -= 1
+        return {"y": 2 * inputs["x"]}
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_one_batch_runs_at_a_time_even_when_its_caller_gives_up(adaptive):
+    async def main():
+        graph = Overlap(0.1)
+        b = DynamicBatcher(graph, name="t", max_batch_size=2, max_queue_delay_s=0.0, adaptive=adaptive)
+        first = asyncio.ensure_future(b.submit(items(0, 1)))
+        await asyncio.sleep(0.02)
+        first.cancel()  # the graph keeps running in its thread: the runtime is not free yet
+        outs = await asyncio.gather(*[b.submit(items(i, 1)) for i in range(5)])
+        await b.close()
+        return graph, outs
+
+    graph, outs = asyncio.run(main())
+    assert graph.most == 1
+    assert [o["y"][0, 0] for o in outs] == [2.0 * i for i in range(5)]
 
 
 def test_a_request_larger_than_max_batch_is_split_and_reassembled_in_order():
