@@ -127,4 +127,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from latentdial.machine_load import LoadWatch
+
+    with LoadWatch("bench_data") as watch:  # warns loudly on stderr when the machine was busy
+        main()
+    print(f"\n{watch.report.line()}")

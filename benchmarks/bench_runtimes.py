@@ -162,20 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from latentdial.serving.runtimes.onnxruntime_cpu import usable_cpus
 
+    from latentdial.machine_load import LoadWatch
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run_dir = args.run_dir or make_run_dir(work)
         print(f"exporting {run_dir} ...", file=sys.stderr)
         runtimes, manifest = build_runtimes(run_dir, work, args, max(batches))
         print(f"measuring {sorted(runtimes)} ...", file=sys.stderr)
-        rows = measure(runtimes, manifest, batches, args.rounds, args.items_per_round)
+        with LoadWatch("bench_runtimes") as watch:  # warns loudly on stderr when the machine was busy
+            rows = measure(runtimes, manifest, batches, args.rounds, args.items_per_round)
     threads = args.threads or usable_cpus()
     header = (f"images/s (ratio vs torch eager); {threads} CPU threads; torch {torch.__version__}, "
               f"onnxruntime {onnxruntime.__version__}; model {manifest.image_shape} -> {manifest.latent_dim}")
     print(header)
     print(markdown(rows, batches))
+    print(f"\n{watch.report.line()}")
     if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"header": header, "rows": rows, "load": watch.report.as_dict()},
+                                        indent=2) + "\n")
     return 0
 
 

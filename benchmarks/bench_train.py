@@ -82,4 +82,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from latentdial.machine_load import LoadWatch
+
+    with LoadWatch("bench_train") as watch:  # warns loudly on stderr when the machine was busy
+        main()
+    print(f"\n{watch.report.line()}")

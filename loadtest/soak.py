@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 from serverproc import ServerProcess, require_loopback, rss_kib, wait_serving
 from workload import Workload, auth_metadata, pick_task
 
+from latentdial.machine_load import LoadWatch
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -262,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.concurrency < 1 or args.sample_s <= 0:
         p.error("--concurrency must be >= 1 and --sample-s > 0")
 
+    watch = LoadWatch("soak").start()  # a server given by --host counts as another process
     server = None
     if args.host:
         address = require_loopback(args.host)
@@ -280,11 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             print(f"server stopped (exit code {server.stop()})", flush=True)
+        load = watch.stop()  # warns loudly on stderr when the machine was busy
     result = summary(samples, counters, args, info.runtime)
     result["model"] = f"{info.model.name}/{info.model.version}"
+    result["load"] = load.as_dict()
     png = write_outputs(args.out, samples, result)
     print(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'soak.csv'}, {args.out / 'soak.json'}, {png}")
+    print(load.line())
     if result["requests"] == 0 or result["errors"]:
         print(f"FAIL: {result['errors']} errors of {result['requests']} requests", file=sys.stderr)
         return 1

@@ -123,4 +123,7 @@ def test_soak_samples_throughput_errors_and_server_rss_and_plots_them(
     assert result["requests"] == sum(int(r["requests"]) for r in rows)
     assert result["rss_mib_max"] >= result["rss_mib_start"] > 10
     assert (tmp_path / "images" / "soak.png").read_bytes()[:4] == b"\x89PNG"
+    load = result["load"]  # the machine's load before and after, judged quiet or busy
+    assert len(load["load_before"]) == 3 and len(load["load_after"]) == 3 and isinstance(load["busy"], bool)
+    assert load["line"] in res.stdout
     assert server.proc.poll() is None, "a server given with --host is left running"
