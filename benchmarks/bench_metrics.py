@@ -21,7 +21,6 @@ from latentdial.training.data import get_dataset
 from latentdial.training.evaluate import no_grad
 from latentdial.training.factor_card_fit import compute_factor_card
 from latentdial.training.metrics import (
-    _ON_POINTS,
     METRICS,
     PRESETS,
     SHARED_POINTS,
@@ -62,8 +61,8 @@ def _groups(names: list[str], preset: str) -> list[list[str]]:
     """Metrics timed together: those sharing one encoded pool in the preset form one group."""
     if not SHARED_POINTS[preset]:
         return [[n] for n in names]
-    pooled = [n for n in names if n in _ON_POINTS]
-    return [[n] for n in names if n not in _ON_POINTS] + ([pooled] if pooled else [])
+    pooled = [n for n in names if METRICS[n].on_points]
+    return [[n] for n in names if not METRICS[n].on_points] + ([pooled] if pooled else [])
 
 
 def bench_metrics(args) -> None:

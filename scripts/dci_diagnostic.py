@@ -29,12 +29,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from latentdial.training.evaluate import onnx_representation_fn, resolve_dataset
     from latentdial.training.metrics.dci import _dci, disentanglement
-    from latentdial.training.metrics.utils import sample_train_test
+    from latentdial.training.metrics.utils import sample_points
 
     fn, manifest = onnx_representation_fn(args.model_dir)
     data = resolve_dataset(manifest.provenance["dataset"])
-    train, test = sample_train_test(data, fn, np.random.default_rng(args.seed), args.num_train, args.num_test)
-    scores, importance = _dci(*train, *test)
+    points = sample_points(data, fn, np.random.default_rng(args.seed), num_train=args.num_train,
+                           num_test=args.num_test)
+    scores, importance = _dci(*points)
 
     names = list(data.factor_names)
     print(f"{manifest.name}/{manifest.version}: DCI disentanglement {scores['disentanglement']:.3f}, "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.factor_card_fit import assign_dims, circular_period, compute_factor_card
-from latentdial.training.metrics.dci import compute_dci_with_importance
+from latentdial.training.metrics import METRICS
 
 from latentdial.factor_card import FactorCard
 
@@ -101,8 +101,7 @@ def test_card_round_trips_through_json(tmp_path):
 
 
 def test_dci_importance_picks_the_same_dims():
-    _, importance = compute_dci_with_importance(DATA, encoder, np.random.default_rng(1),
-                                                num_train=1000, num_test=200)
+    _, importance = METRICS["dci"].run(DATA, encoder, np.random.default_rng(1), num_train=1000, num_test=200)
     card, _ = card_of(importance=importance)
     assert card["scale"].dims == [3] and card["shape"].dims == [1]
     assert sorted(card["angle"].dims) == [0, 4]

@@ -8,13 +8,6 @@ import numpy as np
 import pytest
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.metrics import METRICS, compute_all
-from latentdial.training.metrics.beta_vae import compute_beta_vae
-from latentdial.training.metrics.dci import compute_dci
-from latentdial.training.metrics.factor_vae import compute_factor_vae
-from latentdial.training.metrics.mig import compute_mig
-from latentdial.training.metrics.modularity import compute_modularity_explicitness
-from latentdial.training.metrics.sap import compute_sap
-from latentdial.training.metrics.unsupervised import compute_unsupervised
 
 
 class FactorsAsPixels(GroundTruthData):
@@ -69,40 +62,40 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 def test_perfect_representation_scores_high_on_every_metric():
-    assert compute_beta_vae(DATA, perfect, rng(), **BATCHED)["eval_accuracy"] == 1.0
-    fv = compute_factor_vae(DATA, perfect, rng(), num_variance_estimate=1000, **BATCHED)
+    assert METRICS["beta_vae"].compute(DATA, perfect, rng(), **BATCHED)["eval_accuracy"] == 1.0
+    fv = METRICS["factor_vae"].compute(DATA, perfect, rng(), num_variance_estimate=1000, **BATCHED)
     assert fv["eval_accuracy"] == 1.0 and fv["num_active_dims"] == 3
-    assert compute_mig(DATA, perfect, rng(), num_train=1000)["discrete_mig"] > 0.95
-    dci = compute_dci(DATA, perfect, rng(), **SMALL)
+    assert METRICS["mig"].compute(DATA, perfect, rng(), num_train=1000)["discrete_mig"] > 0.95
+    dci = METRICS["dci"].compute(DATA, perfect, rng(), **SMALL)
     assert dci["disentanglement"] > 0.9 and dci["completeness"] > 0.9
     assert dci["informativeness_test"] == 1.0
-    mod = compute_modularity_explicitness(DATA, perfect, rng(), **SMALL)
+    mod = METRICS["modularity"].compute(DATA, perfect, rng(), **SMALL)
     assert mod["modularity_score"] > 0.95 and mod["explicitness_score_test"] > 0.9
-    assert compute_sap(DATA, perfect, rng(), **SMALL)["sap_score"] > 0.2
-    unsup = compute_unsupervised(DATA, perfect, rng(), num_train=1000)
+    assert METRICS["sap"].compute(DATA, perfect, rng(), **SMALL)["sap_score"] > 0.2
+    unsup = METRICS["unsupervised"].compute(DATA, perfect, rng(), num_train=1000)
     assert unsup["num_active_dims"] == 3
     assert abs(unsup["gaussian_total_correlation"]) < 0.02  # independent factors
 
 
 def test_constant_representation_scores_low_on_every_metric():
-    beta = compute_beta_vae(DATA, constant, rng(), **BATCHED)["eval_accuracy"]
+    beta = METRICS["beta_vae"].compute(DATA, constant, rng(), **BATCHED)["eval_accuracy"]
     assert beta < 0.5  # chance level for 3 factors is 1/3
-    fv = compute_factor_vae(DATA, constant, rng(), num_variance_estimate=500, **BATCHED)
+    fv = METRICS["factor_vae"].compute(DATA, constant, rng(), num_variance_estimate=500, **BATCHED)
     assert fv == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0.0}
-    assert compute_mig(DATA, constant, rng(), num_train=1000)["discrete_mig"] == 0.0
-    dci = compute_dci(DATA, constant, rng(), **SMALL)
+    assert METRICS["mig"].compute(DATA, constant, rng(), num_train=1000)["discrete_mig"] == 0.0
+    dci = METRICS["dci"].compute(DATA, constant, rng(), **SMALL)
     assert dci["disentanglement"] < 1e-6 and dci["completeness"] < 1e-6
-    assert compute_modularity_explicitness(DATA, constant, rng(), **SMALL)["modularity_score"] == 0.0
-    assert compute_sap(DATA, constant, rng(), **SMALL)["sap_score"] == 0.0
-    unsup = compute_unsupervised(DATA, constant, rng(), num_train=500)
+    assert METRICS["modularity"].compute(DATA, constant, rng(), **SMALL)["modularity_score"] == 0.0
+    assert METRICS["sap"].compute(DATA, constant, rng(), **SMALL)["sap_score"] == 0.0
+    unsup = METRICS["unsupervised"].compute(DATA, constant, rng(), num_train=500)
     assert unsup["num_active_dims"] == 0 and unsup["gaussian_total_correlation"] == 0.0
 
 
 def test_duplicated_latents_have_no_gap_but_stay_modular():
-    assert compute_mig(DATA, duplicated, rng(), num_train=1000)["discrete_mig"] == pytest.approx(0.0, abs=1e-9)
-    assert compute_sap(DATA, duplicated, rng(), **SMALL)["sap_score"] == pytest.approx(0.0, abs=1e-9)
+    assert METRICS["mig"].compute(DATA, duplicated, rng(), num_train=1000)["discrete_mig"] == pytest.approx(0.0, abs=1e-9)
+    assert METRICS["sap"].compute(DATA, duplicated, rng(), **SMALL)["sap_score"] == pytest.approx(0.0, abs=1e-9)
     # each dimension still describes one factor only
-    assert compute_modularity_explicitness(DATA, duplicated, rng(), **SMALL)["modularity_score"] > 0.95
+    assert METRICS["modularity"].compute(DATA, duplicated, rng(), **SMALL)["modularity_score"] > 0.95
 
 
 def test_rotation_of_a_perfect_representation_scores_lower():
@@ -110,10 +103,10 @@ def test_rotation_of_a_perfect_representation_scores_lower():
         return fn(DATA, perfect, rng(), **kw)[key], fn(DATA, rotated, rng(), **kw)[key]
 
     pairs = {
-        "mig": both(compute_mig, "discrete_mig", num_train=1000),
-        "dci": both(compute_dci, "disentanglement", **SMALL),
-        "modularity": both(compute_modularity_explicitness, "modularity_score", **SMALL),
-        "factor_vae": both(compute_factor_vae, "eval_accuracy", num_variance_estimate=1000, **BATCHED),
+        "mig": both(METRICS["mig"].compute, "discrete_mig", num_train=1000),
+        "dci": both(METRICS["dci"].compute, "disentanglement", **SMALL),
+        "modularity": both(METRICS["modularity"].compute, "modularity_score", **SMALL),
+        "factor_vae": both(METRICS["factor_vae"].compute, "eval_accuracy", num_variance_estimate=1000, **BATCHED),
     }
     for name, (p, r) in pairs.items():
         assert r < p - 0.1, f"{name}: rotated {r:.3f} not below perfect {p:.3f}"
@@ -125,7 +118,7 @@ def test_gaussian_total_correlation_sees_correlated_dims():
         return np.stack([z[:, 0], z[:, 0] + z[:, 1], z[:, 2]], axis=1)
 
     # Var a = Var b: corr(a, a + b) = 1/sqrt(2), TC = -0.5 log(1 - 1/2) = 0.35 nats
-    un = compute_unsupervised(DATA, sheared, rng(), num_train=2000)
+    un = METRICS["unsupervised"].compute(DATA, sheared, rng(), num_train=2000)
     assert un["num_active_dims"] == 3
     assert 0.25 < un["gaussian_total_correlation"] < 0.45
 
@@ -135,8 +128,8 @@ def test_sap_prefers_one_dimension_per_factor_over_a_rotation():
     # classes one-vs-rest SVMs on one input cannot isolate the middle ones (a known
     # limitation of the score), so the analytic case uses binary factors.
     data = BinaryFactors()
-    p = compute_sap(data, perfect, rng(), **SMALL)["sap_score"]
-    r = compute_sap(data, rotated, rng(), **SMALL)["sap_score"]
+    p = METRICS["sap"].compute(data, perfect, rng(), **SMALL)["sap_score"]
+    r = METRICS["sap"].compute(data, rotated, rng(), **SMALL)["sap_score"]
     assert p > 0.45 and r < p - 0.1
 
 
@@ -184,7 +177,7 @@ def test_unknown_metric_or_argument_is_rejected_with_the_valid_names():
 
 def test_representation_of_wrong_shape_is_reported():
     with pytest.raises(ValueError, match=r"\(N, D\)"):
-        compute_mig(DATA, lambda x: np.zeros((len(x) + 1, 3)), rng(), num_train=10)
+        METRICS["mig"].compute(DATA, lambda x: np.zeros((len(x) + 1, 3)), rng(), num_train=10)
 
 
 def test_fast_preset_shares_one_encoded_pool_between_point_metrics():

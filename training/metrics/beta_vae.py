@@ -16,6 +16,7 @@ import numpy as np
 from latentdial.training.data.base import GroundTruthData
 from sklearn.linear_model import LogisticRegression
 
+from .base import Metric
 from .utils import NUM_TEST, NUM_TRAIN, RepresentationFn, encode_factors
 
 #: Images per representation_fn call when many training points are encoded together.
@@ -45,10 +46,29 @@ def _generate_points(
     return np.concatenate(feats), np.concatenate(labels)
 
 
+def sample_beta_vae(
+    dataset: GroundTruthData,
+    representation_fn: RepresentationFn,
+    rng: np.random.Generator,
+    *,
+    num_train: int,
+    num_test: int,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train features, train labels, eval features, eval labels): ``num_train`` then ``num_test``
+    points of ``_generate_points``. ``num_test`` is disentanglement_lib's ``num_eval``."""
+    train_x, train_y = _generate_points(dataset, representation_fn, batch_size, num_train, rng)
+    eval_x, eval_y = _generate_points(dataset, representation_fn, batch_size, num_test, rng)
+    return train_x, train_y, eval_x, eval_y
+
+
 def _beta_vae_from_points(
     train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, seed: int
 ) -> dict[str, float]:
-    """Fit the linear classifier on (N, D) features / (N,) labels; report train and eval accuracy."""
+    """Fit the linear classifier on (N, D) features / (N,) labels; report {"train_accuracy",
+    "eval_accuracy"}."""
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("BetaVAE score needs at least two factors and enough training points")
     model = LogisticRegression(max_iter=1000, random_state=seed)
     model.fit(train_x, train_y)
     return {
@@ -57,21 +77,6 @@ def _beta_vae_from_points(
     }
 
 
-def compute_beta_vae(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = 64,
-) -> dict[str, float]:
-    """BetaVAE score: {"train_accuracy", "eval_accuracy"} of the factor-index classifier.
-
-    ``num_test`` is disentanglement_lib's ``num_eval``.
-    """
-    train_x, train_y = _generate_points(dataset, representation_fn, batch_size, num_train, rng)
-    eval_x, eval_y = _generate_points(dataset, representation_fn, batch_size, num_test, rng)
-    if len(np.unique(train_y)) < 2:
-        raise ValueError("BetaVAE score needs at least two factors and enough training points")
-    return _beta_vae_from_points(train_x, train_y, eval_x, eval_y, int(rng.integers(2**31)))
+BETA_VAE = Metric("beta_vae", sample_beta_vae, _beta_vae_from_points, needs_test=True, seeded=True,
+                  reference={"num_train": NUM_TRAIN, "num_test": NUM_TEST, "batch_size": 64},
+                  fast={"num_train": 300, "num_test": 150})

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.stats
-from latentdial.training.data.base import GroundTruthData
 
-from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, RepresentationFn, sample_train_test
+from .base import Metric
+from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, sample_points
 
 BACKENDS = ("lightgbm", "sklearn")
 
@@ -120,33 +120,5 @@ def _dci(
     return scores, importance
 
 
-def compute_dci_with_importance(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = ENCODE_BATCH,
-    backend: str = "lightgbm",
-) -> tuple[dict[str, float], np.ndarray]:
-    """DCI scores plus the importance matrix (D, F) the factor card uses."""
-    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
-    return _dci(*train, *test, backend=backend, seed=int(rng.integers(2**31)))
-
-
-def compute_dci(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = ENCODE_BATCH,
-    backend: str = "lightgbm",
-) -> dict[str, float]:
-    """DCI: {"disentanglement", "completeness", "informativeness_train", "informativeness_test"}."""
-    return compute_dci_with_importance(
-        dataset, representation_fn, rng,
-        num_train=num_train, num_test=num_test, batch_size=batch_size, backend=backend,
-    )[0]
+DCI = Metric("dci", sample_points, _dci, needs_test=True, seeded=True, artifact="importance",
+             reference={"num_train": NUM_TRAIN, "num_test": NUM_TEST, "batch_size": ENCODE_BATCH})

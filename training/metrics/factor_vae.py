@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from latentdial.training.data.base import GroundTruthData
 
+from .base import Metric
 from .utils import (
     ENCODE_BATCH,
     NUM_TEST,
@@ -63,35 +64,48 @@ def _generate_votes(
     return votes
 
 
-def _factor_vae_from_votes(train_votes: np.ndarray, eval_votes: np.ndarray) -> dict[str, float]:
-    """Majority-vote classifier from train votes (F, D); accuracy on train and eval votes."""
+def sample_votes(
+    dataset: GroundTruthData,
+    representation_fn: RepresentationFn,
+    rng: np.random.Generator,
+    *,
+    num_train: int,
+    num_test: int,
+    batch_size: int,
+    num_variance_estimate: int,
+    prune_threshold: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train votes (F, D), eval votes (F, D), active-dimension mask (D,)).
+
+    Global variances from ``num_variance_estimate`` i.i.d. points; with no active
+    dimension no vote is drawn (both vote tables are zero).
+    """
+    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, ENCODE_BATCH)
+    global_variances = np.var(codes, axis=0, ddof=1)
+    active = _prune_dims(global_variances, prune_threshold)
+    if not active.any():
+        none = np.zeros((dataset.num_factors, global_variances.shape[0]), dtype=np.int64)
+        return none, none, active
+    train = _generate_votes(dataset, representation_fn, batch_size, num_train, rng, global_variances, active)
+    evals = _generate_votes(dataset, representation_fn, batch_size, num_test, rng, global_variances, active)
+    return train, evals, active
+
+
+def _factor_vae_from_votes(train_votes: np.ndarray, eval_votes: np.ndarray, active: np.ndarray) -> dict[str, float]:
+    """Majority-vote classifier from train votes (F, D); {"train_accuracy", "eval_accuracy"} on
+    train and eval votes, and "num_active_dims" of the mask (D,)."""
+    if not active.any():
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0.0}
     classifier = np.argmax(train_votes, axis=0)  # (D,) factor per dim
     dims = np.arange(train_votes.shape[1])
     return {
         "train_accuracy": float(train_votes[classifier, dims].sum() / max(train_votes.sum(), 1)),
         "eval_accuracy": float(eval_votes[classifier, dims].sum() / max(eval_votes.sum(), 1)),
+        "num_active_dims": float(active.sum()),
     }
 
 
-def compute_factor_vae(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = 64,
-    num_variance_estimate: int = 10_000,
-    prune_threshold: float = 0.05,
-) -> dict[str, float]:
-    """FactorVAE score: {"train_accuracy", "eval_accuracy", "num_active_dims"}."""
-    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_variance_estimate, rng, ENCODE_BATCH)
-    global_variances = np.var(codes, axis=0, ddof=1)
-    active = _prune_dims(global_variances, prune_threshold)
-    if not active.any():
-        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0.0}
-    train = _generate_votes(dataset, representation_fn, batch_size, num_train, rng, global_variances, active)
-    evals = _generate_votes(dataset, representation_fn, batch_size, num_test, rng, global_variances, active)
-    out = _factor_vae_from_votes(train, evals)
-    out["num_active_dims"] = float(active.sum())
-    return out
+FACTOR_VAE = Metric("factor_vae", sample_votes, _factor_vae_from_votes, needs_test=True,
+                    reference={"num_train": NUM_TRAIN, "num_test": NUM_TEST, "batch_size": 64,
+                               "num_variance_estimate": 10_000},
+                    fast={"num_train": 500, "num_test": 250, "num_variance_estimate": 5_000})

@@ -15,17 +15,16 @@ Points are encoded 256 at a time (the reference used batches of 16; see docs/met
 from __future__ import annotations
 
 import numpy as np
-from latentdial.training.data.base import GroundTruthData
 
+from .base import Metric
 from .utils import (
     ENCODE_BATCH,
     NUM_BINS,
     NUM_TRAIN,
-    RepresentationFn,
     discrete_entropy,
     discrete_mutual_info,
-    generate_batch_factor_code,
     histogram_discretize,
+    sample_points,
 )
 
 
@@ -40,15 +39,4 @@ def _mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> di
     return {"discrete_mig": float(np.mean(gap))}
 
 
-def compute_mig(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    batch_size: int = ENCODE_BATCH,
-    num_bins: int = NUM_BINS,
-) -> dict[str, float]:
-    """MIG: {"discrete_mig"}."""
-    codes, factors = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    return _mig(codes, factors, num_bins)
+MIG = Metric("mig", sample_points, _mig, reference={"num_train": NUM_TRAIN, "batch_size": ENCODE_BATCH})

@@ -19,21 +19,20 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from latentdial.training.data.base import GroundTruthData
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import label_binarize
 
+from .base import Metric
 from .utils import (
     ENCODE_BATCH,
     NUM_TEST,
     NUM_TRAIN,
-    RepresentationFn,
     discrete_mutual_info,
     histogram_discretize,
     normalize_data,
-    sample_train_test,
+    sample_points,
 )
 
 
@@ -93,15 +92,5 @@ def _modularity_explicitness(
     }
 
 
-def compute_modularity_explicitness(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = ENCODE_BATCH,
-) -> dict[str, float]:
-    """{"modularity_score", "explicitness_score_train", "explicitness_score_test"}."""
-    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
-    return _modularity_explicitness(*train, *test)
+MODULARITY = Metric("modularity", sample_points, _modularity_explicitness, needs_test=True,
+                    reference={"num_train": NUM_TRAIN, "num_test": NUM_TEST, "batch_size": ENCODE_BATCH})

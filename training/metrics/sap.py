@@ -16,11 +16,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from latentdial.training.data.base import GroundTruthData
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, RepresentationFn, sample_train_test
+from .base import Metric
+from .utils import ENCODE_BATCH, NUM_TEST, NUM_TRAIN, sample_points
 
 
 def _score_matrix(
@@ -53,15 +53,5 @@ def _sap(
     return {"sap_score": float(np.mean(top[-1] - top[-2]))}
 
 
-def compute_sap(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    num_test: int = NUM_TEST,
-    batch_size: int = ENCODE_BATCH,
-) -> dict[str, float]:
-    """SAP: {"sap_score"}."""
-    train, test = sample_train_test(dataset, representation_fn, rng, num_train, num_test, batch_size)
-    return _sap(*train, *test)
+SAP = Metric("sap", sample_points, _sap, needs_test=True,
+             reference={"num_train": NUM_TRAIN, "num_test": NUM_TEST, "batch_size": ENCODE_BATCH})

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
-from latentdial.training.data.base import GroundTruthData
 
+from .base import Metric
 from .utils import (
     ENCODE_BATCH,
     NUM_TRAIN,
-    RepresentationFn,
     active_dims,
     discrete_mutual_info,
-    generate_batch_factor_code,
     histogram_discretize,
+    sample_points,
 )
 
 
@@ -43,8 +42,9 @@ def gaussian_wasserstein_correlation(cov: np.ndarray) -> float:
     return float(2 * np.trace(cov) - 2 * np.trace(np.real(root)))
 
 
-def _unsupervised(codes: np.ndarray, active_threshold: float = 0.01) -> dict[str, float]:
-    """Scores of codes (N, D)."""
+def _unsupervised(codes: np.ndarray, factors: np.ndarray, active_threshold: float = 0.01) -> dict[str, float]:
+    """Scores of codes (N, D). factors (N, F) are not used: taken so that every metric on
+    i.i.d. points scores the same (codes, factors) arrays."""
     active = active_dims(codes, active_threshold)
     out = {"num_active_dims": float(active.sum())}
     if active.sum() >= 2:
@@ -71,16 +71,5 @@ def _unsupervised(codes: np.ndarray, active_threshold: float = 0.01) -> dict[str
     return out
 
 
-def compute_unsupervised(
-    dataset: GroundTruthData,
-    representation_fn: RepresentationFn,
-    rng: np.random.Generator,
-    *,
-    num_train: int = NUM_TRAIN,
-    batch_size: int = ENCODE_BATCH,
-    active_threshold: float = 0.01,
-) -> dict[str, float]:
-    """{"num_active_dims", "gaussian_total_correlation", "gaussian_wasserstein_correlation",
-    "gaussian_wasserstein_correlation_norm", "mutual_info_score"}."""
-    codes, _ = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    return _unsupervised(codes, active_threshold)
+UNSUPERVISED = Metric("unsupervised", sample_points, _unsupervised,
+                      reference={"num_train": NUM_TRAIN, "batch_size": ENCODE_BATCH})

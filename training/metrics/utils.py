@@ -65,22 +65,25 @@ def generate_batch_factor_code(
     return np.concatenate(codes), np.concatenate(factors)
 
 
-def sample_train_test(
+def sample_points(
     dataset: GroundTruthData,
     representation_fn: RepresentationFn,
     rng: np.random.Generator,
+    *,
     num_train: int,
-    num_test: int,
     batch_size: int = ENCODE_BATCH,
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The train and test points of a metric on i.i.d. points, drawn in that order from ``rng``.
+    num_test: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """The sampler of every metric on i.i.d. points: train points, then test points, from ``rng``.
 
     Returns:
-        ((codes (num_train, D), factors (num_train, F)), (codes (num_test, D), factors (num_test, F))).
+        (codes (num_train, D), factors (num_train, F)), followed by
+        (codes (num_test, D), factors (num_test, F)) when ``num_test`` > 0.
     """
     train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
-    test = generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
-    return train, test
+    if not num_test:
+        return train
+    return train + generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
 
 
 def encode_factors(
