@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "loadtest"))
 
+from fixtures.load import ClosedLoop, wait_until
 from fixtures.toy_model import build_toy_model
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.supervisor import RestartPolicy, Supervisor, worker_config, worker_env
@@ -158,45 +159,14 @@ def test_two_workers_share_one_port_and_both_serve_requests(repository: Path) ->
     assert all(_gone(pid) for pid in pids), "SIGTERM reached every worker"
 
 
-class ClosedLoop:
-    """Client threads that each send Encode after Encode on their own channel (SDK retries on)."""
+def _encode_one(c: Client) -> None:
+    c.encode(np.zeros((1, 8, 8, 1), np.uint8))
 
-    def __init__(self, address: str, n_threads: int = 4) -> None:
-        self.address = address
-        self.ok = 0
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n_threads)]
 
-    def _loop(self) -> None:
-        x = np.zeros((1, 8, 8, 1), np.uint8)
-        # one TCP connection per thread, so the kernel spreads the threads over the workers
-        with Client(self.address, timeout_s=20, options=[("grpc.use_local_subchannel_pool", 1)]) as c:
-            while not self._stop.is_set():
-                try:
-                    c.encode(x)
-                except Exception as e:  # noqa: BLE001 - every failure is recorded and asserted on
-                    with self._lock:
-                        self.failures.append(repr(e))
-                else:
-                    with self._lock:
-                        self.ok += 1
-
-    def __enter__(self) -> ClosedLoop:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def successes_within(self, seconds: float) -> int:
-        before = self.ok
-        time.sleep(seconds)
-        return self.ok - before
+def _answers_within(load: ClosedLoop, seconds: float) -> int:
+    before = len(load.outcomes)
+    time.sleep(seconds)
+    return len(load.outcomes) - before
 
 
 def test_a_killed_worker_is_restarted_while_the_other_serves_and_retrying_clients_see_no_failure(
@@ -206,14 +176,16 @@ def test_a_killed_worker_is_restarted_while_the_other_serves_and_retrying_client
     try:
         w.wait_for(r"ready: 2 workers serving")
         pids = w.worker_pids()
-        with ClosedLoop(f"127.0.0.1:{w.port}") as load:
-            assert load.successes_within(1.0) > 0
+        # one TCP connection per thread, so the kernel spreads the threads over the workers
+        one_connection_each = [("grpc.use_local_subchannel_pool", 1)]
+        with ClosedLoop(f"127.0.0.1:{w.port}", _encode_one, n_threads=4, options=one_connection_each) as load:
+            assert _answers_within(load, 1.0) > 0
             killed_at = time.monotonic()
             os.kill(pids[1], signal.SIGKILL)
-            assert load.successes_within(0.5) > 0, "the other worker keeps serving"
+            assert _answers_within(load, 0.5) > 0, "the other worker keeps serving"
             back = w.wait_for(r"worker 1 pid (\d+) is back and ready", timeout_s=30)
             back_after_s = time.monotonic() - killed_at
-            assert load.successes_within(1.0) > 0
+            assert _answers_within(load, 1.0) > 0
         assert load.failures == [], load.failures[:5]
         assert back_after_s < 20, f"the dead worker came back only after {back_after_s:.1f} s"
         new_pid = int(back.group(1))
@@ -237,10 +209,10 @@ def test_workers_that_crash_in_a_loop_stop_the_service_for_the_process_manager(r
     watcher = threading.Thread(target=lambda: result.append(sup.watch()), daemon=True)
     watcher.start()
     try:
-        _wait_until(lambda: "ready: 2 workers" in out.getvalue(), out)
+        wait_until(lambda: "ready: 2 workers" in out.getvalue(), what=out.getvalue)
         first = sup.workers[0].proc.pid
         os.kill(first, signal.SIGKILL)
-        _wait_until(lambda: "worker 0 pid" in out.getvalue() and "is back and ready" in out.getvalue(), out)
+        wait_until(lambda: "is back and ready" in out.getvalue(), what=out.getvalue)
         os.kill(sup.workers[1].proc.pid, signal.SIGKILL)
         watcher.join(timeout=30)
     finally:
@@ -266,15 +238,6 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_instead_of_restarting_i
 def test_restart_backoff_doubles_for_quick_re_crashes_up_to_its_cap() -> None:
     p = RestartPolicy(backoff_s=0.5, max_backoff_s=3.0)
     assert [p.delay(k) for k in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-
-
-def _wait_until(predicate, out: io.StringIO, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; supervisor output:\n{out.getvalue()}")
 
 
 def test_sdk_clients_with_round_robin_spread_calls_over_servers(repository: Path) -> None:

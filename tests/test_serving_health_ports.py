@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
-from fixtures.server import ServerThread, make_config
+from fixtures.server import ServerThread, health_status, make_config
 from fixtures.toy_model import build_toy_model
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.ports import is_free
 from latentdial.serving.server import LIVENESS_SERVICE, grpc_options
@@ -31,11 +30,6 @@ from serverproc import ServerProcess, free_port  # noqa: E402
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def health(address: str, service: str = "") -> int:
-    with grpc.insecure_channel(address) as ch:
-        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 def serve_command(*args: str) -> list[str]:
@@ -74,24 +68,24 @@ def test_readiness_is_not_serving_when_every_model_failed_to_load_while_liveness
     bad = build_toy_model(tmp_path, "bad", "1")
     (bad.path / "decoder.onnx").write_bytes(b"half a file")
     with ServerThread(make_config(tmp_path)) as server, Client(server.address) as c:
-        assert health(server.address) == NOT_SERVING
-        assert health(server.address, "latentdial.v1.LatentDial") == NOT_SERVING
-        assert health(server.address, LIVENESS_SERVICE) == SERVING
+        assert health_status(server.address) == NOT_SERVING
+        assert health_status(server.address, "latentdial.v1.LatentDial") == NOT_SERVING
+        assert health_status(server.address, LIVENESS_SERVICE) == SERVING
         with pytest.raises(NotFoundError, match="serves no models"):
             c.model_info()
 
 
 def test_readiness_is_not_serving_for_an_empty_repository(tmp_path):
     with ServerThread(make_config(tmp_path)) as server:
-        assert health(server.address) == NOT_SERVING
-        assert health(server.address, LIVENESS_SERVICE) == SERVING
+        assert health_status(server.address) == NOT_SERVING
+        assert health_status(server.address, LIVENESS_SERVICE) == SERVING
 
 
 def test_readiness_and_liveness_are_serving_once_a_model_is_warm(toy_repo):
     root, _ = toy_repo
     with ServerThread(make_config(root)) as server:
         for service in ("", "latentdial.v1.LatentDial", LIVENESS_SERVICE):
-            assert health(server.address, service) == SERVING, service
+            assert health_status(server.address, service) == SERVING, service
 
 
 # ---------------------------------------------------------------------- ports --
@@ -115,7 +109,7 @@ def test_a_second_server_on_a_port_another_server_holds_fails_and_the_first_keep
     with ServerProcess(repository=root) as first:
         result = run_serve("--repository", str(root), "--port", str(first.port), "--metrics-port", "0")
         assert_one_clear_line(result, f"127.0.0.1:{first.port}", "address in use")
-        assert health(first.address) == SERVING
+        assert health_status(first.address) == SERVING
         assert first.proc.poll() is None
 
 
@@ -139,7 +133,7 @@ def test_a_lone_server_is_refused_a_port_the_workers_of_a_supervisor_share(toy_r
         assert_one_clear_line(lone, f"127.0.0.1:{port}", "address in use")
         second = run_serve("--repository", str(root), "--port", str(port), "--metrics-port", "0", "--workers", "2")
         assert_one_clear_line(second, f"127.0.0.1:{port}", "address in use")
-        assert health(f"127.0.0.1:{port}") == SERVING
+        assert health_status(f"127.0.0.1:{port}") == SERVING
     finally:
         sup.terminate()
         sup.communicate(timeout=30)

@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from fixtures.server import ServerThread, make_config
+from fixtures.server import ServerThread, health_status, make_config
 from fixtures.toy_model import build_toy_model
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
 from latentdial.serving.supervisor import free_port
 
@@ -31,11 +31,6 @@ from latentdial.client import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def health_status(address: str, service: str = "") -> int:
-    with grpc.insecure_channel(address) as ch:
-        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 def slow(server: ServerThread, graph: str, delay_s: float) -> None:
