@@ -9,7 +9,11 @@ merged into one batch:
 - one :class:`ServedModel` per model version (the loaded model and its two batchers);
 - the limits (``max_request_items``) and the readiness / drain state;
 - :meth:`Engine.call`, which wraps every request of every adapter: request id, metrics,
-  readiness, and turning an unexpected exception into :class:`Internal` with a request id.
+  readiness, and turning an unexpected exception into :class:`Internal` with a request id;
+- live changes of the served set (:mod:`model_control`): a version resolved by a request is
+  held until that request ends, :meth:`Engine.add` serves a warm version at once, and
+  :meth:`Engine.retire` stops resolving one and :meth:`Engine.close_retired` closes it once the
+  requests that hold it have ended.
 
 Shapes: images enter the domain calls as (N, C, H, W) float32 in [0, 1] (already validated by
 :mod:`codec`) and leave as (N, C, H, W) float32; latents are (N, D) float32.
@@ -18,7 +22,9 @@ Shapes: images enter the domain calls as (N, C, H, W) float32 in [0, 1] (already
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import functools
 import itertools
 import logging
@@ -43,7 +49,7 @@ from latentdial.serving.edits import (
 )
 from latentdial.serving.errors import Internal, InvalidArgument, ServiceError, Unavailable
 from latentdial.serving.metrics import ServiceMetrics
-from latentdial.serving.repository import LoadedModel, ModelRepository
+from latentdial.serving.repository import DRAINING, LoadedModel, ModelRepository, VersionStatus
 from latentdial.serving.runtimes import Runtime
 from latentdial.serving.structured_log import request_id
 
@@ -107,6 +113,9 @@ class Source:
     latents: np.ndarray | None = None
 
 
+#: The model versions the current request resolved (and holds until it ends); None outside a request.
+_held: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("held_versions", default=None)
+
 _ID_PREFIX = uuid.uuid4().hex[:8]
 _ID_COUNTER = itertools.count(1)
 
@@ -132,6 +141,11 @@ class Engine:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="runtime")
         self.draining = False
         self._served: dict[tuple[str, str], ServedModel] = {}
+        #: (name, version) -> requests holding it; an Event per version being removed
+        self._holders: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._released: dict[tuple[str, str], asyncio.Event] = {}
+        #: set by the server when a model-control mode is on (see serving/model_control.py)
+        self.control = None
 
     # -------------------------------------------------------------- lifecycle
     async def load(self) -> ModelRepository:
@@ -140,13 +154,59 @@ class Engine:
         repo = await asyncio.get_running_loop().run_in_executor(
             None,
             functools.partial(
-                ModelRepository.load, Path(c.repository), runtime=c.runtime, max_batch_size=c.max_batch_size
+                ModelRepository.load, Path(c.repository), runtime=c.runtime, max_batch_size=c.max_batch_size,
+                default_model=c.default_model,
             ),
         )
         for m in repo.all():
-            self._served[(m.name, m.version)] = ServedModel(m, self._batcher(m, "encoder"), self._batcher(m, "decoder"))
+            self._served[(m.name, m.version)] = self._serve(m)
         self.repository = repo
         return repo
+
+    def _serve(self, m: LoadedModel) -> ServedModel:
+        return ServedModel(m, self._batcher(m, "encoder"), self._batcher(m, "decoder"))
+
+    def add(self, m: LoadedModel) -> ServedModel:
+        """Serve a loaded, warm version from now on (its batchers first, then the lookup)."""
+        assert self.repository is not None
+        s = self._served[(m.name, m.version)] = self._serve(m)
+        self.repository.add(m)
+        return s
+
+    def retire(self, name: str, version: str) -> None:
+        """Stop resolving ``name/version`` (state DRAINING); requests that hold it go on. NotFound if not served."""
+        assert self.repository is not None
+        self.repository.get(name, version)  # NotFound with what exists
+        self.repository.remove(name, version)
+        self.repository.set_status(name, version, VersionStatus(DRAINING))
+
+    async def close_retired(self, name: str, version: str, *, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for the requests that hold a retired version, then close it."""
+        assert self.repository is not None
+        key = (name, version)
+        released = self._released[key] = asyncio.Event()
+        if self._holders[key] == 0:
+            released.set()
+        try:
+            await asyncio.wait_for(released.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("%s/%s: %d request(s) still running after %.0f s of draining; closing it anyway",
+                        name, version, self._holders[key], timeout_s)
+        finally:
+            del self._released[key]
+        s = self._served.pop(key)
+        await s.encoder.close()
+        await s.decoder.close()
+        s.model.close()
+        self.repository.set_status(name, version, None)
+
+    def _release(self, held: list[tuple[str, str]]) -> None:
+        for key in held:
+            self._holders[key] -= 1
+            if self._holders[key] <= 0:
+                del self._holders[key]
+                if key in self._released:
+                    self._released[key].set()
 
     def _batcher(self, m: LoadedModel, graph: str) -> DynamicBatcher:
         c = self.config
@@ -165,8 +225,8 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """True once every model is loaded and warm, until draining starts."""
-        return self.repository is not None and not self.draining
+        """True once models are loaded and warm and one at least is servable, until draining starts."""
+        return self.repository is not None and bool(self.repository.models) and not self.draining
 
     async def close(self) -> None:
         """Fail whatever still waits, release the runtimes and the executor."""
@@ -189,6 +249,8 @@ class Engine:
         does not refuse new calls by itself); gRPC lets its own server refuse them.
         """
         token = request_id.set(rid)
+        held: list[tuple[str, str]] = []
+        held_token = _held.set(held)
         m = self.metrics
         requests, latency = m.rpc_children(name)
         requests.inc()
@@ -221,6 +283,9 @@ class Engine:
             if code is not None:
                 m.failures.labels(name, code.name).inc()
             request_id.reset(token)
+            _held.reset(held_token)
+            if held:
+                self._release(held)
 
     # ---------------------------------------------------------------- models
     def served(self, name: str = "", version: str = "") -> ServedModel:
@@ -228,7 +293,12 @@ class Engine:
         if self.repository is None:
             raise Unavailable("the server is still loading models; retry shortly")
         m = self.repository.get(name, version)
-        return self._served[(m.name, m.version)]
+        key = (m.name, m.version)
+        held = _held.get()
+        if held is not None:  # inside a request: hold the version until the request ends
+            self._holders[key] += 1
+            held.append(key)
+        return self._served[key]
 
     def all_served(self) -> list[ServedModel]:
         return list(self._served.values())

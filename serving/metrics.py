@@ -36,6 +36,11 @@ class ServiceMetrics:
             "latentdial_batch_size", "items per runtime call", ["model", "graph"], buckets=_BATCH_BUCKETS, registry=r
         )
         self.in_flight = Gauge("latentdial_in_flight_requests", "RPCs being handled", registry=r)
+        self.model_load_failures = Counter(
+            "latentdial_model_load_failures", "model versions refused (checksum, manifest, runtime)", ["model"],
+            registry=r,
+        )
+        self.served_versions = Gauge("latentdial_served_versions", "model versions being served", registry=r)
         self._http = None
         self._children: dict[str, tuple] = {}
 

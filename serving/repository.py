@@ -4,8 +4,10 @@ Each version's files are checked against the manifest's sha256 before anything
 is loaded; a version that fails (checksum, manifest, runtime) is logged with the
 reason and skipped, and the rest are still served. Versions sort numerically
 when they are numbers ("10" after "9"), as text otherwise. The default model is
-the only one, or the one named in ``<repository>/default`` (a text file holding
-the model name), or ``"default"`` in ``<repository>/config.json``.
+the one named by the ``default_model`` setting, or in ``<repository>/default`` (a text
+file holding the model name), or ``"default"`` in ``<repository>/config.json``, or the
+only one; each may pin a version as ``name/version``, and an empty ModelRef then
+resolves to that version even when newer ones are served.
 """
 
 from __future__ import annotations
@@ -111,17 +113,51 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
     return LoadedModel(name, version, path, manifest, enc, dec, card, max_batch=limits)
 
 
-class ModelRepository:
-    """All served versions, looked up by (name, version) with empty = default/newest."""
+#: States of a version that is not (or no longer) simply served; a served version is "ready".
+LOADING, READY, DRAINING, FAILED = "loading", "ready", "draining", "failed"
 
-    def __init__(self, models: dict[str, dict[str, LoadedModel]], default: str | None, failed: dict[str, str]):
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """Where one version stands: loading, ready, draining (being unloaded) or failed (with why)."""
+
+    state: str
+    reason: str = ""
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """``"name"`` or ``"name/version"`` (the default model, optionally pinned to a version)."""
+    name, _, version = spec.strip().partition("/")
+    if not name or "/" in version:
+        raise ValueError(f"expected a model as 'name' or 'name/version', got {spec!r}")
+    return name, version or None
+
+
+class ModelRepository:
+    """All served versions, looked up by (name, version) with empty = default/newest.
+
+    The served set can change while requests run (model control): :meth:`add` and
+    :meth:`remove` replace a model's version table in one assignment, so a lookup sees the
+    old table or the new one, never a half-built one, and "latest" moves at once.
+    """
+
+    def __init__(self, models: dict[str, dict[str, LoadedModel]], default: str | None, failed: dict[str, str],
+                 *, default_spec: tuple[str, str | None] | None = None) -> None:
         self.models = models
+        #: the default model asked for (config, ``<repository>/default`` or config.json), maybe pinned
+        self.default_spec = default_spec
         self.default = default
+        #: the version an empty ModelRef resolves to when the default is pinned, else None (newest)
+        self.default_version: str | None = None
         #: "name/version" -> reason it is not served
         self.failed = failed
+        #: versions that are loading, draining or failed; served versions are READY and not listed here
+        self.pending: dict[tuple[str, str], VersionStatus] = {}
+        self._resolve_default()
 
     @classmethod
-    def load(cls, repository: Path | str, *, runtime: str = "auto", max_batch_size: int = 64) -> ModelRepository:
+    def load(cls, repository: Path | str, *, runtime: str = "auto", max_batch_size: int = 64,
+             default_model: str | None = None) -> ModelRepository:
         root = Path(repository)
         if not root.is_dir():
             raise FileNotFoundError(f"model repository {root} does not exist; pass --repository DIR")
@@ -139,7 +175,13 @@ class ModelRepository:
         models = {
             name: dict(sorted(versions.items(), key=lambda kv: version_key(kv[0]))) for name, versions in models.items()
         }
-        return cls(models, _default_name(root, models), failed)
+        repo = cls(models, None, failed, default_spec=_default_spec(root, default_model))
+        if repo.default_spec and repo.default_spec[0] not in models:
+            log.error("default model %r is not served; available: %s", repo.default_spec[0], sorted(models))
+        for key in failed:
+            name, _, version = key.partition("/")
+            repo.pending[(name, version)] = VersionStatus(FAILED, failed[key])
+        return repo
 
     def names(self) -> list[str]:
         return sorted(self.models)
@@ -152,41 +194,97 @@ class ModelRepository:
 
     def get(self, name: str = "", version: str = "") -> LoadedModel:
         """Resolve a ModelRef; NotFound lists what exists."""
-        if not self.models:
+        models = self.models  # one snapshot for the whole lookup
+        if not models:
             raise NotFound("the repository serves no models; check the server log for models that failed to load")
         if not name:
             if self.default is None:
-                raise NotFound(f"no default model; name one of {self.names()}")
-            name = self.default
-        if name not in self.models:
-            raise NotFound(f"model {name!r} is not served; available models: {self.names()}")
-        versions = self.models[name]
+                raise NotFound(f"no default model; name one of {sorted(models)}")
+            name, version = self.default, version or (self.default_version or "")
+        if name not in models:
+            raise NotFound(f"model {name!r} is not served; available models: {sorted(models)}")
+        versions = models[name]
         if not version:
-            return versions[list(versions)[-1]]
+            return versions[next(reversed(versions))]
         if version not in versions:
             raise NotFound(f"model {name!r} has no served version {version!r}; available versions: {list(versions)}")
         return versions[version]
+
+    # ------------------------------------------------------------ live changes
+    def add(self, m: LoadedModel) -> None:
+        """Serve ``m`` (loaded and warm); "latest" of its model moves to it if it is the newest."""
+        versions = dict(self.models.get(m.name, {}))
+        versions[m.version] = m
+        table = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
+        self.models = {**self.models, m.name: table}
+        self.pending.pop((m.name, m.version), None)
+        self.failed.pop(f"{m.name}/{m.version}", None)
+        self._resolve_default()
+
+    def remove(self, name: str, version: str) -> LoadedModel:
+        """Stop resolving ``name/version`` (requests that already hold it finish); returns it."""
+        versions = dict(self.models[name])
+        m = versions.pop(version)
+        models = dict(self.models)
+        if versions:
+            models[name] = versions
+        else:
+            del models[name]
+        self.models = models
+        self._resolve_default()
+        return m
+
+    def set_status(self, name: str, version: str, status: VersionStatus | None) -> None:
+        """Record a version's state (None forgets it); a failure also lands in :attr:`failed`."""
+        key = f"{name}/{version}"
+        if status is None:
+            self.pending.pop((name, version), None)
+            self.failed.pop(key, None)
+            return
+        self.pending[(name, version)] = status
+        if status.state == FAILED:
+            self.failed[key] = status.reason
+        else:
+            self.failed.pop(key, None)
+
+    def statuses(self, name: str) -> dict[str, VersionStatus]:
+        """Every known version of ``name`` (served, loading, draining, failed), in version order."""
+        out = {v: VersionStatus(READY) for v in self.models.get(name, {})}
+        out.update({v: st for (n, v), st in self.pending.items() if n == name})
+        return dict(sorted(out.items(), key=lambda kv: version_key(kv[0])))
+
+    def _resolve_default(self) -> None:
+        """The default model (and pinned version) among what is served now."""
+        self.default, self.default_version = None, None
+        if self.default_spec is not None:
+            name, version = self.default_spec
+            if name in self.models:
+                self.default, self.default_version = name, version
+                return
+        if len(self.models) == 1:
+            self.default = next(iter(self.models))
 
     def close(self) -> None:
         for m in self.all():
             m.close()
 
 
-def _default_name(root: Path, models: dict[str, dict[str, LoadedModel]]) -> str | None:
-    chosen = None
+def _default_spec(root: Path, configured: str | None) -> tuple[str, str | None] | None:
+    """The default model asked for: the config's ``default_model``, ``<root>/default`` or config.json."""
+    chosen, source = configured, "default_model"
     marker = root / DEFAULT_MARKER
     config = root / "config.json"
-    if marker.is_file():
-        chosen = marker.read_text().strip()
-    elif config.is_file():
+    if not chosen and marker.is_file():
+        chosen, source = marker.read_text().strip(), str(marker)
+    elif not chosen and config.is_file():
         try:
-            chosen = json.loads(config.read_text()).get("default")
+            chosen, source = json.loads(config.read_text()).get("default"), str(config)
         except (json.JSONDecodeError, AttributeError) as e:
             log.error("ignoring %s: %s", config, e)
-    if chosen:
-        if chosen in models:
-            return chosen
-        log.error("default model %r (from %s) is not served; available: %s", chosen, root, sorted(models))
-    if len(models) == 1:
-        return next(iter(models))
-    return None
+    if not chosen:
+        return None
+    try:
+        return parse_model_spec(chosen)
+    except ValueError as e:
+        log.error("ignoring the default model from %s: %s", source, e)
+        return None

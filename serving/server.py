@@ -9,7 +9,8 @@ Health has two meanings. Readiness (service ``""`` and ``latentdial.v1.LatentDia
 SERVING only while at least one model version is servable and the server is not draining,
 so balancers do not route to a replica that would answer NOT_FOUND to everything.
 Liveness (service ``liveness``) is SERVING from start-up on: the process answers, whatever
-it serves. A port another process holds fails start-up with :class:`PortInUse`.
+it serves. ``model/<name>`` and ``model/<name>/<version>`` say whether a model (any version)
+and each version are served; model control (:mod:`model_control`) updates all of them. A port another process holds fails start-up with :class:`PortInUse`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from grpc_reflection.v1alpha import reflection
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
 from latentdial.serving.metrics import ServiceMetrics
+from latentdial.serving.model_control import ModelControl
 from latentdial.serving.ports import PortInUse, grpc_port_message, require_free
+from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
 
 from latentdial.v1 import latentdial_pb2 as pb
@@ -85,7 +88,9 @@ class LatentDialServer:
         self.metrics = metrics
         self.port = 0
         self.metrics_port = 0
+        self.control: ModelControl | None = None
         self._stopped = False
+        self._model_health: set[str] = set()  # "model/<name>[/<version>]" names ever reported
 
     async def set_serving(self, serving: bool) -> None:
         """Readiness: SERVING only when asked and something servable is loaded (never once stopping)."""
@@ -95,9 +100,25 @@ class LatentDialServer:
         for name in _READINESS_SERVICES:
             await self.health.set(name, status)
 
-    async def refresh_readiness(self) -> None:
-        """Re-derive readiness after the served models changed (model control calls it)."""
+    async def refresh_health(self) -> None:
+        """Re-derive readiness, ``model/<name>`` and ``model/<name>/<version>`` after the served set changed."""
         await self.set_serving(True)
+        repo = self.engine.repository
+        if repo is None:
+            return
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        now: dict[str, int] = {}
+        for name in {*repo.models, *(n for n, _ in repo.pending)}:
+            statuses = repo.statuses(name)
+            now[f"model/{name}"] = serving if name in repo.models and not self._stopped else not_serving
+            for version, st in statuses.items():
+                now[f"model/{name}/{version}"] = serving if st.state == READY and not self._stopped else not_serving
+        for gone in self._model_health - set(now):
+            now[gone] = not_serving
+        for service_name, status in now.items():
+            await self.health.set(service_name, status)
+        self._model_health |= set(now)
+        self.metrics.served_versions.set(len(repo.all()))
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within grace, release everything."""
@@ -105,6 +126,8 @@ class LatentDialServer:
             return
         self._stopped = True
         await self.set_serving(False)
+        if self.control is not None:
+            await self.control.close()
         grace = self.config.grace_s if grace_s is None else grace_s
         self.engine.draining = True
         await self.grpc_server.stop(grace)
@@ -182,9 +205,14 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
         raise
     for name, reason in repo.failed.items():
         log.error("model %s is not served: %s", name, reason)
+        metrics.model_load_failures.labels(name.partition("/")[0]).inc()
     if not repo.all():
         log.error("no model version is servable: readiness stays NOT_SERVING (liveness is SERVING)")
-    await handle.set_serving(True)
+    if config.model_control != "none":
+        handle.control = engine.control = ModelControl(engine, config, metrics, handle.refresh_health)
+        if config.model_control == "poll":
+            handle.control.start_polling()
+    await handle.refresh_health()
     return handle, port
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from latentdial.serving import codec
 from latentdial.serving.edits import Edit, check_edit_count, sample_posterior
 from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
-from latentdial.serving.errors import InvalidArgument, ServiceError
+from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
+from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
 
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
@@ -32,6 +33,10 @@ _KINDS = {
     "circular": pb.FACTOR_KIND_CIRCULAR,
 }
 _PIN_OPS = {"value": "set_value", "latent": "set_latent", "label": "set_label"}
+_VERSION_STATES = {
+    LOADING: pb.VERSION_STATE_LOADING, READY: pb.VERSION_STATE_READY,
+    DRAINING: pb.VERSION_STATE_DRAINING, FAILED: pb.VERSION_STATE_FAILED,
+}
 
 
 def grpc_request_id(context: grpc.aio.ServicerContext) -> str:
@@ -113,10 +118,36 @@ class LatentDialService(pb_grpc.LatentDialServicer):
                     versions=repo.versions(name),
                     latest_version=repo.versions(name)[-1],
                     is_default=name == repo.default,
+                    version_status=[
+                        pb.VersionStatus(version=v, state=_VERSION_STATES[st.state], reason=st.reason)
+                        for v, st in repo.statuses(name).items()
+                    ],
+                    default_version=(repo.default_version or "") if name == repo.default else "",
                 )
                 for name in repo.names()
             ]
         )
+
+    @rpc("LoadModel")
+    async def LoadModel(self, request, context):
+        m = await self._control().load(request.model.name, request.model.version)
+        return pb.LoadModelResponse(model=pb.ModelRef(name=m.name, version=m.version))
+
+    @rpc("UnloadModel")
+    async def UnloadModel(self, request, context):
+        name = request.model.name
+        versions = await self._control().unload(name, request.model.version)
+        return pb.UnloadModelResponse(unloaded=[pb.ModelRef(name=name, version=v) for v in versions])
+
+    def _control(self):
+        control = self.engine.control
+        if control is None or control.mode != "explicit":
+            mode = control.mode if control is not None else "none"
+            raise FailedPrecondition(
+                f"the server runs with --model-control {mode}; start it with --model-control explicit "
+                "to load and unload models through LoadModel / UnloadModel"
+            )
+        return control
 
     @rpc("GetModelInfo")
     async def GetModelInfo(self, request, context):

@@ -42,4 +42,6 @@ def test_service_declares_every_rpc_of_the_design():
         "Traverse",
         "EditAttributes",
         "Generate",
+        "LoadModel",
+        "UnloadModel",
     }

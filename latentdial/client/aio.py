@@ -54,6 +54,17 @@ class AsyncClient(_Requests):
     async def list_models(self, *, timeout_s: float | None = None) -> list[pb.ModelSummary]:
         return list((await self._call("ListModels", pb.ListModelsRequest(), timeout_s)).models)
 
+    async def load_model(self, model: str, *, version: str | None = None, timeout_s: float | None = None) -> str:
+        """Admin: see :meth:`Client.load_model`."""
+        reply = await self._call("LoadModel", pb.LoadModelRequest(model=cv.model_ref(model, version)), timeout_s)
+        return reply.model.version
+
+    async def unload_model(self, model: str, *, version: str | None = None,
+                           timeout_s: float | None = None) -> list[str]:
+        """Admin: see :meth:`Client.unload_model`."""
+        reply = await self._call("UnloadModel", pb.UnloadModelRequest(model=cv.model_ref(model, version)), timeout_s)
+        return [r.version for r in reply.unloaded]
+
     async def model_info(self, model: str | None = None, *, version: str | None = None,
                          timeout_s: float | None = None) -> pb.ModelInfo:
         return await self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)),

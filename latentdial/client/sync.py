@@ -193,6 +193,18 @@ class Client(_Requests):
         """Every served model: ``.name``, ``.versions``, ``.latest_version``, ``.is_default``."""
         return list(self._call("ListModels", pb.ListModelsRequest(), timeout_s).models)
 
+    def load_model(self, model: str, *, version: str | None = None, timeout_s: float | None = None) -> str:
+        """Admin (server with ``--model-control explicit``): verify, load, warm and serve a version
+        (default: the newest on disk); returns the version now served. FailedPreconditionError says
+        why a version was refused; the versions served before keep serving."""
+        return self._call("LoadModel", pb.LoadModelRequest(model=cv.model_ref(model, version)), timeout_s).model.version
+
+    def unload_model(self, model: str, *, version: str | None = None, timeout_s: float | None = None) -> list[str]:
+        """Admin: stop serving a version (default: every version) once its in-flight requests finish;
+        returns the versions unloaded."""
+        reply = self._call("UnloadModel", pb.UnloadModelRequest(model=cv.model_ref(model, version)), timeout_s)
+        return [r.version for r in reply.unloaded]
+
     def model_info(self, model: str | None = None, *, version: str | None = None,
                    timeout_s: float | None = None) -> pb.ModelInfo:
         return self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)), timeout_s)

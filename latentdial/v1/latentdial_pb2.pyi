@@ -20,6 +20,14 @@ class ImageFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_FORMAT_FLOAT32: _ClassVar[ImageFormat]
     IMAGE_FORMAT_PNG: _ClassVar[ImageFormat]
 
+class VersionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERSION_STATE_UNSPECIFIED: _ClassVar[VersionState]
+    VERSION_STATE_LOADING: _ClassVar[VersionState]
+    VERSION_STATE_READY: _ClassVar[VersionState]
+    VERSION_STATE_DRAINING: _ClassVar[VersionState]
+    VERSION_STATE_FAILED: _ClassVar[VersionState]
+
 class FactorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FACTOR_KIND_UNSPECIFIED: _ClassVar[FactorKind]
@@ -33,6 +41,11 @@ IMAGE_FORMAT_UNSPECIFIED: ImageFormat
 IMAGE_FORMAT_UINT8: ImageFormat
 IMAGE_FORMAT_FLOAT32: ImageFormat
 IMAGE_FORMAT_PNG: ImageFormat
+VERSION_STATE_UNSPECIFIED: VersionState
+VERSION_STATE_LOADING: VersionState
+VERSION_STATE_READY: VersionState
+VERSION_STATE_DRAINING: VersionState
+VERSION_STATE_FAILED: VersionState
 FACTOR_KIND_UNSPECIFIED: FactorKind
 FACTOR_KIND_CONTINUOUS: FactorKind
 FACTOR_KIND_CATEGORICAL: FactorKind
@@ -75,16 +88,30 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("name", "versions", "latest_version", "is_default")
+    __slots__ = ("name", "versions", "latest_version", "is_default", "version_status", "default_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
     latest_version: str
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., latest_version: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    version_status: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    default_version: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., latest_version: _Optional[str] = ..., is_default: _Optional[bool] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., default_version: _Optional[str] = ...) -> None: ...
+
+class VersionStatus(_message.Message):
+    __slots__ = ("version", "state", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    state: VersionState
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[_Union[VersionState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -313,6 +340,30 @@ class EditAttributesResponse(_message.Message):
     images: ImageBatch
     latents: Tensor
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., images: _Optional[_Union[ImageBatch, _Mapping]] = ..., latents: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelRef
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("unloaded",)
+    UNLOADED_FIELD_NUMBER: _ClassVar[int]
+    unloaded: _containers.RepeatedCompositeFieldContainer[ModelRef]
+    def __init__(self, unloaded: _Optional[_Iterable[_Union[ModelRef, _Mapping]]] = ...) -> None: ...
 
 class FactorPin(_message.Message):
     __slots__ = ("factor", "dimension", "value", "latent", "label")

@@ -76,6 +76,16 @@ class LatentDialStub:
                 request_serializer=latentdial_dot_v1_dot_latentdial__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=latentdial_dot_v1_dot_latentdial__pb2.GenerateResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/latentdial.v1.LatentDial/LoadModel',
+                request_serializer=latentdial_dot_v1_dot_latentdial__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=latentdial_dot_v1_dot_latentdial__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/latentdial.v1.LatentDial/UnloadModel',
+                request_serializer=latentdial_dot_v1_dot_latentdial__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=latentdial_dot_v1_dot_latentdial__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class LatentDialServicer:
@@ -140,6 +150,27 @@ class LatentDialServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Admin (server started with --model-control explicit; same bearer token as
+        every other RPC; FAILED_PRECONDITION in other modes).
+        Verifies (sha256), loads and warms one version from the repository, then
+        serves it; an empty ModelRef.version loads the newest version directory.
+        A refused version answers FAILED_PRECONDITION with the reason, and the
+        versions served before keep serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Stops serving one version (or, with an empty ModelRef.version, every
+        version of the model). Requests that already resolved it finish first;
+        the call returns once it is unloaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LatentDialServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +213,16 @@ def add_LatentDialServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=latentdial_dot_v1_dot_latentdial__pb2.GenerateRequest.FromString,
                     response_serializer=latentdial_dot_v1_dot_latentdial__pb2.GenerateResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=latentdial_dot_v1_dot_latentdial__pb2.LoadModelRequest.FromString,
+                    response_serializer=latentdial_dot_v1_dot_latentdial__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=latentdial_dot_v1_dot_latentdial__pb2.UnloadModelRequest.FromString,
+                    response_serializer=latentdial_dot_v1_dot_latentdial__pb2.UnloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +443,60 @@ class LatentDial:
             '/latentdial.v1.LatentDial/Generate',
             latentdial_dot_v1_dot_latentdial__pb2.GenerateRequest.SerializeToString,
             latentdial_dot_v1_dot_latentdial__pb2.GenerateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentdial.v1.LatentDial/LoadModel',
+            latentdial_dot_v1_dot_latentdial__pb2.LoadModelRequest.SerializeToString,
+            latentdial_dot_v1_dot_latentdial__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/latentdial.v1.LatentDial/UnloadModel',
+            latentdial_dot_v1_dot_latentdial__pb2.UnloadModelRequest.SerializeToString,
+            latentdial_dot_v1_dot_latentdial__pb2.UnloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
