@@ -10,10 +10,9 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-ENV_PREFIX = "LATENTDIAL_"
+from latentdial.v1 import DEFAULT_MAX_MESSAGE_MB
 
-#: 1,024 images of 64x64x3 float32 are 48 MiB; leave room for protobuf framing and outputs.
-DEFAULT_MAX_MESSAGE_MB = 64
+ENV_PREFIX = "LATENTDIAL_"
 #: none: serve what loads at start-up; poll: follow the repository; explicit: LoadModel / UnloadModel RPCs.
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from latentdial.client import convert as cv
 from latentdial.client.errors import from_rpc_error
+from latentdial.v1 import DEFAULT_MAX_MESSAGE_MB
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
-DEFAULT_MAX_MESSAGE_MB = 64  # the server's default limit
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
 
 
