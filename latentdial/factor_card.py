@@ -26,6 +26,9 @@ import numpy as np
 
 FactorKind = Literal["continuous", "categorical", "circular"]
 KINDS: tuple[str, ...] = ("continuous", "categorical", "circular")
+#: Latent units swept by a traversal of a plain dimension or of a factor without calibration, and
+#: the value range of a hand-named factor: about two prior standard deviations either side of 0.
+DEFAULT_LATENT_RANGE: tuple[float, float] = (-2.0, 2.0)
 
 
 class FactorCardError(ValueError):
@@ -69,7 +72,7 @@ class FactorEntry:
     @property
     def value_range(self) -> tuple[float, float]:
         if not self.values:
-            return (-2.0, 2.0)  # latent units for hand-named dims
+            return DEFAULT_LATENT_RANGE  # latent units for hand-named dims
         return (float(min(self.values)), float(max(self.values)))
 
     def _require_calibration(self) -> None:

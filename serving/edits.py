@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 
-from latentdial.factor_card import FactorCard, FactorCardError, FactorEntry
+from latentdial.factor_card import DEFAULT_LATENT_RANGE, FactorCard, FactorCardError, FactorEntry
 
-DEFAULT_LATENT_RANGE = (-2.0, 2.0)
 #: Most edits in one EditAttributes request, and most pins in one Generate request. A model has a
 #: few dozen latent dimensions at most, so more operations than this are a mistake, not a need.
 MAX_EDITS = 64
@@ -143,7 +142,12 @@ def traverse(
     steps: int,
     card: FactorCard | None,
 ) -> tuple[np.ndarray, TraversalPlan]:
-    """Sweep grid from base latents (N, D) -> (N*T*S, D) latents, index (n*T + t)*S + s."""
+    """Sweep grid from base latents (N, D): ((N*T*S, D) latents, index (n*T + t)*S + s; the plan).
+
+    A dimension, or a factor without calibration, sweeps its latent from ``start`` to ``stop``
+    (default ``DEFAULT_LATENT_RANGE``); a calibrated factor sweeps its values (default: its range,
+    the full circle for a circular one) through the card.
+    """
     n, d_total = base.shape
     if not 2 <= steps <= 64:
         raise InvalidArgument(f"steps={steps} is outside 2..64")
@@ -151,21 +155,16 @@ def traverse(
         raise InvalidArgument("give dimensions or factors, not both")
     if not dims and not factors:
         dims = list(range(d_total))
-    setters = []  # per target: (name, values (S,), fn(z (S, D)) -> None)
-    if dims:
-        lo = DEFAULT_LATENT_RANGE[0] if start is None else start
-        hi = DEFAULT_LATENT_RANGE[1] if stop is None else stop
-        for d in dims:
-            d = _check_dim(d, d_total, "dimensions")
-            vals = np.linspace(lo, hi, steps)
-            setters.append((f"dim_{d}", vals, [d], vals[:, None]))
+    setters = []  # per target: (name, values (S,), dims, latents (S, len(dims)))
+    latent_sweep = np.linspace(DEFAULT_LATENT_RANGE[0] if start is None else start,
+                               DEFAULT_LATENT_RANGE[1] if stop is None else stop, steps)  # (S,)
+    for d in dims:
+        d = _check_dim(d, d_total, "dimensions")
+        setters.append((f"dim_{d}", latent_sweep, [d], latent_sweep[:, None]))
     for name in factors:
         entry = _entry(card, name, "factors")
         if not entry.calibrated:
-            lo = DEFAULT_LATENT_RANGE[0] if start is None else start
-            hi = DEFAULT_LATENT_RANGE[1] if stop is None else stop
-            vals = np.linspace(lo, hi, steps)
-            setters.append((name, vals, [entry.dims[0]], vals[:, None]))
+            setters.append((name, latent_sweep, [entry.dims[0]], latent_sweep[:, None]))
             continue
         flo, fhi = entry.value_range
         lo = flo if start is None else start
