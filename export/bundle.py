@@ -21,7 +21,6 @@ import dataclasses
 import datetime as _dt
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from latentdial.export import graphs, parity, variants
 
 from latentdial.manifest import Graph, GraphFile, Manifest, sha256_file
+from latentdial.provenance import code_version
 
 VARIANTS = ("fp16", "int8")
 Report = Callable[[str], None]
@@ -49,23 +49,6 @@ def parse_variants(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     if bad:
         raise ExportError(f"unknown variant(s) {bad}; valid: {list(VARIANTS)}")
     return tuple(dict.fromkeys(names))
-
-
-def _code_version() -> str:
-    """Git commit of the latentdial source tree (with '-dirty'), or the package version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        pkg = version("latentdial")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
-                             capture_output=True, text=True, timeout=5, check=True)
-        return f"{pkg}+{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        return pkg
 
 
 def _library_versions() -> dict[str, str]:
@@ -213,7 +196,7 @@ def export_run(
                 "objective": run.config.get("objective"),
                 "config": run.config,
                 "weights_metadata": run.weights_metadata,
-                "code_version": _code_version(),
+                "code_version": code_version(),
                 "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                 "versions": _library_versions(),
                 "variants_requested": list(variant_names),

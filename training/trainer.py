@@ -15,7 +15,6 @@ import csv
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,8 @@ from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get
 from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
 from tqdm import tqdm
 
+from latentdial.provenance import code_version
+
 log = logging.getLogger("latentdial.train")
 CHECKPOINTS = "checkpoints"
 LOSS_LOG = "loss_log.csv"
@@ -44,24 +45,6 @@ LOSS_LOG = "loss_log.csv"
 
 class TrainingError(RuntimeError):
     """Training cannot start or continue; the message says what to do."""
-
-
-def code_version() -> str:
-    """``git describe`` of the source tree when available, else the package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here,
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-        return f"git:{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version("latentdial")
-        except PackageNotFoundError:
-            return "unknown"
 
 
 def param_checksum(module: torch.nn.Module) -> str:
