@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentdial.images import to_uint8
 from latentdial.v1 import latentdial_pb2 as pb
 
 #: RPC name -> relative weight in the mix.
@@ -41,7 +42,7 @@ def image_pool(num: int, shape_chw: tuple[int, int, int], seed: int = 0) -> np.n
         raise ValueError(f"the load test renders 64x64 dSprites; the model wants {h}x{w}")
     if obs.shape[1] != c:
         obs = np.repeat(obs[:, :1], c, axis=1)
-    return np.ascontiguousarray((obs.transpose(0, 2, 3, 1) * 255.0).round().astype(np.uint8))
+    return np.ascontiguousarray(to_uint8(obs.transpose(0, 2, 3, 1)))
 
 
 def tensor_u8(images: np.ndarray) -> pb.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from latentdial.factor_card import FactorCard, FactorEntry
+from latentdial.images import to_uint8
 from latentdial.manifest import Manifest
 
 TILE_PAD = 2
@@ -68,7 +69,7 @@ def _font(size: int = 11) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 def _tile(image: np.ndarray) -> Image.Image:
     """(C, H, W) float in [0, 1] -> RGB PIL image."""
-    a = np.rint(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
+    a = to_uint8(image).transpose(1, 2, 0)
     return Image.fromarray(a[:, :, 0]).convert("RGB") if a.shape[2] == 1 else Image.fromarray(a[:, :, :3])
 
 

@@ -12,6 +12,7 @@ import io
 import numpy as np
 from latentdial.serving.errors import InvalidArgument
 
+from latentdial.images import to_uint8
 from latentdial.v1 import latentdial_pb2 as pb
 
 _DTYPES = {pb.DATA_TYPE_UINT8: np.dtype("<u1"), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}
@@ -163,11 +164,6 @@ def batch_from_images(images_nchw: np.ndarray, fmt: int) -> pb.ImageBatch:
     if fmt == pb.IMAGE_FORMAT_PNG:
         return pb.ImageBatch(png=pb.PngImages(images=[encode_png(img) for img in u8]))
     raise InvalidArgument(f"output_format {fmt} is unknown; use UINT8, FLOAT32 or PNG")
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] -> uint8, round(255 * x)."""
-    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def encode_png(hwc_u8: np.ndarray) -> bytes:

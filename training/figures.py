@@ -14,6 +14,8 @@ import torch
 from latentdial.training.model import VAEModel
 from PIL import Image, ImageDraw, ImageFont
 
+from latentdial.images import to_uint8
+
 PAD = 2
 LABEL_WIDTH = 84
 
@@ -24,7 +26,7 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     images = np.moveaxis(images, -3, -1)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
-    return (images * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(images)
 
 
 def image_grid(images: np.ndarray, row_labels: Sequence[str] | None = None) -> Image.Image:

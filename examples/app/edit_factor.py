@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from latentdial.client import Client, LatentDialError
+from latentdial.images import to_uint8
 
 
 def _value(text: str) -> float | str:
@@ -52,7 +53,7 @@ def source_image(path: str | None, shape_chw: tuple[int, int, int], seed: int) -
     if obs.shape[2:] != (h, w):
         raise SystemExit(f"the model takes {w}x{h} images; give one with --input")
     obs = np.repeat(obs, c, axis=1) if c != obs.shape[1] else obs
-    return (obs.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    return to_uint8(obs.transpose(0, 2, 3, 1))
 
 
 def _pil(img: np.ndarray) -> Image.Image:

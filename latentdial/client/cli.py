@@ -94,12 +94,14 @@ def _save_images(images, path: str, *, rows: int | None = None) -> None:
     import numpy as np
     from PIL import Image
 
+    from latentdial.images import to_uint8
+
     a = np.asarray(images)
     if path.endswith(".npy"):
         np.save(path, a)
         return
     if a.dtype != np.uint8:
-        a = np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)
+        a = to_uint8(a)
     n, h, w, c = a.shape
     rows = rows or 1
     cols = -(-n // rows)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from latentdial.client.errors import InvalidArgumentError
+from latentdial.images import to_uint8
 from latentdial.v1 import latentdial_pb2 as pb
 
 ImagesIn = np.ndarray | Any | Sequence[Any] | Sequence[bytes]
@@ -109,7 +110,7 @@ def image_batch_to_uint8(images: ImagesIn) -> np.ndarray:
         arrays = [np.asarray(Image.open(io.BytesIO(x))) for x in b.png.images]
         return np.stack([a[:, :, None] if a.ndim == 2 else a for a in arrays])
     a = from_tensor(b.tensor)
-    return a if a.dtype == np.uint8 else np.rint(a * 255.0).astype(np.uint8)
+    return a if a.dtype == np.uint8 else to_uint8(a)
 
 
 def wire_format(output: str) -> int:

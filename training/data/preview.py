@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latentdial.images import to_uint8
+
 from .base import GroundTruthData
 
 
@@ -55,7 +57,7 @@ def image_grid(images: np.ndarray, cols: int, pad: int = 2, pad_value: float = 0
         r, q = divmod(i, cols)
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         canvas[:, y : y + h, x : x + w] = img
-    out = np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+    out = to_uint8(canvas)
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 
