@@ -10,7 +10,6 @@ Only rank 0 writes files. Without those variables everything runs in one process
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,22 +101,6 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item() > 0)
 
 
-def broadcast_object(obj: Any, ctx: DistContext) -> Any:
-    """Rank 0's ``obj`` on every rank."""
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def main_only(ctx: DistContext, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 only, then wait for it on every rank."""
-    result = fn() if ctx.is_main else None
-    barrier(ctx)
-    return result
