@@ -1,4 +1,4 @@
-"""Errors the service raises, each tied to the gRPC status code of DESIGN.md's table.
+"""Errors the service raises, each tied to a gRPC status code (docs/api.md, "Error codes").
 
 Handlers raise these; ``service.rpc`` turns them into ``context.abort(code, message)``.
 Anything else becomes INTERNAL with a request id and no stack trace.

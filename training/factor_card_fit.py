@@ -136,7 +136,7 @@ def compute_factor_card(
     """The factor card of a representation on labelled data.
 
     Args:
-        importance: optional DCI importance matrix (D, F) (``compute_dci_with_importance``);
+        importance: optional DCI importance matrix (D, F) (``METRICS["dci"].run`` or ``compute_all(..., artifacts=...)``);
             without it dimensions are ranked by normalised mutual information.
         num_points: points encoded to measure mutual information.
         points_per_value: random points averaged per grid value in the calibration table.

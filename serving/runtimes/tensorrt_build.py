@@ -1,6 +1,7 @@
 """Build TensorRT engines from a model directory's ONNX graphs, and cache them.
 
-Engines are a cache, never the source of truth (DESIGN.md section 4): they live in
+Engines are a cache, never the source of truth (docs/architecture.md; layout in
+docs/runtimes.md, "TensorRT engines"): they live in
 ``<cache_dir>/<gpu model>/trt-<TensorRT version>/`` named by graph, precision, the
 ONNX file's sha256 and the batch profile, with a JSON sidecar recording what they
 were built from. A cached engine is used only when GPU model, TensorRT version and
