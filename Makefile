@@ -13,7 +13,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve protos lint sweep ship bench-runtimes bench-service bench-train bench-data bench-metrics loadtest clean
+.PHONY: serve test install-dev install-serve protos lint sweep ship bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -47,8 +47,15 @@ lint: $(VENV)/.installed
 bench-runtimes: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_runtimes.py
 
+# The service against its ceiling (echo + ONNX Runtime), batching on / off, one worker and two;
+# writes reports/bench_service/bench_service.{json,md}. About 15 minutes; run it on a quiet machine.
 bench-service: $(VENV)/.installed
-	$(VENV)/bin/python benchmarks/bench_service.py
+	$(VENV)/bin/python benchmarks/bench_service.py --workers 1 2 --out reports/bench_service
+
+# Where a request's time goes: py-spy samples the server under 64 callers (reports/profile/).
+PROFILE_MODEL ?= conv
+profile-service: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/profile_service.py --model $(PROFILE_MODEL) --out reports/profile-$(PROFILE_MODEL)
 
 bench-train: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_train.py

@@ -31,7 +31,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,9 +162,8 @@ class DynamicBatcher:
             self._worker = loop.create_task(self._loop(), name=f"batcher:{self.name}")
 
     async def _run_alone(self, inputs: Arrays) -> Arrays:
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        out = await loop.run_in_executor(self._executor, self._run, inputs)
+        out = await self._in_thread(inputs, holds_runtime=False)
         n = _batch_len(inputs)
         _check_outputs(self.name, out, n)
         if self._observer:
@@ -177,15 +176,44 @@ class DynamicBatcher:
         if deadline is not None and now >= deadline:
             raise DeadlineExceeded(f"{self.name}: the deadline passed before the request could run")
         self._busy = True
-        job = asyncio.get_running_loop().run_in_executor(self._executor, self._run, inputs)
-        job.add_done_callback(self._batch_done)  # the runtime is free only when the thread returns
-        out = await asyncio.shield(job)  # a caller that gives up does not free the runtime early
+        out = await self._in_thread(inputs, holds_runtime=True)
         _check_outputs(self.name, out, n)
         if self._observer:
             self._observer(n, 0.0)
         return out
 
-    def _batch_done(self, _job: object = None) -> None:
+    def _in_thread(self, inputs: Arrays, *, holds_runtime: bool) -> asyncio.Future:
+        """Run the graph on ``inputs`` in the executor; the future completes on the loop once it returns.
+
+        One executor hop each way and one future (no ``run_in_executor`` wrapper, no shield): a
+        caller that gives up cancels only its future, so with ``holds_runtime`` the runtime is
+        marked free when the thread has really returned, never earlier.
+        """
+        loop = asyncio.get_running_loop()
+        result = loop.create_future()
+
+        def settle(job: Future) -> None:  # on the loop
+            if holds_runtime:
+                self._batch_done()
+            if result.done():  # its caller gave up
+                return
+            if job.cancelled():
+                result.set_exception(Unavailable(f"{self.name}: the server shut down before this request ran"))
+            elif (exc := job.exception()) is not None:
+                result.set_exception(exc)
+            else:
+                result.set_result(job.result())
+
+        def back_to_loop(job: Future) -> None:  # in the runtime thread
+            try:
+                loop.call_soon_threadsafe(settle, job)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+                pass
+
+        (self._executor or _default_executor()).submit(self._run, inputs).add_done_callback(back_to_loop)
+        return result
+
+    def _batch_done(self) -> None:
         """The running batch returned: the worker dispatches whatever queued meanwhile."""
         self._busy = False
         if self._queue and self._waiter is not None:
@@ -246,15 +274,12 @@ class DynamicBatcher:
             await self._dispatch(live, now)
 
     async def _dispatch(self, live: list[_Chunk], now: float) -> None:
-        loop = asyncio.get_running_loop()
         inputs = live[0].inputs if len(live) == 1 else _concat([c.inputs for c in live])
         total = sum(c.n for c in live)
         waited = now - min(c.enqueued for c in live)
         self._busy = True
-        job = loop.run_in_executor(self._executor, self._run, inputs)
-        job.add_done_callback(self._batch_done)
         try:
-            out = await job
+            out = await self._in_thread(inputs, holds_runtime=True)
             _check_outputs(self.name, out, total)
         except asyncio.CancelledError:
             for c in live:
@@ -273,6 +298,17 @@ class DynamicBatcher:
             if not c.future.done():
                 c.future.set_result({k: v[start : start + c.n] for k, v in out.items()})
             start += c.n
+
+
+_DEFAULT_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _default_executor() -> ThreadPoolExecutor:
+    """The thread pool of batchers created without one (the service always passes its own)."""
+    global _DEFAULT_EXECUTOR
+    if _DEFAULT_EXECUTOR is None:
+        _DEFAULT_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="batcher")
+    return _DEFAULT_EXECUTOR
 
 
 def _wake(waiter: asyncio.Future) -> None:
