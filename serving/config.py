@@ -63,6 +63,11 @@ class ServerConfig:
             raise ValueError("max_queue_delay_ms and grace_s must be >= 0")
         if self.model_control not in MODEL_CONTROL_MODES:
             raise ValueError(f"model_control must be one of {', '.join(MODEL_CONTROL_MODES)}, got {self.model_control!r}")
+        if self.model_control == "explicit" and int(self.workers) > 1:
+            raise ValueError(
+                "model_control 'explicit' needs one process: with --workers N a LoadModel / UnloadModel "
+                "call reaches one worker only; use --model-control poll with several workers"
+            )
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -254,14 +254,19 @@ class ModelRepository:
         return dict(sorted(out.items(), key=lambda kv: version_key(kv[0])))
 
     def _resolve_default(self) -> None:
-        """The default model (and pinned version) among what is served now."""
+        """The default model (and pinned version) among what is served now.
+
+        The one asked for when it is served; else the default so far while it stays served (a
+        second model that appears does not take the default away from the only one); else the
+        only model.
+        """
+        previous = self.default
         self.default, self.default_version = None, None
-        if self.default_spec is not None:
-            name, version = self.default_spec
-            if name in self.models:
-                self.default, self.default_version = name, version
-                return
-        if len(self.models) == 1:
+        if self.default_spec is not None and self.default_spec[0] in self.models:
+            self.default, self.default_version = self.default_spec
+        elif previous in self.models:
+            self.default = previous
+        elif len(self.models) == 1:
             self.default = next(iter(self.models))
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from fixtures.load import ClosedLoop, Outcome, wait_until
 from fixtures.server import ServerThread, health_status, make_config
 from fixtures.toy_model import ToyModel, build_toy_model
 from grpc_health.v1 import health_pb2
+from latentdial.serving.config import ServerConfig
 from latentdial.serving.server import LIVENESS_SERVICE
 
 from latentdial.client import Client, FailedPreconditionError, NotFoundError, UnauthenticatedError
@@ -177,6 +180,39 @@ def test_a_pinned_default_version_answers_empty_refs_while_latest_moves(tmp_path
         assert c.encode(X, model="toy").model == ("toy", "2"), "naming the model gets its latest"
         (summary,) = c.list_models()
         assert summary.is_default and summary.default_version == "1" and summary.latest_version == "2"
+
+
+def test_a_second_model_that_appears_does_not_take_the_default_from_the_only_one(tmp_path):
+    build_toy_model(tmp_path, "toy", "1")
+    with ServerThread(make_config(tmp_path, model_control="explicit")) as server, Client(server.address) as c:
+        build_toy_model(tmp_path, "other", "1", seed=5)
+        c.load_model("other")
+        assert c.encode(X).model == ("toy", "1")
+        assert {m.name: m.is_default for m in c.list_models()} == {"other": False, "toy": True}
+
+
+def test_the_command_line_client_loads_unloads_and_lists_refused_versions(tmp_path):
+    build_toy_model(tmp_path, "toy", "1")
+    with ServerThread(make_config(tmp_path, model_control="explicit")) as server:
+        build_toy_model(tmp_path, "toy", "2", seed=2)
+        corrupt_copy(tmp_path, "3", seed=3)
+
+        def client(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "latentdial.cli", "client", "--address", server.address,
+                                   "--model", "toy", *args], capture_output=True, text=True, timeout=60)
+
+        assert client("--version", "2", "load").stdout.strip() == "serving toy/2"
+        refused = client("--version", "3", "load")
+        assert refused.returncode == 1 and "toy/3 was refused" in refused.stderr
+        assert client("--version", "1", "unload").stdout.strip() == "unloaded toy/1"
+        listed = client("list").stdout
+        assert "toy (default): versions ['2'], latest 2; 3 FAILED (" in listed and "sha256" in listed
+
+
+def test_explicit_model_control_refuses_several_workers_whose_admin_calls_would_reach_one():
+    with pytest.raises(ValueError, match="reaches one worker only"):
+        ServerConfig(model_control="explicit", workers=2)
+    assert ServerConfig(model_control="poll", workers=2).workers == 2
 
 
 def test_admin_rpcs_need_the_token_and_explicit_mode(tmp_path):

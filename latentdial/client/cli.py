@@ -9,6 +9,8 @@ Examples::
     latentdial client traverse a.png --factors scale pos_x --steps 8 --out traversal.png
     latentdial client edit a.png --set scale=0.8 --set shape=heart --shift pos_x=0.2 --out edited.png
     latentdial client generate --count 16 --pin shape=heart --out samples.png
+    latentdial client --model dsprites --version 3 load     # server with --model-control explicit
+    latentdial client --model dsprites --version 2 unload
 
 Images given as ``.npy`` are (N, H, W, C) or (H, W, C) arrays; ``.png`` files
 are stacked in order. ``--out`` ending in ``.npy`` saves the array; ``.png``
@@ -33,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="list models and versions")
     sub.add_parser("info", help="describe a model: shapes, factors, metrics, runtime")
+    sub.add_parser("load", help="admin: verify, warm and serve --model [--version] (--model-control explicit)")
+    sub.add_parser("unload", help="admin: drain and unload --model [--version] (--model-control explicit)")
 
     p = sub.add_parser("encode", help="images -> latents (.npy)")
     p.add_argument("inputs", nargs="+", help="PNG files or one .npy")
@@ -157,8 +161,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for m in c.list_models():
-                star = " (default)" if m.is_default else ""
-                print(f"{m.name}{star}: versions {list(m.versions)}, latest {m.latest_version}")
+                star = f" (default{' pinned to ' + m.default_version if m.default_version else ''})" \
+                    if m.is_default else ""
+                others = [f"{s.version} {sdk.convert.pb.VersionState.Name(s.state).removeprefix('VERSION_STATE_')}"
+                          + (f" ({s.reason})" if s.reason else "")
+                          for s in m.version_status if s.state != sdk.convert.pb.VERSION_STATE_READY]
+                more = f"; {', '.join(others)}" if others else ""
+                print(f"{m.name}{star}: versions {list(m.versions)}, latest {m.latest_version}{more}")
+        elif args.action in ("load", "unload"):
+            if not args.model:
+                raise SystemExit(f"latentdial client {args.action}: name the model with --model")
+            if args.action == "load":
+                version = c.load_model(args.model, version=args.model_version)
+                print(f"serving {args.model}/{version}")
+            else:
+                for v in c.unload_model(args.model, version=args.model_version):
+                    print(f"unloaded {args.model}/{v}")
         elif args.action == "info":
             info = c.model_info(args.model, version=args.model_version)
             print(f"{info.model.name}/{info.model.version}: {info.channels}x{info.height}x{info.width} images, "
