@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -199,3 +200,114 @@ def test_client_command_runs_as_a_separate_process(toy_server):
                        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "toy (default): versions ['1'], latest 1"
+
+
+def test_list_models_and_model_info_return_dataclasses_with_no_protobuf_inside(toy_server):
+    from google.protobuf.message import Message
+
+    from latentdial.client import info as sdk_info
+
+    server, _ = toy_server
+    with Client(server.address) as c:
+        models, info = c.list_models(), c.model_info()
+
+    def no_protobuf(value) -> None:
+        assert not isinstance(value, Message), type(value)
+        if isinstance(value, tuple | list):
+            for v in value:
+                no_protobuf(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                no_protobuf(v)
+        elif hasattr(value, "__dataclass_fields__"):
+            for name in value.__dataclass_fields__:
+                no_protobuf(getattr(value, name))
+
+    no_protobuf(models)
+    no_protobuf(info)
+    (toy,) = models
+    assert isinstance(toy, sdk_info.ModelSummary) and toy.versions == ("1",) and toy.is_default
+    assert all(isinstance(s, sdk_info.VersionStatus) and s.state == "ready" for s in toy.version_status)
+    assert isinstance(info, sdk_info.ModelInfo) and (info.model.name, info.model.version) == ("toy", "1")
+    assert isinstance(info.batching, sdk_info.BatchingInfo) and info.batching.max_batch_size >= 1
+    kinds = {f.name: f.kind for f in info.factors}
+    assert all(isinstance(f, sdk_info.FactorInfo) for f in info.factors)
+    assert kinds["shape"] == "categorical" and kinds["angle"] == "circular"
+
+
+class _Unavailable:
+    """A LatentDial server whose ListModels answers UNAVAILABLE after ``delay_s``, ``fail`` times."""
+
+    def __init__(self, delay_s: float, fail: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from latentdial.v1 import latentdial_pb2 as pb
+        from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+        self.calls = 0
+        outer = self
+
+        class Servicer(pb_grpc.LatentDialServicer):
+            def ListModels(self, request, context):
+                outer.calls += 1
+                time.sleep(delay_s)
+                if outer.calls <= fail:
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "warming up (test)")
+                return pb.ListModelsResponse(models=[pb.ModelSummary(name="m", versions=["1"])])
+
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        pb_grpc.add_LatentDialServicer_to_server(Servicer(), self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop(None)
+
+
+def test_one_deadline_covers_every_attempt_and_backoff_of_a_call():
+    # Each attempt takes 0.4 s to fail. With a per-attempt timeout, 6 attempts and their backoff
+    # would take about 4 s; one 1 s deadline for the whole call stops after the third attempt.
+    with _Unavailable(delay_s=0.4, fail=100) as server, \
+            Client(server.address, retries=5, retry_backoff_s=0.05) as c:
+        t0 = time.monotonic()
+        with pytest.raises(LatentDialError) as e:
+            c.list_models(timeout_s=1.0)
+        elapsed = time.monotonic() - t0
+    assert e.value.code in ("DEADLINE_EXCEEDED", "UNAVAILABLE")
+    assert elapsed < 1.6, f"the call took {elapsed:.2f} s past a 1 s deadline"
+    assert 2 <= server.calls <= 3
+
+
+def test_the_async_client_keeps_the_same_single_deadline():
+    async def call(address):
+        async with AsyncClient(address, retries=5, retry_backoff_s=0.05) as c:
+            t0 = time.monotonic()
+            with pytest.raises(LatentDialError):
+                await c.list_models(timeout_s=1.0)
+            return time.monotonic() - t0
+
+    with _Unavailable(delay_s=0.4, fail=100) as server:
+        elapsed = asyncio.run(call(server.address))
+    assert elapsed < 1.6 and 2 <= server.calls <= 3
+
+
+def test_unavailable_is_retried_while_the_deadline_allows():
+    with _Unavailable(delay_s=0.0, fail=2) as server, Client(server.address, retries=3, retry_backoff_s=0.01) as c:
+        assert [m.name for m in c.list_models(timeout_s=10)] == ["m"]
+    assert server.calls == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "soon"])
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused(bad):
+    with pytest.raises(InvalidArgumentError, match="timeout_s must be a number of seconds > 0"):
+        Client("127.0.0.1:1", timeout_s=bad)
+    with Client("127.0.0.1:1") as c, pytest.raises(InvalidArgumentError, match="timeout_s must be"):
+        c.list_models(timeout_s=bad)
+
+
+def test_the_client_command_refuses_a_zero_timeout(capsys):
+    assert cli_main(["client", "--address", "127.0.0.1:1", "--timeout-s", "0", "list"]) == 2
+    assert "timeout_s must be a number of seconds > 0" in capsys.readouterr().err

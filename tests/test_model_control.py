@@ -25,7 +25,6 @@ from latentdial.serving.config import ServerConfig
 from latentdial.serving.server import LIVENESS_SERVICE
 
 from latentdial.client import Client, FailedPreconditionError, NotFoundError, UnauthenticatedError
-from latentdial.v1 import latentdial_pb2 as pb
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -109,7 +108,7 @@ def test_explicit_swap_unload_and_corrupt_drop_under_load_fail_no_request_and_an
         load.wait_answers(20)
         (summary,) = admin.list_models()
         assert list(summary.versions) == ["2"] and summary.latest_version == "2"
-        assert states(admin) == {"2": pb.VERSION_STATE_READY, "3": pb.VERSION_STATE_FAILED}
+        assert states(admin) == {"2": "ready", "3": "failed"}
         assert "sha256" in {s.version: s.reason for s in summary.version_status}["3"]
         assert health_status(server.address) == SERVING
         assert health_status(server.address, "model/toy/3") == NOT_SERVING
@@ -147,7 +146,7 @@ def test_an_unloaded_version_drains_its_in_flight_request_first_and_health_follo
         assert started.wait(10)
         unloader = threading.Thread(target=lambda: result.append(c.unload_model("toy", version="1")))
         unloader.start()
-        wait_until(lambda: states(c).get("1") == pb.VERSION_STATE_DRAINING, what="version 1 DRAINING")
+        wait_until(lambda: states(c).get("1") == "draining", what="version 1 DRAINING")
         assert health_status(server.address, "model/toy/1") == NOT_SERVING
         assert health_status(server.address, "model/toy") == SERVING
         with pytest.raises(NotFoundError):
@@ -160,7 +159,7 @@ def test_an_unloaded_version_drains_its_in_flight_request_first_and_health_follo
         mean, _ = refs["1"].encode(X.transpose(0, 3, 1, 2))
         np.testing.assert_allclose(r.latents, mean, atol=1e-4)
         assert ["1"] in result
-        assert states(c) == {"2": pb.VERSION_STATE_READY}
+        assert states(c) == {"2": "ready"}
 
         assert c.unload_model("toy") == ["2"]
         assert health_status(server.address) == NOT_SERVING, "nothing servable: readiness NOT_SERVING"
@@ -257,7 +256,7 @@ def test_poll_serves_a_new_version_once_warm_refuses_a_half_copy_once_and_unload
 
         # a half-copied version: refused with one line, retried once its files change, then served
         half = corrupt_copy(repo, "3", seed=3)
-        wait_until(lambda: states(c).get("3") == pb.VERSION_STATE_FAILED, what="version 3 refused")
+        wait_until(lambda: states(c).get("3") == "failed", what="version 3 refused")
         time.sleep(0.3)  # several polls: the unchanged refused copy is not tried again
         assert len(refused_lines(caplog, "toy/3")) == 1
         assert c.list_models()[0].latest_version == "2", "the previous version keeps serving"

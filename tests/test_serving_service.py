@@ -60,8 +60,8 @@ def test_model_info_describes_shapes_factors_metrics_runtime_and_batching(served
     assert (info.model.name, info.model.version) == ("toy", "10")
     assert (info.channels, info.height, info.width, info.latent_dim) == (1, 8, 8, 4)
     f = {x.name: x for x in info.factors}
-    assert f["shape"].kind == pb.FACTOR_KIND_CATEGORICAL and list(f["shape"].labels) == ["square", "ellipse", "heart"]
-    assert f["angle"].kind == pb.FACTOR_KIND_CIRCULAR and list(f["angle"].dimensions) == [2]
+    assert f["shape"].kind == "categorical" and list(f["shape"].labels) == ["square", "ellipse", "heart"]
+    assert f["angle"].kind == "circular" and list(f["angle"].dimensions) == [2]
     assert (f["pos_x"].min_value, f["pos_x"].max_value) == (0.0, 1.0)
     assert info.metrics["mig"] == pytest.approx(0.5)
     assert info.runtime == "onnxruntime-cpu"

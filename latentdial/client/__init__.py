@@ -13,10 +13,19 @@ from latentdial.client.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from latentdial.client.info import (
+    BatchingInfo,
+    FactorInfo,
+    ModelInfo,
+    ModelRef,
+    ModelSummary,
+    VersionStatus,
+)
 from latentdial.client.sync import Client, LatentsSource, latents
 
 __all__ = [
-    "AsyncClient", "Client", "DeadlineExceededError", "Edit", "EncodeResult", "FailedPreconditionError",
-    "ImagesResult", "InternalError", "InvalidArgumentError", "LatentDialError", "LatentsSource", "NotFoundError",
-    "Pin", "ResourceExhaustedError", "Traversal", "UnauthenticatedError", "UnavailableError", "latents",
+    "AsyncClient", "BatchingInfo", "Client", "DeadlineExceededError", "Edit", "EncodeResult", "FactorInfo",
+    "FailedPreconditionError", "ImagesResult", "InternalError", "InvalidArgumentError", "LatentDialError",
+    "LatentsSource", "ModelInfo", "ModelRef", "ModelSummary", "NotFoundError", "Pin", "ResourceExhaustedError",
+    "Traversal", "UnauthenticatedError", "UnavailableError", "VersionStatus", "latents",
 ]

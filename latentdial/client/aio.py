@@ -10,7 +10,8 @@ import grpc
 
 from latentdial.client import convert as cv
 from latentdial.client.errors import from_rpc_error
-from latentdial.client.sync import _RETRY_CODES, ChannelSettings, _Requests
+from latentdial.client.info import ModelInfo, ModelSummary
+from latentdial.client.sync import Attempts, ChannelSettings, _Requests
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -39,20 +40,21 @@ class AsyncClient(_Requests):
         await self.close()
 
     async def _call(self, method: str, request, timeout_s: float | None):
+        """Send ``request`` within one deadline (``Attempts``), retrying only UNAVAILABLE."""
         fn = getattr(self._stub, method)
-        s = self.settings
-        for attempt in range(s.retries + 1):
+        attempts = Attempts(self.settings, timeout_s)
+        while True:
             try:
-                return await fn(request, timeout=timeout_s or s.timeout_s, metadata=s.metadata())
+                return await fn(request, timeout=attempts.remaining(), metadata=self.settings.metadata())
             except grpc.RpcError as e:
-                if e.code() in _RETRY_CODES and attempt < s.retries:
-                    await asyncio.sleep(s.retry_backoff_s * 2**attempt)
-                    continue
-                raise from_rpc_error(e) from e
-        raise AssertionError("unreachable")
+                wait = attempts.backoff(e)
+                if wait is None:
+                    raise from_rpc_error(e) from e
+                await asyncio.sleep(wait)
 
-    async def list_models(self, *, timeout_s: float | None = None) -> list[pb.ModelSummary]:
-        return list((await self._call("ListModels", pb.ListModelsRequest(), timeout_s)).models)
+    async def list_models(self, *, timeout_s: float | None = None) -> list[ModelSummary]:
+        reply = await self._call("ListModels", pb.ListModelsRequest(), timeout_s)
+        return [ModelSummary.from_proto(m) for m in reply.models]
 
     async def load_model(self, model: str, *, version: str | None = None, timeout_s: float | None = None) -> str:
         """Admin: see :meth:`Client.load_model`."""
@@ -66,9 +68,9 @@ class AsyncClient(_Requests):
         return [r.version for r in reply.unloaded]
 
     async def model_info(self, model: str | None = None, *, version: str | None = None,
-                         timeout_s: float | None = None) -> pb.ModelInfo:
-        return await self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)),
-                                timeout_s)
+                         timeout_s: float | None = None) -> ModelInfo:
+        return ModelInfo.from_proto(
+            await self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)), timeout_s))
 
     async def encode(self, images: cv.ImagesIn, *, model: str | None = None, version: str | None = None,
                      sample: bool = False, seed: int = 0, timeout_s: float | None = None) -> cv.EncodeResult:

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", default=None, help="PEM CA of the server's certificate: use TLS")
     parser.add_argument("--tls-cert", default=None, help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", default=None, help="client key for mutual TLS")
-    parser.add_argument("--timeout-s", type=float, default=30.0)
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="deadline of each command's call in seconds, retries included (> 0; default 30)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="list models and versions")
     sub.add_parser("info", help="describe a model: shapes, factors, metrics, runtime")
@@ -155,8 +156,12 @@ def run(args: argparse.Namespace) -> int:
     from latentdial import client as sdk
 
     token = args.token or os.environ.get("LATENTDIAL_TOKEN")
-    c = sdk.Client(args.address, token=token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                   timeout_s=args.timeout_s)
+    try:
+        c = sdk.Client(args.address, token=token, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                       timeout_s=args.timeout_s)
+    except sdk.LatentDialError as e:
+        print(f"latentdial client: {e}", file=sys.stderr)
+        return 2
     ref = {"model": args.model, "version": args.model_version}
     try:
         if args.action == "list":
@@ -182,9 +187,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{info.model.name}/{info.model.version}: {info.channels}x{info.height}x{info.width} images, "
                   f"latent_dim {info.latent_dim}, runtime {info.runtime}")
             for f in info.factors:
-                kind = sdk.convert.pb.FactorKind.Name(f.kind).removeprefix("FACTOR_KIND_").lower()
                 labels = f" labels {list(f.labels)}" if f.labels else ""
-                print(f"  factor {f.name} ({kind}) dims {list(f.dimensions)} "
+                print(f"  factor {f.name} ({f.kind}) dims {list(f.dimensions)} "
                       f"range [{f.min_value:g}, {f.max_value:g}]{labels}")
             for k, v in sorted(info.metrics.items()):
                 print(f"  metric {k} = {v:.4f}")

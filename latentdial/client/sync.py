@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 
 from latentdial.client import convert as cv
 from latentdial.client.errors import from_rpc_error
+from latentdial.client.info import ModelInfo, ModelSummary
 from latentdial.v1 import DEFAULT_MAX_MESSAGE_MB
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
@@ -31,7 +33,10 @@ _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
 
 @dataclass
 class ChannelSettings:
-    """How to reach a server: TLS files, token, message limit, retries, default timeout."""
+    """How to reach a server: TLS files, token, message limit, retries, default timeout.
+
+    ``timeout_s`` is the default deadline of one call, retries and their backoff included.
+    """
 
     token: str | None = None
     tls_ca: str | None = None  # PEM of the CA that signed the server's cert; set: use TLS
@@ -42,6 +47,12 @@ class ChannelSettings:
     timeout_s: float = 30.0
     retries: int = 3
     retry_backoff_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.timeout_s = check_timeout(self.timeout_s)
+        if int(self.retries) < 0 or self.retry_backoff_s < 0:
+            raise cv.InvalidArgumentError(
+                f"retries and retry_backoff_s must be >= 0, got {self.retries} and {self.retry_backoff_s}")
 
     def options(self, extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
         """gRPC channel arguments: the message-size limits (and TLS name override), then ``extra``.
@@ -82,6 +93,47 @@ class ChannelSettings:
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+def check_timeout(timeout_s: float) -> float:
+    """A deadline in seconds must be a finite number > 0; InvalidArgumentError otherwise."""
+    try:
+        t = float(timeout_s)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (t > 0 and math.isfinite(t)):
+        raise cv.InvalidArgumentError(
+            f"timeout_s must be a number of seconds > 0, got {timeout_s!r}; omit it for the client's default")
+    return t
+
+
+class Attempts:
+    """One deadline over every attempt of one call (after tritonclient's client-side timeout).
+
+    ``timeout_s`` (None: the settings' default) is the whole call's budget: each attempt gets
+    what is left of it, and a retry happens only if its backoff ends before the deadline.
+    Only UNAVAILABLE is retried, at most ``settings.retries`` times, backing off
+    ``retry_backoff_s * 2**attempt``.
+    """
+
+    def __init__(self, settings: ChannelSettings, timeout_s: float | None) -> None:
+        self.settings = settings
+        total = settings.timeout_s if timeout_s is None else check_timeout(timeout_s)
+        self.deadline = time.monotonic() + total
+        self.attempt = 0
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (> 0 while a retry is allowed)."""
+        return max(self.deadline - time.monotonic(), 1e-3)
+
+    def backoff(self, error: grpc.RpcError) -> float | None:
+        """Seconds to wait before retrying after ``error``; None if the call must fail with it."""
+        wait = self.settings.retry_backoff_s * 2**self.attempt
+        if (error.code() not in _RETRY_CODES or self.attempt >= self.settings.retries
+                or time.monotonic() + wait >= self.deadline):
+            return None
+        self.attempt += 1
+        return wait
 
 
 class _Requests:
@@ -176,22 +228,22 @@ class Client(_Requests):
         self.close()
 
     def _call(self, method: str, request, timeout_s: float | None):
+        """Send ``request`` within one deadline (``Attempts``), retrying only UNAVAILABLE."""
         fn = getattr(self._stub, method)
-        s = self.settings
-        for attempt in range(s.retries + 1):
+        attempts = Attempts(self.settings, timeout_s)
+        while True:
             try:
-                return fn(request, timeout=timeout_s or s.timeout_s, metadata=s.metadata())
+                return fn(request, timeout=attempts.remaining(), metadata=self.settings.metadata())
             except grpc.RpcError as e:
-                if e.code() in _RETRY_CODES and attempt < s.retries:
-                    time.sleep(s.retry_backoff_s * 2**attempt)
-                    continue
-                raise from_rpc_error(e) from e
-        raise AssertionError("unreachable")
+                wait = attempts.backoff(e)
+                if wait is None:
+                    raise from_rpc_error(e) from e
+                time.sleep(wait)
 
     # ------------------------------------------------------------------ API
-    def list_models(self, *, timeout_s: float | None = None) -> list[pb.ModelSummary]:
-        """Every served model: ``.name``, ``.versions``, ``.latest_version``, ``.is_default``."""
-        return list(self._call("ListModels", pb.ListModelsRequest(), timeout_s).models)
+    def list_models(self, *, timeout_s: float | None = None) -> list[ModelSummary]:
+        """Every served model: ``.name``, ``.versions``, ``.latest_version``, ``.is_default``, ..."""
+        return [ModelSummary.from_proto(m) for m in self._call("ListModels", pb.ListModelsRequest(), timeout_s).models]
 
     def load_model(self, model: str, *, version: str | None = None, timeout_s: float | None = None) -> str:
         """Admin (server with ``--model-control explicit``): verify, load, warm and serve a version
@@ -206,8 +258,10 @@ class Client(_Requests):
         return [r.version for r in reply.unloaded]
 
     def model_info(self, model: str | None = None, *, version: str | None = None,
-                   timeout_s: float | None = None) -> pb.ModelInfo:
-        return self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)), timeout_s)
+                   timeout_s: float | None = None) -> ModelInfo:
+        """Shapes, factors, metrics, runtime and batching of a model version (default: the default model)."""
+        return ModelInfo.from_proto(
+            self._call("GetModelInfo", pb.GetModelInfoRequest(model=cv.model_ref(model, version)), timeout_s))
 
     def encode(self, images: cv.ImagesIn, *, model: str | None = None, version: str | None = None,
                sample: bool = False, seed: int = 0, timeout_s: float | None = None) -> cv.EncodeResult:
