@@ -169,6 +169,34 @@ def test_an_unloaded_version_drains_its_in_flight_request_first_and_health_follo
         assert health_status(server.address) == SERVING
 
 
+def test_a_loading_version_is_listed_as_loading_and_not_served_until_it_is_warm(tmp_path, monkeypatch):
+    from latentdial.serving import model_control
+
+    build_toy_model(tmp_path, "toy", "1", seed=1)
+    release = threading.Event()
+    real_load = model_control.load_model
+
+    def held_load(*args, **kwargs):
+        release.wait(20)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(model_control, "load_model", held_load)
+    with ServerThread(make_config(tmp_path, model_control="explicit")) as server, Client(server.address) as c:
+        build_toy_model(tmp_path, "toy", "2", seed=2)
+        loaded: list[str] = []
+        loader = threading.Thread(target=lambda: loaded.append(c.load_model("toy", version="2")))
+        loader.start()
+        wait_until(lambda: states(c).get("2") == pb.VERSION_STATE_LOADING, what="version 2 LOADING")
+        assert health_status(server.address, "model/toy/2") == NOT_SERVING
+        assert c.encode(X, model="toy").model == ("toy", "1"), "latest stays on 1 while 2 loads"
+        release.set()
+        loader.join(20)
+        assert loaded == ["2"]
+        assert states(c) == {"1": pb.VERSION_STATE_READY, "2": pb.VERSION_STATE_READY}
+        assert health_status(server.address, "model/toy/2") == SERVING
+        assert c.encode(X, model="toy").model == ("toy", "2")
+
+
 def test_a_pinned_default_version_answers_empty_refs_while_latest_moves(tmp_path):
     build_toy_model(tmp_path, "toy", "1", seed=1)
     config = make_config(tmp_path, model_control="explicit", default_model="toy/1")
@@ -179,6 +207,17 @@ def test_a_pinned_default_version_answers_empty_refs_while_latest_moves(tmp_path
         assert c.encode(X, model="toy").model == ("toy", "2"), "naming the model gets its latest"
         (summary,) = c.list_models()
         assert summary.is_default and summary.default_version == "1" and summary.latest_version == "2"
+
+
+def test_latest_follows_numeric_version_order_when_versions_arrive_out_of_order(tmp_path):
+    build_toy_model(tmp_path, "toy", "9", seed=9)
+    with ServerThread(make_config(tmp_path, model_control="explicit")) as server, Client(server.address) as c:
+        for version in ("10", "2"):
+            build_toy_model(tmp_path, "toy", version, seed=int(version))
+            c.load_model("toy", version=version)
+        (summary,) = c.list_models()
+        assert list(summary.versions) == ["2", "9", "10"] and summary.latest_version == "10"
+        assert c.encode(X).model == ("toy", "10")
 
 
 def test_a_second_model_that_appears_does_not_take_the_default_from_the_only_one(tmp_path):
