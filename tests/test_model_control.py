@@ -31,7 +31,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 X = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
 
 
-def states(c: Client, name: str = "toy") -> dict[str, int]:
+def states(c: Client, name: str = "toy") -> dict[str, str]:
     for m in c.list_models():
         if m.name == name:
             return {s.version: s.state for s in m.version_status}

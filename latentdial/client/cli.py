@@ -168,9 +168,8 @@ def run(args: argparse.Namespace) -> int:
             for m in c.list_models():
                 star = f" (default{' pinned to ' + m.default_version if m.default_version else ''})" \
                     if m.is_default else ""
-                others = [f"{s.version} {sdk.convert.pb.VersionState.Name(s.state).removeprefix('VERSION_STATE_')}"
-                          + (f" ({s.reason})" if s.reason else "")
-                          for s in m.version_status if s.state != sdk.convert.pb.VERSION_STATE_READY]
+                others = [f"{s.version} {s.state.upper()}" + (f" ({s.reason})" if s.reason else "")
+                          for s in m.version_status if s.state != "ready"]
                 more = f"; {', '.join(others)}" if others else ""
                 print(f"{m.name}{star}: versions {list(m.versions)}, latest {m.latest_version}{more}")
         elif args.action in ("load", "unload"):
