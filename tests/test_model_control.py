@@ -186,13 +186,13 @@ def test_a_loading_version_is_listed_as_loading_and_not_served_until_it_is_warm(
         loaded: list[str] = []
         loader = threading.Thread(target=lambda: loaded.append(c.load_model("toy", version="2")))
         loader.start()
-        wait_until(lambda: states(c).get("2") == pb.VERSION_STATE_LOADING, what="version 2 LOADING")
+        wait_until(lambda: states(c).get("2") == "loading", what="version 2 LOADING")
         assert health_status(server.address, "model/toy/2") == NOT_SERVING
         assert c.encode(X, model="toy").model == ("toy", "1"), "latest stays on 1 while 2 loads"
         release.set()
         loader.join(20)
         assert loaded == ["2"]
-        assert states(c) == {"1": pb.VERSION_STATE_READY, "2": pb.VERSION_STATE_READY}
+        assert states(c) == {"1": "ready", "2": "ready"}
         assert health_status(server.address, "model/toy/2") == SERVING
         assert c.encode(X, model="toy").model == ("toy", "2")
 
