@@ -199,6 +199,32 @@ def test_cli_trains_and_reports_config_errors(tmp_path, capsys):
     assert "valid keys" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--help", "--list"])
+def test_train_help_and_list_name_every_registered_objective_dataset_and_architecture(flag, capsys):
+    from latentdial.training.data import DATASETS
+    from latentdial.training.model import ARCHITECTURES
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["train", flag])  # --list needs no --out
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in (*OBJECTIVES, *DATASETS, *ARCHITECTURES):
+        assert f"\n  {name} " in out, name
+    assert "beta_vae          beta-VAE     beta=4.0" in out
+    assert "folder            path, channels=1" in out  # path has no default: required
+
+
+def test_the_train_listing_is_read_from_the_registries(monkeypatch, capsys):
+    from latentdial.training.data import DATASETS
+
+    monkeypatch.setitem(OBJECTIVES, "my_objective", OBJECTIVES["beta_vae"])
+    monkeypatch.setitem(DATASETS, "my_data", DATASETS["dsprites"])
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--list"])
+    out = capsys.readouterr().out
+    assert "\n  my_objective " in out and "\n  my_data " in out
+
+
 def test_traversal_has_one_row_per_latent_dimension_and_grids_check_their_labels():
     from latentdial.training.figures import PAD, image_grid, traversal_figure
     from latentdial.training.model import ModelConfig, build_model

@@ -15,8 +15,68 @@ import argparse
 import logging
 import sys
 
+#: Stands for the epilog; ``_ChoicesInHelp`` replaces it with the registries when help is shown.
+_CHOICES_EPILOG = "(the registered objectives, datasets and architectures)"
+
+
+def choices_text() -> str:
+    """What a config may choose, read from the registries themselves: the objectives, datasets and
+    architectures by name, each with its options and their defaults."""
+    import dataclasses
+    import inspect
+
+    from latentdial.training.data import DATASETS
+    from latentdial.training.model import ARCHITECTURES, ModelConfig
+    from latentdial.training.objectives import OBJECTIVES
+
+    def options(pairs: list[tuple[str, object]]) -> str:
+        return ", ".join(n if v is inspect.Parameter.empty else f"{n}={v!r}" for n, v in pairs) or "-"
+
+    lines = ["A config chooses (TOML keys; --set KEY=VALUE overrides any of them):", "",
+             "objective.name      options: objective.<option> (default)"]
+    for name, cls in OBJECTIVES.items():
+        label = (cls.__doc__ or "").split("\n")[0].split(" (")[0].split(":")[0].strip()
+        fields = [(f.name, f.default) for f in dataclasses.fields(cls.Config)]
+        lines.append(f"  {name:<17} {label:<12} {options(fields)}")
+    lines += ["", "dataset.name        options: dataset.<option> (default; none: required)"]
+    for name, factory in DATASETS.items():
+        params = [(q.name, q.default) for q in inspect.signature(factory).parameters.values()]
+        lines.append(f"  {name:<17} {options(params)}")
+    model = [(f.name, f.default) for f in dataclasses.fields(ModelConfig) if f.name != "architecture"]
+    lines += ["", "model.architecture  options: model.<option> (default)"]
+    lines += [f"  {name:<17} {options(model)}" for name in ARCHITECTURES]
+    return "\n".join(lines) + "\n"
+
+
+class _ChoicesInHelp(argparse.RawDescriptionHelpFormatter):
+    """Writes ``choices_text()`` in place of the epilog, so only ``--help`` imports the registries."""
+
+    def add_text(self, text: str | None) -> None:
+        if text is _CHOICES_EPILOG:
+            try:
+                text = choices_text()
+            except ImportError as e:  # a serving-only install has no torch
+                text = f"(install the train extra to list the objectives, datasets and architectures: {e})"
+        super().add_text(text)
+
+
+class _ListChoices(argparse.Action):
+    """``--list``: print ``choices_text()`` and exit, like ``--help`` (no --out needed)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object,
+                 option_string: str | None = None) -> None:
+        sys.stdout.write(choices_text())
+        parser.exit(0)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _ChoicesInHelp
+    parser.epilog = _CHOICES_EPILOG
+    parser.add_argument("--list", action=_ListChoices,
+                        help="list the objectives, datasets and architectures a config may choose, and exit")
     parser.add_argument("--config", help="TOML config (see configs/); defaults apply when omitted")
     parser.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
     parser.add_argument(
