@@ -1,4 +1,9 @@
-"""Generate the Python gRPC stubs of protos/ into latentdial/v1/.
+"""Generate the Python gRPC stubs of protos/ into latentdial/v1/ and latentdial/inference/.
+
+protos/latentdial/v1/ is latentdial's own API. protos/inference/grpc_service.proto is the
+Open Inference Protocol, whose proto package must stay ``inference`` (the wire name of its
+service); protoc maps it to the virtual path latentdial/inference/ so its stubs import as
+``latentdial.inference`` instead of a top-level ``inference`` package.
 
 The generated files are committed; tests/test_protos.py regenerates them into a
 temporary directory and fails when they differ, so the .proto stays the one
@@ -14,24 +19,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 PROTO_FILES = sorted(PROTO_ROOT.glob("latentdial/v1/*.proto"))
+OIP_DIR = PROTO_ROOT / "inference"
+OIP_FILES = sorted(OIP_DIR.glob("*.proto"))
+#: where each set of stubs lands under the output root
+STUB_DIRS = ("latentdial/v1", "latentdial/inference")
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Run protoc (from grpcio-tools) on every v1 .proto; return the files written."""
+    """Run protoc (from grpcio-tools) on every .proto; return the stub files written."""
     from grpc_tools import protoc  # dev dependency, pinned in pyproject.toml
 
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
+        f"-Ilatentdial/inference={OIP_DIR}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         *[str(p) for p in PROTO_FILES],
+        *[f"latentdial/inference/{p.name}" for p in OIP_FILES],
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed: {' '.join(args)}")
-    return sorted((out_dir / "latentdial" / "v1").glob("*_pb2*.py*"))
+    return sorted(p for d in STUB_DIRS for p in (out_dir / d).glob("*_pb2*.py*"))
 
 
 def main() -> int:

@@ -25,6 +25,8 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 50051
     metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    http: bool = True  # HTTP front door: OIP v2 REST, REST API, slider page, docs, /metrics
+    http_port: int = 8000  # 0 picks a free port
     runtime: str = "auto"
     max_batch_size: int = 64
     max_queue_delay_ms: float = 2.0

@@ -47,7 +47,13 @@ from latentdial.serving.edits import (
     sample_posterior,
     traverse,
 )
-from latentdial.serving.errors import Internal, InvalidArgument, ServiceError, Unavailable
+from latentdial.serving.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ServiceError,
+    Unavailable,
+)
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.repository import DRAINING, LoadedModel, ModelRepository, VersionStatus
 from latentdial.serving.runtimes import Runtime
@@ -372,3 +378,64 @@ class Engine:
         z = generate_latents(count, s.model.latent_dim, seed=seed, temperature=temperature, pins=pins,
                              card=s.model.card)
         return Decoded(z, await self.decode(s, z, deadline))
+
+    def factor_values(self, s: ServedModel, z: np.ndarray) -> dict[str, list[float]]:
+        """Each named factor's value in every row of latents z (N, D), in factor units.
+
+        Calibrated factors read the nearest calibration-table entry; hand-named ones report
+        their first dimension's latent value.
+        """
+        card = s.model.card
+        if card is None:
+            return {}
+        out = {}
+        for f in card.factors:
+            v = f.value_from_latents(z) if f.calibrated else np.asarray(z)[:, f.dims[0]]
+            out[f.name] = [float(x) for x in v]
+        return out
+
+    async def ground_truth(self, s: ServedModel, count: int, seed: int) -> np.ndarray:
+        """``count`` images (N, C, H, W) float32 from the model's own ground-truth dataset.
+
+        The dataset is the one named in the manifest's provenance. Procedural datasets are pure
+        numpy (``training/data/``), imported here lazily and never pulling torch; a dataset that
+        needs files this server does not have is FailedPrecondition.
+        """
+        limit = self.config.max_request_items
+        if not 1 <= count <= limit:
+            raise InvalidArgument(f"count={count} is outside 1..{limit} (max_request_items)")
+        name = _dataset_name(s.model.manifest.provenance)
+        if not name:
+            raise FailedPrecondition(f"{s.name}/{s.version}: the manifest names no training dataset to sample")
+        sampler = _GROUND_TRUTH.get(name)
+        if sampler is None:
+            try:
+                from latentdial.training.data import get_dataset  # numpy only; no torch
+
+                sampler = _GROUND_TRUTH[name] = get_dataset(name)
+            except Exception as e:  # noqa: BLE001 - any failure means: cannot sample here
+                raise FailedPrecondition(
+                    f"{s.name}/{s.version}: its dataset {name!r} cannot be sampled on this server ({e}); "
+                    "upload an image instead"
+                ) from e
+        x = await asyncio.get_running_loop().run_in_executor(
+            self.executor, sampler.sample_observations, count, np.random.default_rng(seed)
+        )
+        x = np.asarray(x, np.float32)
+        if x.shape[1:] != tuple(s.model.image_shape):
+            raise FailedPrecondition(
+                f"{s.name}/{s.version}: dataset {name!r} draws {list(x.shape[1:])} images but the model "
+                f"takes {list(s.model.image_shape)}; upload an image instead"
+            )
+        return x
+
+
+#: dataset name -> dataset object, built once per process
+_GROUND_TRUTH: dict[str, object] = {}
+
+
+def _dataset_name(provenance: dict) -> str | None:
+    d = provenance.get("dataset")
+    if isinstance(d, dict):
+        d = d.get("name")
+    return d if isinstance(d, str) and d else None

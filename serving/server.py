@@ -27,12 +27,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
+from latentdial.serving.http_api import HttpFrontDoor
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.model_control import ModelControl
+from latentdial.serving.oip_grpc import OPEN_METHODS as OIP_OPEN_METHODS
+from latentdial.serving.oip_grpc import SERVICE_NAME as OIP_SERVICE_NAME
+from latentdial.serving.oip_grpc import InferenceService
 from latentdial.serving.ports import PortInUse, grpc_port_message, require_free
 from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
 
+from latentdial.inference import grpc_service_pb2_grpc as oip_pb_grpc
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -40,10 +45,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LatentDial"].full_name
 #: RPCs that answer without a token (load balancers probe them).
-_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.", *OIP_OPEN_METHODS)
 #: Health service name that answers SERVING while the process runs (liveness), beside readiness.
 LIVENESS_SERVICE = "liveness"
-_READINESS_SERVICES = ("", SERVICE_NAME)
+_READINESS_SERVICES = ("", SERVICE_NAME, OIP_SERVICE_NAME)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -89,6 +94,7 @@ class LatentDialServer:
         self.port = 0
         self.metrics_port = 0
         self.control: ModelControl | None = None
+        self.http: HttpFrontDoor | None = None  # the HTTP front door, when config.http
         self._stopped = False
         self._model_health: set[str] = set()  # "model/<name>[/<version>]" names ever reported
 
@@ -129,8 +135,11 @@ class LatentDialServer:
         if self.control is not None:
             await self.control.close()
         grace = self.config.grace_s if grace_s is None else grace_s
-        self.engine.draining = True
-        await self.grpc_server.stop(grace)
+        self.engine.draining = True  # HTTP answers 503 to readiness probes and new requests
+        stops = [self.grpc_server.stop(grace)]
+        if self.http is not None:
+            stops.append(self.http.stop())
+        await asyncio.gather(*stops)
         await self.engine.close()
         self.metrics.stop_http()
 
@@ -179,10 +188,11 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     engine = Engine(config, metrics)
     service = LatentDialService(engine)
     pb_grpc.add_LatentDialServicer_to_server(service, server)
+    oip_pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, OIP_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     handle = LatentDialServer(server, engine, service, health_servicer, config, metrics)
     await handle.set_serving(False)
@@ -199,6 +209,9 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     handle.port = port
     await server.start()
     try:
+        if config.http:
+            handle.http = HttpFrontDoor(engine, config)
+            await handle.http.start(config.host, config.http_port)
         repo = await engine.load()
     except BaseException:
         await handle.stop(0)
