@@ -9,16 +9,18 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 SERVE_VENV ?= .venv-serve
+# tritonclient pins protobuf < 7 and latentdial needs >= 7: the OIP tests run it from its own venv
+TRITON_VENV ?= .venv-tritonclient
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve protos lint sweep ship bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(TRITON_VENV)/.installed browser
 	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 install-serve: $(SERVE_VENV)/.installed
@@ -38,6 +40,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
+# tests/test_oip.py runs tritonclient (gRPC and HTTP) from here against a real server
+tritonclient-venv: $(TRITON_VENV)/.installed
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install $(PIP_FLAGS) "tritonclient[grpc,http]" numpy
+	touch $@
+
+# tests/test_page_browser.py drives Debian's chromium + chromium-driver; installed here when missing (needs root)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver (Debian packages) for the page's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "the browser test needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; fi
+
 protos: $(VENV)/.installed
 	$(VENV)/bin/python scripts/gen_protos.py
 
@@ -56,6 +73,10 @@ bench-service: $(VENV)/.installed
 PROFILE_MODEL ?= conv
 profile-service: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/profile_service.py --model $(PROFILE_MODEL) --out reports/profile-$(PROFILE_MODEL)
+
+# single-image encode over v1 gRPC, OIP gRPC and OIP HTTP (binary) at 1, 8, 64 callers, side by side
+bench-frontdoors: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_frontdoors.py
 
 bench-train: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_train.py
@@ -92,4 +113,4 @@ loadtest: $(VENV)/.installed
 	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(TRITON_VENV) build *.egg-info .pytest_cache
