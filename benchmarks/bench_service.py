@@ -213,7 +213,7 @@ def start_server(mode: str, repo: Path, port: int) -> subprocess.Popen:
         cmd = [sys.executable, __file__, "_echo", str(port)]
     else:
         cmd = [sys.executable, "-m", "latentdial.cli", "serve", "--repository", str(repo), "--host", "127.0.0.1",
-               "--port", str(port), "--metrics-port", "0", "--batching", "off" if mode == "off" else "on",
+               "--port", str(port), "--metrics-port", "0", "--http", "off", "--batching", "off" if mode == "off" else "on",
                "--max-request-items", "1024", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     want = f"ready: {workers} workers" if workers > 1 else "ready"

@@ -131,7 +131,7 @@ class ServerProcess:
             sys.executable, "-m", "latentdial.cli", "serve",
             "--repository", self.repository,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--metrics-port", "0", "--grace-s", str(self.grace_s),
+            "--metrics-port", "0", "--http-port", "0", "--grace-s", str(self.grace_s),
             *self.args,
         ]
 

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  model {m.name}/{m.version}{default}: {m.encoder.describe()}", flush=True)
         for name, reason in repo.failed.items():
             print(f"  NOT SERVED {name}: {reason}", flush=True)
+        if handle.http is not None:
+            print(f"  http on http://{config.host}:{handle.http.port}/ (slider page; REST /v1, OIP v2 /v2, /docs)",
+                  flush=True)
         if handle.metrics_port:
             print(f"  metrics on http://{config.host}:{handle.metrics_port}/metrics", flush=True)
         wait = "adaptive" if config.adaptive_batching else f"waits up to {config.max_queue_delay_ms} ms"

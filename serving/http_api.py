@@ -52,7 +52,7 @@ from latentdial.serving.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from latentdial.serving.ports import PortInUse
+from latentdial.serving.ports import PortInUse, http_port_message, require_free
 from latentdial.serving.service import finite
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -301,14 +301,13 @@ class HttpFrontDoor:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.config.reuse_port and hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if not self.config.reuse_port:
+            require_free(host, port, http_port_message(host, port))
         try:
             sock.bind((host.strip("[]"), port))
         except OSError as e:
             sock.close()
-            raise PortInUse(
-                f"HTTP port {port} on {host} is not available ({e}); pick another with --http-port N "
-                "(env LATENTDIAL_HTTP_PORT) or turn HTTP off with --http off"
-            ) from None
+            raise PortInUse(f"{http_port_message(host, port)} ({e})") from None
         self.port = int(sock.getsockname()[1])
         cfg = uvicorn.Config(
             self.app, lifespan="off", log_config=None, access_log=False,

@@ -24,6 +24,13 @@ def grpc_port_message(host: str, port: int) -> str:
     )
 
 
+def http_port_message(host: str, port: int) -> str:
+    return (
+        f"HTTP port {port} on {host} is already in use (address in use); pick another with "
+        "--http-port N (env LATENTDIAL_HTTP_PORT) or turn the HTTP front door off with --http off"
+    )
+
+
 def metrics_port_message(host: str, port: int) -> str:
     return (
         f"metrics port {port} on {host} is already in use (address in use); pick another with "

@@ -135,6 +135,8 @@ class Supervisor:
             raise TypeError("config must be a ServerConfig dataclass")
         if int(config.port) == 0:
             config = dataclasses.replace(config, port=free_port(config.host))
+        if getattr(config, "http", False) and int(getattr(config, "http_port", 1)) == 0:
+            config = dataclasses.replace(config, http_port=free_port(config.host))  # one port shared by all
         self.config = config
         self.n = n
         self.out = out or sys.stdout
@@ -157,10 +159,17 @@ class Supervisor:
         self.out.flush()
 
     def check_ports(self) -> None:
-        """PortInUse (one line) when another process holds the gRPC port or a worker's metrics port."""
-        from latentdial.serving.ports import grpc_port_message, metrics_port_message, require_free
+        """PortInUse (one line) when another process holds the gRPC or HTTP port or a worker's metrics port."""
+        from latentdial.serving.ports import (
+            grpc_port_message,
+            http_port_message,
+            metrics_port_message,
+            require_free,
+        )
 
         require_free(self.config.host, self.config.port, grpc_port_message(self.config.host, self.config.port))
+        if getattr(self.config, "http", False):
+            require_free(self.config.host, self.config.http_port, http_port_message(self.config.host, self.config.http_port))
         for i in range(self.n):
             port = worker_config(self.config, i).metrics_port
             if port:

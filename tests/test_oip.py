@@ -166,7 +166,8 @@ def test_model_ready_is_false_for_models_that_are_not_served(served):
 
 def test_an_oip_call_and_a_v1_call_of_the_same_graph_merge_into_one_batch(tmp_path):
     build_toy_model(tmp_path, "toy", "1")
-    with ServerThread(make_config(tmp_path, max_queue_delay_ms=400.0)) as server:
+    # wait up to 400 ms for company (not adaptive: an idle runtime would take the first call at once)
+    with ServerThread(make_config(tmp_path, max_queue_delay_ms=400.0, adaptive_batching=False)) as server:
         runtime = server.handle.engine.served().runtime("encoder")
         inner = runtime.run
         batches: list[int] = []

@@ -69,7 +69,7 @@ class Workers:
         self.port, self.metrics_port = free_port(), _free_port_pair()
         cmd = [
             sys.executable, "-m", "latentdial.cli", "serve", "--repository", str(repository),
-            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), "--http-port", "0",
             "--workers", str(n), "--grace-s", "2",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTDIAL_")}
@@ -201,7 +201,7 @@ def test_a_killed_worker_is_restarted_while_the_other_serves_and_retrying_client
 
 
 def test_workers_that_crash_in_a_loop_stop_the_service_for_the_process_manager(repository: Path) -> None:
-    cfg = ServerConfig(repository=str(repository), host="127.0.0.1", port=0, metrics_port=0, grace_s=1)
+    cfg = ServerConfig(repository=str(repository), host="127.0.0.1", port=0, metrics_port=0, http_port=0, grace_s=1)
     out = io.StringIO()
     sup = Supervisor(cfg, 2, out=out, policy=RestartPolicy(backoff_s=0.05, max_restarts=1, window_s=60))
     sup.start()
@@ -226,7 +226,7 @@ def test_workers_that_crash_in_a_loop_stop_the_service_for_the_process_manager(r
 
 def test_a_worker_that_cannot_start_stops_the_supervisor_instead_of_restarting_in_a_loop(repository: Path) -> None:
     missing = repository.parent / "no-such-repository"
-    cfg = ServerConfig(repository=str(missing), host="127.0.0.1", port=0, metrics_port=0, grace_s=1)
+    cfg = ServerConfig(repository=str(missing), host="127.0.0.1", port=0, metrics_port=0, http_port=0, grace_s=1)
     out = io.StringIO()
     sup = Supervisor(cfg, 2, out=out)
     sup.start()

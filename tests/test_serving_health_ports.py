@@ -33,7 +33,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def serve_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "latentdial.cli", "serve", "--host", "127.0.0.1", "--grace-s", "1", *args]
+    return [sys.executable, "-m", "latentdial.cli", "serve", "--host", "127.0.0.1", "--grace-s", "1", "--http-port", "0",
+            *args]
 
 
 def run_serve(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess:

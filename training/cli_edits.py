@@ -56,7 +56,7 @@ class LocalServer:
         from latentdial.serving.config import ServerConfig
         from latentdial.serving.server import create_server
 
-        config = ServerConfig(repository=str(self.repository), host="127.0.0.1", port=0, metrics_port=0,
+        config = ServerConfig(repository=str(self.repository), host="127.0.0.1", port=0, metrics_port=0, http=False,
                               grace_s=2.0)
         self._thread.start()
         try:
