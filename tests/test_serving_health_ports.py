@@ -140,6 +140,26 @@ def test_a_lone_server_is_refused_a_port_the_workers_of_a_supervisor_share(toy_r
         sup.communicate(timeout=30)
 
 
+def test_a_supervisor_whose_second_worker_would_find_its_metrics_port_busy_fails_before_starting_any(toy_repo):
+    root, _ = toy_repo
+    for _ in range(50):  # a free port p whose neighbour p + 1 we can hold
+        base = free_port()
+        with socket.socket() as held:
+            try:
+                held.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+            held.listen()
+            if not is_free("127.0.0.1", base):
+                continue
+            result = run_serve("--repository", str(root), "--port", "0", "--metrics-port", str(base),
+                               "--workers", "2")
+            assert_one_clear_line(result, f"metrics port {base + 1}", "--metrics-port 0")
+            assert "started worker" not in result.stdout
+            return
+    pytest.fail("found no free port next to one we could hold")
+
+
 def test_only_supervised_workers_ask_grpc_for_so_reuseport():
     assert dict(grpc_options(ServerConfig()))["grpc.so_reuseport"] == 0
     assert dict(grpc_options(ServerConfig(reuse_port=True)))["grpc.so_reuseport"] == 1
