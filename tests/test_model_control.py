@@ -7,6 +7,7 @@ have been live when the request was sent.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -46,12 +47,14 @@ def load_failures(server: ServerThread, model: str = "toy") -> float | None:
     return server.handle.metrics.registry.get_sample_value("latentdial_model_load_failures_total", {"model": model})
 
 
-def corrupt_copy(root: Path, version: str, seed: int) -> Path:
-    """A version whose decoder.onnx was cut short (a half-copied or corrupted file)."""
-    path = build_toy_model(root, "toy", version, seed=seed).path
-    data = (path / "decoder.onnx").read_bytes()
-    (path / "decoder.onnx").write_bytes(data[: len(data) // 2])
-    return path
+def corrupt_copy(root: Path, version: str, seed: int) -> tuple[ToyModel, bytes]:
+    """A version whose decoder.onnx was cut short (a half-copied or corrupted file), built aside
+    and renamed into ``root/toy/`` in one step; returns the model and the decoder's full bytes."""
+    model = build_toy_model(root / ".staging", "toy", version, seed=seed)
+    full = (model.path / "decoder.onnx").read_bytes()
+    (model.path / "decoder.onnx").write_bytes(full[: len(full) // 2])
+    model.path.rename(root / "toy" / version)
+    return dataclasses.replace(model, path=root / "toy" / version), full
 
 
 def reconstruct_latest(c: Client):
@@ -294,14 +297,15 @@ def test_poll_serves_a_new_version_once_warm_refuses_a_half_copy_once_and_unload
         load.wait_answers(20)
 
         # a half-copied version: refused with one line, retried once its files change, then served
-        half = corrupt_copy(repo, "3", seed=3)
+        refs["3"], decoder_bytes = corrupt_copy(repo, "3", seed=3)
         wait_until(lambda: states(c).get("3") == "failed", what="version 3 refused")
         time.sleep(0.3)  # several polls: the unchanged refused copy is not tried again
         assert len(refused_lines(caplog, "toy/3")) == 1
         assert c.list_models()[0].latest_version == "2", "the previous version keeps serving"
         load.wait_answers(20)
-        refs["3"] = build_toy_model(repo, "toy", "3", seed=3)  # the copy completes
-        assert half == refs["3"].path
+        finished = refs["3"].path / "decoder.onnx.part"
+        finished.write_bytes(decoder_bytes)
+        finished.replace(refs["3"].path / "decoder.onnx")  # the copy completes
         wait_until(lambda: c.list_models()[0].latest_version == "3", what="completed version 3 served")
         load.wait_answers(20)
 
