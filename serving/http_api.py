@@ -463,7 +463,7 @@ class HttpFrontDoor:
         async def metrics() -> PlainTextResponse:
             return PlainTextResponse(engine.metrics.text(), media_type="text/plain; version=0.0.4")
 
-        @app.get("/healthz", tags=["health"], summary="200 when ready, 503 while loading or draining")
+        @app.get("/healthz", tags=["health"], summary="200 when ready, 503 while loading, draining or with nothing servable")
         async def healthz():
             ok = engine.ready
             return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
@@ -473,7 +473,7 @@ class HttpFrontDoor:
         async def live():
             return JSONResponse({"live": True})
 
-        @app.get("/v2/health/ready", tags=["oip"], summary="200 when every model is loaded and warm, 503 otherwise")
+        @app.get("/v2/health/ready", tags=["oip"], summary="200 when a model version is served and warm, 503 otherwise")
         async def ready():
             ok = engine.ready
             return JSONResponse({"ready": ok}, status_code=200 if ok else 503)

@@ -1,8 +1,8 @@
 """Scale out on one host: N ``latentdial serve`` processes sharing one port.
 
 Each worker is a separate Python process (its own GIL, its own ONNX Runtime sessions and
-dynamic batcher) that binds the *same* gRPC port. gRPC enables ``SO_REUSEPORT``
-(channel option ``grpc.so_reuseport``, on by default on Linux), so the kernel spreads
+dynamic batcher) that binds the *same* gRPC port. The supervisor has its workers set
+``SO_REUSEPORT`` (``reuse_port``: gRPC's ``grpc.so_reuseport``), so the kernel spreads
 incoming connections over the workers. Worker ``i`` serves Prometheus metrics on
 ``metrics_port + i`` (none when ``metrics_port`` is 0).
 

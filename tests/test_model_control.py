@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.load import ClosedLoop, Outcome, wait_until
-from fixtures.server import ServerThread, health_status, make_config
+from fixtures.server import ServerThread, health_status, http_status, make_config
 from fixtures.toy_model import ToyModel, build_toy_model
 from grpc_health.v1 import health_pb2
 from latentdial.serving.config import ServerConfig
@@ -166,10 +166,13 @@ def test_an_unloaded_version_drains_its_in_flight_request_first_and_health_follo
 
         assert c.unload_model("toy") == ["2"]
         assert health_status(server.address) == NOT_SERVING, "nothing servable: readiness NOT_SERVING"
+        assert http_status(server.http_url + "/v2/health/ready") == 503
         assert health_status(server.address, LIVENESS_SERVICE) == SERVING
+        assert http_status(server.http_url + "/v2/health/live") == 200
         assert health_status(server.address, "model/toy") == NOT_SERVING
         assert c.load_model("toy") == "2", "an empty version loads the newest directory"
         assert health_status(server.address) == SERVING
+        assert http_status(server.http_url + "/v2/health/ready") == 200
 
 
 def test_a_loading_version_is_listed_as_loading_and_not_served_until_it_is_warm(tmp_path, monkeypatch):

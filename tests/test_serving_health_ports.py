@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.server import ServerThread, health_status, make_config
+from fixtures.server import ServerThread, health_status, http_status, make_config
 from fixtures.toy_model import build_toy_model
 from grpc_health.v1 import health_pb2
 from latentdial.serving.config import ServerConfig
@@ -74,6 +74,15 @@ def test_readiness_is_not_serving_when_every_model_failed_to_load_while_liveness
         assert health_status(server.address, LIVENESS_SERVICE) == SERVING
         with pytest.raises(NotFoundError, match="serves no models"):
             c.model_info()
+
+
+def test_http_readiness_is_503_when_nothing_is_servable_and_liveness_is_200(tmp_path):
+    bad = build_toy_model(tmp_path, "bad", "1")
+    (bad.path / "encoder.onnx").write_bytes(b"not onnx")
+    with ServerThread(make_config(tmp_path)) as server:
+        assert http_status(server.http_url + "/v2/health/ready") == 503
+        assert http_status(server.http_url + "/healthz") == 503
+        assert http_status(server.http_url + "/v2/health/live") == 200
 
 
 def test_readiness_is_not_serving_for_an_empty_repository(tmp_path):
