@@ -264,6 +264,7 @@ class Supervisor:
             for i, at in sorted(self._restart_at.items()):
                 if now >= at and not self._stopping.is_set():
                     del self._restart_at[i]
+                    self._retired = [w for w in self._retired if w.pump.is_alive()]
                     self._retired.append(self.workers[i])
                     self.workers[i] = self._spawn(i, restarted=True)
                     back.add(i)
