@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
         if handle.metrics_port:
             print(f"  metrics on http://{config.host}:{handle.metrics_port}/metrics", flush=True)
+        if config.model_control == "poll":
+            print(f"  model control poll: {config.repository} scanned every {config.poll_interval_s:g} s", flush=True)
+        elif config.model_control == "explicit":
+            print("  model control explicit: LoadModel / UnloadModel change what is served", flush=True)
         wait = "adaptive" if config.adaptive_batching else f"waits up to {config.max_queue_delay_ms} ms"
         batching = f"batching on (max batch {config.max_batch_size}, {wait})" if config.batching else "batching off"
         servable = "" if repo.all() else "; readiness NOT_SERVING until a model version loads"

@@ -127,6 +127,8 @@ class ModelControl:
             for m in repo.all():
                 if (m.name, m.version) not in on_disk:
                     await self._unload(m.name, m.version)
+            for key in [k for k in self._candidates if k not in on_disk]:
+                del self._candidates[key]
             for key in [k for k in self._tried if k not in on_disk]:
                 del self._tried[key]
                 self._candidates.pop(key, None)
