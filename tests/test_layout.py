@@ -66,3 +66,19 @@ def test_cli_subcommands_resolve_to_modules_with_the_cli_contract():
         mod = importlib.import_module(module)
         assert callable(getattr(mod, "add_arguments", None)), f"{module} lacks add_arguments"
         assert callable(getattr(mod, "run", None)), f"{module} lacks run"
+
+
+def test_the_ground_truth_datasets_serving_samples_from_import_without_torch():
+    """The page's "sample from the data" (Engine.ground_truth) imports training/data lazily; it must stay torch-free."""
+    code = _NO_TORCH_IMPORT.split("import latentdial.serving")[0].replace(
+        'name.startswith(("latentdial.training", "latentdial.export"))', 'name.startswith("latentdial.export")'
+    ) + (
+        "import numpy as np\n"
+        "from latentdial.training.data import get_dataset\n"
+        "x = get_dataset('dsprites').sample_observations(2, np.random.default_rng(0))\n"
+        "assert x.shape == (2, 1, 64, 64), x.shape\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")

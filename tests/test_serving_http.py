@@ -323,3 +323,24 @@ def test_stop_lets_in_flight_http_requests_finish_and_refuses_new_ones(tmp_path)
         np.testing.assert_array_equal(np.float32(result["slow"].json()["latents"]), [[0, 0, 0, 0]])
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------ ground truth --
+def test_samples_come_from_the_models_own_ground_truth_dataset(tmp_path):
+    from latentdial.training.data import get_dataset
+
+    from latentdial.manifest import Manifest
+
+    m = build_toy_model(tmp_path, "sprites", "1", image_shape=(1, 64, 64), latent_dim=4)
+    manifest = Manifest.load(m.path)
+    manifest.provenance["dataset"] = {"name": "dsprites"}
+    manifest.save(m.path)
+    build_toy_model(tmp_path, "toy", "1")  # its dataset, "toy", is not one the server can draw
+    with ServerThread(make_config(tmp_path)) as server, httpx.Client(base_url=server.http_url, timeout=10) as http:
+        r = http.get("/v1/models/sprites/samples", params={"seed": 5, "format": "png"})
+        assert r.status_code == 200, r.text
+        want = get_dataset("dsprites").sample_observations(1, np.random.default_rng(5))[0, 0]
+        np.testing.assert_array_equal(from_png(r.content), np.rint(want * 255).astype(np.uint8))
+        assert len(http.get("/v1/models/sprites/samples", params={"count": 3}).json()["images"]) == 3
+        error_of(http.get("/v1/models/toy/samples"), 400, "dataset 'toy' cannot be sampled")
+        error_of(http.get("/v1/models/sprites/samples", params={"count": 0}), 400, r"count=0 is outside")

@@ -87,7 +87,9 @@ function dial(id, label, kind, control, target) {
   l.innerHTML = label + ' <span class="kind">' + kind + "</span>";
   const out = document.createElement("output");
   control.id = id;
-  control.addEventListener("input", () => { show(row, control, out); moved(target); });
+  // a range fires "input" while it moves; a select fires "change" once per choice
+  const event = control.tagName === "SELECT" ? "change" : "input";
+  control.addEventListener(event, () => { row.classList.add("moved"); show(row, control, out); moved(target); });
   row.append(l, control, out);
   return row;
 }
@@ -290,8 +292,4 @@ $("upload").addEventListener("change", guard((e) => e.target.files[0] && upload(
 $("reset").addEventListener("click", () => state.z0 && reset());
 $("random").addEventListener("click", randomise);
 $("raw").addEventListener("change", () => { $("latents").hidden = !$("raw").checked; });
-document.addEventListener("input", (e) => {
-  const row = e.target.closest && e.target.closest(".dial");
-  if (row) row.classList.add("moved");
-});
 guard(loadModels)();
