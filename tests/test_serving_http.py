@@ -140,6 +140,9 @@ def test_oip_rest_metadata_readiness_and_json_infer(served):
     meta = http.get("/v2/models/toy.decoder/versions/2").json()
     assert meta["versions"] == ["2", "10"] and meta["inputs"][0] == {"name": "latents", "datatype": "FP32", "shape": [-1, 4]}
     assert http.get("/v2/models/toy.decoder/ready").status_code == 200
+    assert http.get("/v2/models/toy.encoder/versions/2/ready").json() == {"name": "toy.encoder", "ready": True}
+    error_of(http.get("/v2/models/toy.encoder/versions/9/ready"), 404, r"version '9'")
+    assert http.get("/v2/models/toy.encoder").json()["name"] == "toy.encoder"
     error_of(http.get("/v2/models/toy.other/ready"), 404, "encoder or <model>.decoder")
     x = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
     r = http.post("/v2/models/toy.encoder/infer", json={"id": "a", "inputs": [
