@@ -31,11 +31,11 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from latentdial.serving.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
+from latentdial.serving.runtime_threads import CallCancelled, RuntimeThreads
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class DynamicBatcher:
         max_queue_size: int = 1024,
         enabled: bool = True,
         adaptive: bool = True,
-        executor: Executor | None = None,
+        executor: RuntimeThreads | None = None,
         observer: BatchObserver | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1:
@@ -183,34 +183,34 @@ class DynamicBatcher:
         return out
 
     def _in_thread(self, inputs: Arrays, *, holds_runtime: bool) -> asyncio.Future:
-        """Run the graph on ``inputs`` in the executor; the future completes on the loop once it returns.
+        """Run the graph on ``inputs`` in a runtime thread; the future completes on the loop once it returns.
 
-        One executor hop each way and one future (no ``run_in_executor`` wrapper, no shield): a
-        caller that gives up cancels only its future, so with ``holds_runtime`` the runtime is
-        marked free when the thread has really returned, never earlier.
+        One hop each way and one future (no ``run_in_executor`` wrapper, no shield): a caller
+        that gives up cancels only its future, so with ``holds_runtime`` the runtime is marked
+        free when the thread has really returned, never earlier.
         """
         loop = asyncio.get_running_loop()
         result = loop.create_future()
 
-        def settle(job: Future) -> None:  # on the loop
+        def settle(out: Arrays | None, exc: BaseException | None) -> None:  # on the loop
             if holds_runtime:
                 self._batch_done()
             if result.done():  # its caller gave up
                 return
-            if job.cancelled():
+            if isinstance(exc, CallCancelled):
                 result.set_exception(Unavailable(f"{self.name}: the server shut down before this request ran"))
-            elif (exc := job.exception()) is not None:
+            elif exc is not None:
                 result.set_exception(exc)
             else:
-                result.set_result(job.result())
+                result.set_result(out)
 
-        def back_to_loop(job: Future) -> None:  # in the runtime thread
+        def back_to_loop(out: Arrays | None, exc: BaseException | None) -> None:  # in the runtime thread
             try:
-                loop.call_soon_threadsafe(settle, job)
+                loop.call_soon_threadsafe(settle, out, exc)
             except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
                 pass
 
-        (self._executor or _default_executor()).submit(self._run, inputs).add_done_callback(back_to_loop)
+        (self._executor or _default_threads()).submit(self._run, inputs, back_to_loop)
         return result
 
     def _batch_done(self) -> None:
@@ -300,15 +300,15 @@ class DynamicBatcher:
             start += c.n
 
 
-_DEFAULT_EXECUTOR: ThreadPoolExecutor | None = None
+_DEFAULT_THREADS: RuntimeThreads | None = None
 
 
-def _default_executor() -> ThreadPoolExecutor:
-    """The thread pool of batchers created without one (the service always passes its own)."""
-    global _DEFAULT_EXECUTOR
-    if _DEFAULT_EXECUTOR is None:
-        _DEFAULT_EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="batcher")
-    return _DEFAULT_EXECUTOR
+def _default_threads() -> RuntimeThreads:
+    """The runtime threads of batchers created without their own (the service always passes its own)."""
+    global _DEFAULT_THREADS
+    if _DEFAULT_THREADS is None:
+        _DEFAULT_THREADS = RuntimeThreads(4, "batcher")
+    return _DEFAULT_THREADS
 
 
 def _wake(waiter: asyncio.Future) -> None:

@@ -31,7 +31,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from latentdial.serving.errors import (
 )
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.repository import DRAINING, LoadedModel, ModelRepository, VersionStatus
+from latentdial.serving.runtime_threads import RuntimeThreads
 from latentdial.serving.runtimes import Runtime
 from latentdial.serving.structured_log import request_id
 
@@ -144,7 +144,7 @@ class Engine:
         self.config = config
         self.metrics = metrics or ServiceMetrics()
         self.repository: ModelRepository | None = None
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="runtime")
+        self.executor = RuntimeThreads(4, "runtime")
         self.draining = False
         self._served: dict[tuple[str, str], ServedModel] = {}
         #: (name, version) -> requests holding it; an Event per version being removed

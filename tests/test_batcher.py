@@ -283,3 +283,28 @@ def test_the_event_loop_stays_responsive_while_the_graph_runs():
         return ticked
 
     assert asyncio.run(main()) < 0.2
+
+
+def test_calls_still_waiting_for_a_runtime_thread_at_shutdown_fail_with_unavailable():
+    from latentdial.serving.runtime_threads import RuntimeThreads
+
+    async def main():
+        rec = Recorder()
+        rec.gate.clear()
+        threads = RuntimeThreads(1, "t")
+        b = DynamicBatcher(rec, name="t", enabled=False, executor=threads)
+        running = asyncio.ensure_future(b.submit(items(1, 1)))
+        await asyncio.sleep(0.02)
+        waiting = asyncio.ensure_future(b.submit(items(2, 1)))  # queued behind the running call
+        await asyncio.sleep(0.02)
+        threads.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(Unavailable, match="shut down before this request ran"):
+            await asyncio.wait_for(waiting, 5)
+        rec.gate.set()
+        out = await asyncio.wait_for(running, 5)  # the running call finishes
+        with pytest.raises(RuntimeError, match="shut down"):
+            threads.submit(len, [], lambda r, e: None)
+        return rec, out
+
+    rec, out = asyncio.run(main())
+    assert rec.sizes == [1] and out["y"][0, 0] == 2.0
