@@ -2,9 +2,8 @@
 
 ``concurrent.futures.ThreadPoolExecutor`` builds a Future (a lock and a condition) for
 every call and takes a Python-level semaphore to decide whether to start a thread; on the
-request path of a small model that was a visible share of the event loop's time under
-load (``benchmarks/profile_service.py``: ``ThreadPoolExecutor.submit`` near 13 % of the
-samples holding the GIL, 64 callers, toy model). Here handing a call over is one
+request path of a small model that was the largest share of the event loop's time that
+was ours under load (``benchmarks/profile_service.py``, 64 callers, toy model). Here handing a call over is one
 ``SimpleQueue.put``, and its outcome comes back through the caller's callback, called in
 the runtime thread (the batcher forwards it to the event loop).
 """
