@@ -284,8 +284,9 @@ class Supervisor:
         self._wait_all()
         if give_up is not None:
             return code if code not in (0, None) else 1
-        codes = [w.proc.returncode for w in self.workers]
-        bad = [(w.index, c) for w, c in zip(self.workers, codes, strict=True) if c not in (0, -signal.SIGTERM)]
+        # a worker waiting for its restart when the stop came has had its crash reported already
+        stopped = [w for w in self.workers if w.index not in self._restart_at]
+        bad = [(w.index, w.proc.returncode) for w in stopped if w.proc.returncode not in (0, -signal.SIGTERM)]
         if bad:
             self.log(f"workers exited with non-zero codes: {bad}")
             return 1

@@ -224,6 +224,28 @@ def test_workers_that_crash_in_a_loop_stop_the_service_for_the_process_manager(r
     assert all(p.poll() is not None for p in sup.procs), "every worker was stopped"
 
 
+def test_a_stop_during_a_restart_backoff_stops_cleanly_without_restarting(repository: Path) -> None:
+    cfg = ServerConfig(repository=str(repository), host="127.0.0.1", port=0, metrics_port=0, http=False, grace_s=1)
+    out = io.StringIO()
+    sup = Supervisor(cfg, 2, out=out, policy=RestartPolicy(backoff_s=60, max_backoff_s=60))
+    sup.start()
+    result: list[int] = []
+    watcher = threading.Thread(target=lambda: result.append(sup.watch()), daemon=True)
+    watcher.start()
+    try:
+        wait_until(lambda: "ready: 2 workers" in out.getvalue(), what=out.getvalue)
+        os.kill(sup.workers[1].proc.pid, signal.SIGKILL)
+        wait_until(lambda: "restarting it in 60.00 s" in out.getvalue(), what=out.getvalue)
+        sup.request_stop()
+        watcher.join(timeout=30)
+    finally:
+        if watcher.is_alive():
+            sup.request_stop()
+            watcher.join(timeout=30)
+    assert result == [0], out.getvalue()
+    assert "restarted worker" not in out.getvalue() and "all workers stopped" in out.getvalue()
+
+
 def test_a_worker_that_cannot_start_stops_the_supervisor_instead_of_restarting_in_a_loop(repository: Path) -> None:
     missing = repository.parent / "no-such-repository"
     cfg = ServerConfig(repository=str(missing), host="127.0.0.1", port=0, metrics_port=0, http_port=0, grace_s=1)
