@@ -16,8 +16,10 @@ the queue fills a batch or the oldest chunk has waited ``max_queue_delay``
 queued while the previous batch ran have already waited and go at once).
 
 Chunks whose deadline has passed are failed before compute. The runtime call
-runs in a thread pool so the event loop keeps accepting requests; its outputs
-must have the batch's length, and an exception reaches every future of that
+runs in a runtime thread so the event loop keeps accepting requests, except a
+lone single-item call whose recent calls took less than ``INLINE_BELOW_S``
+(the hop to a thread and back would cost the loop more than the call); its
+outputs must have the batch's length, and an exception reaches every future of that
 batch (and no other). ``close()`` fails whatever still waits.
 
 With ``enabled=False`` every request runs alone (still split into chunks), which
@@ -89,6 +91,7 @@ class DynamicBatcher:
         self._queued_items = 0
         self._waiter: asyncio.Future | None = None  # set while the worker is parked
         self._busy = False  # a batch is running (one at a time per queue)
+        self._single_call_s = float("inf")  # moving average of single-item calls; unknown at first
         self._worker: asyncio.Task | None = None
         self._closed = False
 
@@ -172,22 +175,42 @@ class DynamicBatcher:
         return out
 
     async def _run_now(self, inputs: Arrays, n: int, deadline: float | None, now: float) -> Arrays:
-        """Run one chunk at once on an idle runtime (adaptive mode); what queues meanwhile waits for it."""
+        """Run one chunk at once on an idle runtime (adaptive mode); what queues meanwhile waits for it.
+
+        A single item whose recent calls took less than :data:`INLINE_BELOW_S` runs on the event
+        loop itself; anything else goes to a runtime thread.
+        """
         if deadline is not None and now >= deadline:
             raise DeadlineExceeded(f"{self.name}: the deadline passed before the request could run")
-        self._busy = True
-        out = await self._in_thread(inputs, holds_runtime=True)
+        if n == 1 and self._single_call_s < INLINE_BELOW_S:
+            t0 = time.perf_counter()
+            out = self._run(inputs)
+            self._note_single_call(time.perf_counter() - t0)
+        else:
+            self._busy = True
+            out = await self._in_thread(inputs, holds_runtime=True, timed=n == 1)
         _check_outputs(self.name, out, n)
         if self._observer:
             self._observer(n, 0.0)
         return out
 
-    def _in_thread(self, inputs: Arrays, *, holds_runtime: bool) -> asyncio.Future:
+    def _note_single_call(self, seconds: float) -> None:
+        """Fold one single-item call's duration into the moving average that decides inlining."""
+        s = self._single_call_s
+        self._single_call_s = seconds if s == float("inf") else s + _SMOOTHING * (seconds - s)
+
+    def _timed_run(self, inputs: Arrays) -> tuple[Arrays, float]:
+        t0 = time.perf_counter()
+        out = self._run(inputs)
+        return out, time.perf_counter() - t0
+
+    def _in_thread(self, inputs: Arrays, *, holds_runtime: bool, timed: bool = False) -> asyncio.Future:
         """Run the graph on ``inputs`` in a runtime thread; the future completes on the loop once it returns.
 
         One hop each way and one future (no ``run_in_executor`` wrapper, no shield): a caller
         that gives up cancels only its future, so with ``holds_runtime`` the runtime is marked
-        free when the thread has really returned, never earlier.
+        free when the thread has really returned, never earlier. ``timed``: the call's duration
+        feeds the single-item average (see :meth:`_run_now`).
         """
         loop = asyncio.get_running_loop()
         result = loop.create_future()
@@ -201,6 +224,9 @@ class DynamicBatcher:
                 result.set_exception(Unavailable(f"{self.name}: the server shut down before this request ran"))
             elif exc is not None:
                 result.set_exception(exc)
+            elif timed:
+                self._note_single_call(out[1])
+                result.set_result(out[0])
             else:
                 result.set_result(out)
 
@@ -210,7 +236,8 @@ class DynamicBatcher:
             except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
                 pass
 
-        (self._executor or _default_threads()).submit(self._run, inputs, back_to_loop)
+        run = self._timed_run if timed else self._run
+        (self._executor or _default_threads()).submit(run, inputs, back_to_loop)
         return result
 
     def _batch_done(self) -> None:
@@ -299,6 +326,13 @@ class DynamicBatcher:
                 c.future.set_result({k: v[start : start + c.n] for k, v in out.items()})
             start += c.n
 
+
+#: A single-item call on an idle runtime whose recent calls took less than this runs on the event
+#: loop itself: handing it to a runtime thread and back (a queue put, a thread wake-up, a
+#: call_soon_threadsafe) costs the loop more than the call. ONNX Runtime's batch-1 call of a
+#: small linear graph takes tens of microseconds; a convolutional encoder's about a millisecond.
+INLINE_BELOW_S = 50e-6
+_SMOOTHING = 0.2  # weight of the newest call in the moving average
 
 _DEFAULT_THREADS: RuntimeThreads | None = None
 

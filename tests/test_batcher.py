@@ -308,3 +308,37 @@ def test_calls_still_waiting_for_a_runtime_thread_at_shutdown_fail_with_unavaila
 
     rec, out = asyncio.run(main())
     assert rec.sizes == [1] and out["y"][0, 0] == 2.0
+
+
+class Where:
+    """A fake graph that records the thread of every call and takes ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.threads: list[int] = []
+
+    def __call__(self, inputs):
+        self.threads.append(threading.get_ident())
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return {"y": 2 * inputs["x"]}
+
+
+@pytest.mark.parametrize("delay_s, inline", [(0.0, True), (0.002, False)])
+def test_a_lone_single_item_runs_on_the_loop_only_when_its_calls_are_cheaper_than_a_thread_hop(delay_s, inline):
+    async def main():
+        graph = Where(delay_s)
+        b = DynamicBatcher(graph, name="t", max_batch_size=8)
+        outs = [await b.submit(items(i, 1)) for i in range(20)]
+        several = await b.submit(items(0, 3))  # more than one item: always a runtime thread
+        await b.close()
+        return graph, outs, several
+
+    graph, outs, several = asyncio.run(main())
+    loop_thread = threading.get_ident()
+    assert graph.threads[0] != loop_thread  # the first call is measured in a thread
+    # by the end the moving average has settled (a preempted early call may have run in a thread)
+    assert all((t == loop_thread) == inline for t in graph.threads[15:20]), graph.threads
+    assert graph.threads[20] != loop_thread
+    assert [o["y"][0, 0] for o in outs] == [2.0 * i for i in range(20)]
+    np.testing.assert_array_equal(several["y"][:, 0], [0.0, 2.0, 4.0])
