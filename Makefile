@@ -15,7 +15,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -112,5 +112,16 @@ ship: $(VENV)/.installed
 loadtest: $(VENV)/.installed
 	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/
 
+# Build the CPU, example app and Locust images with podman and run them for real (docs/deployment.md).
+# Needs root for apt-get/podman on a fresh machine; podman's state stays under .cache/containers.
+CONTAINER_VENV ?= .venv-containers
+$(CONTAINER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CONTAINER_VENV)
+	$(CONTAINER_VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[serve,containers]"
+	touch $@
+
+container-check: $(CONTAINER_VENV)/.installed
+	$(CONTAINER_VENV)/bin/python scripts/container_check.py
+
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) $(TRITON_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(TRITON_VENV) $(CONTAINER_VENV) build *.egg-info .pytest_cache
