@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -71,6 +72,8 @@ IMAGES = {  # tag -> Dockerfile
 }
 SIZE_TARGET_MB = {SERVER: 350}
 HEALTH_TIMEOUT_S = 60.0
+# How a server that is shutting down turns away a call it never ran.
+REFUSED = ("UNAVAILABLE", "CANCELLED")
 
 
 def free_port() -> int:
@@ -207,25 +210,55 @@ def wait_healthy(run: Run, container: str, timeout_s: float = HEALTH_TIMEOUT_S) 
     raise CheckFailed(f"{container} was not healthy within {timeout_s:.0f} s")
 
 
-def start_server(run: Run, name: str, network: str, *extra: str) -> tuple[str, float, float]:
-    """Start the CPU image; returns (host gRPC address, s to HEALTHCHECK pass, s to SERVING from the host)."""
-    port, metrics = free_port(), free_port()
+def http_ready(url: str) -> int:
+    """HTTP status of the OIP readiness endpoint (0 when nothing answers)."""
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+@dataclass
+class Server:
+    name: str
+    grpc: str  # host:port of gRPC on the host
+    http: str  # base URL of the HTTP front door on the host
+    healthy_s: float  # start to the image's HEALTHCHECK passing
+    serving_s: float  # start to SERVING (gRPC) and ready (HTTP) from the host
+
+
+def start_server(run: Run, name: str, network: str, *extra: str) -> Server:
+    """Start the CPU image with every port published on 127.0.0.1 only; wait until it serves."""
+    port, http, metrics = free_port(), free_port(), free_port()
     t0 = time.monotonic()
     run.podman("run", "--detach", "--name", name, "--label", f"org.latentdial.check={run.tag}",
                "--network", network, "--network-alias", "latentdial",
-               "--publish", f"127.0.0.1:{port}:50051", "--publish", f"127.0.0.1:{metrics}:9090",
-               *extra, SERVER)
+               "--publish", f"127.0.0.1:{port}:50051", "--publish", f"127.0.0.1:{http}:8000",
+               "--publish", f"127.0.0.1:{metrics}:9090", *extra, SERVER)
     run.containers.append(name)
-    healthy = wait_healthy(run, name) + 0.0
-    address = f"127.0.0.1:{port}"
-    while (status := health_from_host(address)) != "SERVING":
-        expect(time.monotonic() - t0 < HEALTH_TIMEOUT_S, f"host sees {status} at {address}")
-        time.sleep(0.1)
-    serving = time.monotonic() - t0
+    healthy = wait_healthy(run, name)
+    server = Server(name, f"127.0.0.1:{port}", f"http://127.0.0.1:{http}", healthy, 0.0)
+    wait_serving(server.grpc, server.http, t0)
+    server.serving_s = time.monotonic() - t0
     ports = run.podman("port", name).stdout.split("\n")
     bound = [p.split("->")[1].strip() for p in ports if "->" in p]
-    expect(bound and all(b.startswith("127.0.0.1:") for b in bound), f"{name} publishes {bound}; expected 127.0.0.1 only")
-    return address, healthy, serving
+    expect(len(bound) == 3 and all(b.startswith("127.0.0.1:") for b in bound),
+           f"{name} publishes {bound}; expected three ports on 127.0.0.1 only")
+    return server
+
+
+def wait_serving(grpc_address: str, http_url: str, t0: float) -> None:
+    """gRPC health SERVING and HTTP readiness 200, both from the host."""
+    while True:
+        status, code = health_from_host(grpc_address), http_ready(http_url)
+        if status == "SERVING" and code == 200:
+            return
+        expect(time.monotonic() - t0 < HEALTH_TIMEOUT_S,
+               f"from the host: gRPC {grpc_address} says {status}, {http_url}/v2/health/ready says {code}")
+        time.sleep(0.1)
 
 
 # ----------------------------------------------------------------------- the checks --
@@ -279,7 +312,7 @@ def check_mounted_repository(run: Run, network: str) -> None:
     for p in [repo, *repo.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     name = f"{run.tag}-mounted"
-    address, _, _ = start_server(run, name, network, "--volume", f"{repo}:/models:ro")
+    address = start_server(run, name, network, "--volume", f"{repo}:/models:ro").grpc
     mounts = run.podman.inspect(name, "container")["Mounts"]
     expect(any(m["Destination"] == "/models" and not m["RW"] for m in mounts), f"/models is not read-only: {mounts}")
     from latentdial.client import Client
@@ -296,10 +329,11 @@ def check_sigterm_under_load(run: Run, container: str, address: str, workers: in
                              load_s: float = 2.0, margin_s: float = 0.25) -> None:
     """SIGTERM while callers keep the server busy: exit 0, every accepted call answered.
 
-    Each caller loops Decode (32 latents) on its own connection until the server stops. A
-    call the server refused while draining fails UNAVAILABLE; anything else that is not OK
-    (CANCELLED, INTERNAL, a cut connection on a call that started well before the signal) is
-    an accepted request lost.
+    Each caller loops Decode (32 latents) on its own connection until the server stops. Every
+    call that began before the signal (less ``margin_s`` for the request to reach the server)
+    must be answered. A call that began after it may be refused: UNAVAILABLE from the server,
+    or CANCELLED when it reached gRPC's core but no handler had taken it yet as the server shut
+    down (it never ran). Any other status is a lost request.
     """
     import numpy as np
 
@@ -317,7 +351,7 @@ def check_sigterm_under_load(run: Run, container: str, address: str, workers: in
                     c.decode(z)
                     status = "OK"
                 except LatentDialError as e:
-                    status = f"{e.code}: {e}" if e.code != "UNAVAILABLE" else e.code
+                    status = e.code if e.code in REFUSED else f"{e.code}: {e}"
                 with lock:
                     calls.append((t0, time.monotonic(), status))
                 if status != "OK":
@@ -337,14 +371,14 @@ def check_sigterm_under_load(run: Run, container: str, address: str, workers: in
     expect(code == 0, f"{container} exited {code} after SIGTERM:\n{logs[-2000:]}")
     expect("draining" in logs, "the server did not log its drain")
     ok = [c for c in calls if c[2] == "OK"]
-    before = [c for c in calls if c[0] < t_signal - margin_s]
     in_flight = [c for c in ok if c[0] < t_signal < c[1]]
-    lost = [c for c in before if c[2] != "OK"] + [c for c in calls if c[2] not in ("OK", "UNAVAILABLE")]
-    expect(not lost, f"requests lost during the drain: {lost[:5]}")
+    lost = [c for c in calls if c[2] != "OK" and (c[0] < t_signal - margin_s or c[2] not in REFUSED)]
+    expect(not lost, "requests lost during the drain (start and end in s after SIGTERM, status): "
+           + str([(round(a - t_signal, 3), round(b - t_signal, 3), s) for a, b, s in lost[:5]]))
     expect(len(in_flight) > 0, "no call was in flight when SIGTERM arrived; the drain was not under load")
-    refused = sum(c[2] == "UNAVAILABLE" for c in calls)
+    refused = {code: sum(c[2] == code for c in calls) for code in REFUSED}
     log(f"SIGTERM under load: exit 0; {len(ok)} calls answered ({len(in_flight)} in flight at the signal), "
-        f"{refused} refused UNAVAILABLE while draining, none lost")
+        f"refused after the signal: {refused}; none lost")
 
 
 # -------------------------------------------------------------------------- compose --
@@ -369,9 +403,10 @@ def compose_command(run: Run, project: str, env: dict[str, str]) -> Callable[...
 def check_compose(run: Run) -> None:
     """The default profile for real: server, app and Locust up, driven, torn down."""
     project = f"{run.tag}c"
-    grpc_port, metrics_port, locust_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, metrics_port, locust_port = free_port(), free_port(), free_port(), free_port()
     compose = compose_command(run, project, {
-        "LATENTDIAL_GRPC_PORT": str(grpc_port), "LATENTDIAL_METRICS_HOST_PORT": str(metrics_port),
+        "LATENTDIAL_GRPC_PORT": str(grpc_port), "LATENTDIAL_HTTP_HOST_PORT": str(http_port),
+        "LATENTDIAL_METRICS_HOST_PORT": str(metrics_port),
         "LATENTDIAL_LOCUST_PORT": str(locust_port), "PYTHON_IMAGE": run.base,
     })
     profiles = compose("--profile", "gpu", "--profile", "scaleout", "config").stdout
@@ -385,10 +420,7 @@ def check_compose(run: Run) -> None:
     compose("up", "--detach", "--no-build", "latentdial")
     server = f"{project}_latentdial_1"
     wait_healthy(run, server)
-    address = f"127.0.0.1:{grpc_port}"
-    while health_from_host(address) != "SERVING":
-        expect(time.monotonic() - t0 < HEALTH_TIMEOUT_S, f"compose server not SERVING at {address}")
-        time.sleep(0.1)
+    wait_serving(f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", t0)
     compose("up", "--detach", "--no-build")
     app = f"{project}_app_1"
     code = int(run.podman("wait", app, timeout=120).stdout.strip().splitlines()[-1])
@@ -469,17 +501,20 @@ def main(argv: list[str] | None = None) -> int:
         podman("network", "create", "--label", f"org.latentdial.check={run.tag}", network)
         run.networks.append(network)
         server = f"{run.tag}-server"
-        address, healthy_s, serving_s = start_server(run, server, network)
-        run.timings["server: start to HEALTHCHECK pass"] = healthy_s
-        run.timings["server: start to SERVING from the host"] = serving_s
-        log(f"server {SERVER} on {address}: HEALTHCHECK passed after {healthy_s:.1f} s, "
-            f"SERVING from the host after {serving_s:.1f} s")
+        srv = start_server(run, server, network)
+        run.timings["server: start to HEALTHCHECK pass"] = srv.healthy_s
+        run.timings["server: start to SERVING from the host"] = srv.serving_s
+        with urllib.request.urlopen(srv.http + "/v1/models", timeout=10) as r:
+            listed = json.loads(r.read())
+        log(f"server {SERVER}: gRPC {srv.grpc}, HTTP {srv.http} ({len(str(listed))} bytes of /v1/models); "
+            f"HEALTHCHECK passed after {srv.healthy_s:.1f} s, SERVING (gRPC) and ready (HTTP) from the host "
+            f"after {srv.serving_s:.1f} s")
 
         t0 = time.monotonic()
         check_app(run, network)
         check_locust(run, network, args.locust_seconds)
         check_mounted_repository(run, network)
-        check_sigterm_under_load(run, server, address)
+        check_sigterm_under_load(run, server, srv.grpc)
         run.timed("app, Locust, mounted repository, SIGTERM", t0)
         if not args.no_compose:
             check_compose(run)
