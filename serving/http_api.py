@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from latentdial.serving import codec, oip
 from latentdial.serving.config import ServerConfig
-from latentdial.serving.edits import Edit
+from latentdial.serving.edits import Edit, sample_posterior
 from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
 from latentdial.serving.errors import (
     InvalidArgument,
@@ -422,7 +422,8 @@ class HttpFrontDoor:
         return JSONResponse({"model": _ref(s), "latents": d.latents.tolist(), "images": _pngs(d.images)})
 
     # ---------------------------------------------------------------- routes
-    def _build(self) -> FastAPI:  # noqa: C901 - one closure per route keeps each next to its path
+    def _build(self) -> FastAPI:
+        """The app: one closure per route, each next to its path."""
         app = FastAPI(
             title="latentdial", version=oip.server_version(), docs_url=None, redoc_url=None,
             description=(
@@ -564,8 +565,6 @@ class HttpFrontDoor:
                 out = {"model": _ref(s), "mean": mean.tolist(), "log_var": log_var.tolist(),
                        "factors": engine.factor_values(s, mean)}
                 if sample:
-                    from latentdial.serving.edits import sample_posterior
-
                     out["sample"] = sample_posterior(mean, log_var, seed).tolist()
                 return JSONResponse(out)
             return await self._call(request, "http.encode", go)
