@@ -418,8 +418,9 @@ class Engine:
                     f"{s.name}/{s.version}: its dataset {name!r} cannot be sampled on this server ({e}); "
                     "upload an image instead"
                 ) from e
+        # the loop's default pool: the runtime threads are for graphs only
         x = await asyncio.get_running_loop().run_in_executor(
-            self.executor, sampler.sample_observations, count, np.random.default_rng(seed)
+            None, functools.partial(sampler.sample_observations, count, np.random.default_rng(seed))
         )
         x = np.asarray(x, np.float32)
         if x.shape[1:] != tuple(s.model.image_shape):
