@@ -72,6 +72,10 @@ def main() -> int:
 
     from fixtures.toy_model import build_conv_model, build_toy_model
 
+    from latentdial.machine_load import LoadWatch
+
+    watch = LoadWatch("profile_service").start()  # a busy machine skews a profile too
+
     tmp = Path(tempfile.mkdtemp(prefix="profile-service-"))
     if args.model == "toy":
         model_dir = build_toy_model(tmp, "toy", "1", image_shape=(1, 64, 64), latent_dim=10, with_card=False).path
@@ -90,7 +94,7 @@ def main() -> int:
                                    "--nonblocking", "--output", str(collapsed)] + ([] if args.all_threads else ["--gil"]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         sc = bench.Scenario(args.model, args.rpc, args.items, args.concurrency)
-        load = bench.run_client(f"127.0.0.1:{port}", sc, body_path, reply, args.seconds, 1.0, 1, server.pid)
+        result = bench.run_client(f"127.0.0.1:{port}", sc, body_path, reply, args.seconds, 1.0, 1, server.pid)
         _, err = record.communicate(timeout=args.seconds + 60)
         if record.returncode != 0:
             print(err, file=sys.stderr)
@@ -98,10 +102,12 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(30)
+    load = watch.stop()
     samples, own, total = summarise(collapsed.read_text(), args.top)
     lines = [f"py-spy, {args.rate} Hz, {args.seconds:g} s: {args.model} {args.rpc} x{args.items}, "
-             f"{args.concurrency} callers, batching {args.batching}; {load['requests_per_s']:.0f} req/s, "
-             f"p50 {load['p50']:.2f} ms, server CPU {load['cpu_ms']:.3f} ms/request; {samples} samples", "",
+             f"{args.concurrency} callers, batching {args.batching}; {result['requests_per_s']:.0f} req/s, "
+             f"p50 {result['p50']:.2f} ms, server CPU {result['cpu_ms']:.3f} ms/request; {samples} samples", "",
+             load.line(), "",
              "| own % | function |", "|---:|---|"]
     lines += [f"| {100 * n / max(samples, 1):.1f} | `{f}` |" for f, n in own]
     lines += ["", "| total % | function |", "|---:|---|"]

@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,13 +139,16 @@ def _run_graph(runtime: Runtime, inputs: Arrays) -> Arrays:
 
 
 class Engine:
-    """The repository, a batcher per (model version, graph), the executor that runs the graphs."""
+    """The repository, a batcher per (model version, graph), the runtime threads that run the graphs."""
 
     def __init__(self, config: ServerConfig, metrics: ServiceMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or ServiceMetrics()
         self.repository: ModelRepository | None = None
-        self.executor = RuntimeThreads(4, "runtime")
+        #: graph calls of the batchers (a queue and a callback per call: the request path)
+        self.runtime_threads = RuntimeThreads(4, "runtime")
+        #: other blocking work off the event loop (sampling a dataset)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blocking")
         self.draining = False
         self._served: dict[tuple[str, str], ServedModel] = {}
         #: (name, version) -> requests holding it; an Event per version being removed
@@ -225,7 +229,7 @@ class Engine:
             max_queue_size=c.max_queue_size,
             enabled=c.batching,
             adaptive=c.adaptive_batching,
-            executor=self.executor,
+            executor=self.runtime_threads,
             observer=self.metrics.batch_observer(f"{m.name}/{m.version}", graph),
         )
 
@@ -235,13 +239,14 @@ class Engine:
         return self.repository is not None and bool(self.repository.models) and not self.draining
 
     async def close(self) -> None:
-        """Fail whatever still waits, release the runtimes and the executor."""
+        """Fail whatever still waits, release the runtimes, the runtime threads and the executor."""
         self.draining = True
         for s in self._served.values():
             await s.encoder.close()
             await s.decoder.close()
         if self.repository is not None:
             self.repository.close()
+        self.runtime_threads.shutdown(wait=False, cancel_futures=True)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------- request wrapper

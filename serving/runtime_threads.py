@@ -33,13 +33,16 @@ class RuntimeThreads:
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(workers)]
-        for t in self._threads:
-            t.start()
+        self._started = False  # the threads start with the first call
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: Done) -> None:
         """Run ``fn(arg)`` in one of the threads, then call ``done`` there with its outcome."""
         if self._closed:
             raise RuntimeError("the runtime threads were shut down")
+        if not self._started:
+            self._started = True
+            for t in self._threads:
+                t.start()
         self._queue.put((fn, arg, done))
 
     def _work(self) -> None:
@@ -67,6 +70,8 @@ class RuntimeThreads:
                     break
                 if item is not None:
                     item[2](None, CallCancelled("the server shut down before this call ran"))
+        if not self._started:
+            return
         for _ in self._threads:
             self._queue.put(None)
         if wait:
