@@ -7,6 +7,7 @@ have been live when the request was sent.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import shutil
@@ -25,7 +26,13 @@ from grpc_health.v1 import health_pb2
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.server import LIVENESS_SERVICE
 
-from latentdial.client import Client, FailedPreconditionError, NotFoundError, UnauthenticatedError
+from latentdial.client import (
+    AsyncClient,
+    Client,
+    FailedPreconditionError,
+    NotFoundError,
+    UnauthenticatedError,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -277,6 +284,20 @@ def test_explicit_load_of_a_missing_version_is_not_found(tmp_path):
             c.load_model("toy", version="9")
         with pytest.raises(NotFoundError, match="no served version"):
             c.unload_model("toy", version="9")
+
+
+def test_the_async_client_loads_and_unloads_too(tmp_path):
+    build_toy_model(tmp_path, "toy", "1")
+    with ServerThread(make_config(tmp_path, model_control="explicit")) as server:
+        build_toy_model(tmp_path, "toy", "2", seed=2)
+
+        async def swap() -> tuple[str, list[str], str]:
+            async with AsyncClient(server.address) as c:
+                loaded = await c.load_model("toy", version="2")
+                unloaded = await c.unload_model("toy", version="1")
+                return loaded, unloaded, (await c.encode(X)).model[1]
+
+        assert asyncio.run(swap()) == ("2", ["1"], "2")
 
 
 # ------------------------------------------------------------------- poll --
