@@ -31,7 +31,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +144,8 @@ class Engine:
         self.config = config
         self.metrics = metrics or ServiceMetrics()
         self.repository: ModelRepository | None = None
-        #: graph calls of the batchers (a queue and a callback per call: the request path)
+        #: graph calls of the batchers only (a queue and a callback per call: the request path)
         self.runtime_threads = RuntimeThreads(4, "runtime")
-        #: other blocking work off the event loop (sampling a dataset)
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blocking")
         self.draining = False
         self._served: dict[tuple[str, str], ServedModel] = {}
         #: (name, version) -> requests holding it; an Event per version being removed
@@ -239,7 +236,7 @@ class Engine:
         return self.repository is not None and bool(self.repository.models) and not self.draining
 
     async def close(self) -> None:
-        """Fail whatever still waits, release the runtimes, the runtime threads and the executor."""
+        """Fail whatever still waits, release the runtimes and the runtime threads."""
         self.draining = True
         for s in self._served.values():
             await s.encoder.close()
@@ -247,7 +244,6 @@ class Engine:
         if self.repository is not None:
             self.repository.close()
         self.runtime_threads.shutdown(wait=False, cancel_futures=True)
-        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------- request wrapper
     @contextlib.asynccontextmanager

@@ -204,7 +204,7 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
             handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
     except BaseException:
         await server.stop(None)
-        engine.executor.shutdown(wait=False)
+        engine.runtime_threads.shutdown(wait=False)
         raise
     handle.port = port
     await server.start()
