@@ -77,6 +77,22 @@ def test_perfect_representation_scores_high_on_every_metric():
     assert abs(unsup["gaussian_total_correlation"]) < 0.02  # independent factors
 
 
+def test_factor_vae_prunes_dims_whose_std_is_below_the_reference_threshold_0_05():
+    # Factor a with std 20 x 0.373 = 7.5, b with std 0.08, c with std 0.03 (std of a uniform grid on [0, 1]).
+    stds = [np.std(DATA.factor_grid(f)) for f in range(3)]
+    scale = np.array([20.0, 0.08 / stds[1], 0.03 / stds[2]])
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        return perfect(x) * scale
+
+    fv = METRICS["factor_vae"].compute(DATA, scaled, rng(), num_variance_estimate=2000, **BATCHED)
+    # b stays although its variance is 1e-4 of a's (a rule relative to the largest would drop it);
+    # c goes, so votes for c land on a or b and are wrong: accuracy = P(k in {a, b}) = 2/3
+    assert fv["num_active_dims"] == 2
+    assert fv["eval_accuracy"] == pytest.approx(2 / 3, abs=0.1)
+    assert fv["train_accuracy"] == pytest.approx(2 / 3, abs=0.07)
+
+
 def test_constant_representation_scores_low_on_every_metric():
     beta = METRICS["beta_vae"].compute(DATA, constant, rng(), **BATCHED)["eval_accuracy"]
     assert beta < 0.5  # chance level for 3 factors is 1/3

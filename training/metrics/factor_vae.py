@@ -2,8 +2,10 @@
 
 Protocol (disentanglement_lib ``factor_vae.compute_factor_vae``): estimate each
 dimension's global variance from ``num_variance_estimate`` points and prune
-collapsed dimensions. One vote: choose a factor k, draw ``batch_size`` points that
-all share the value of factor k, divide each active dimension's variance in the
+collapsed dimensions: those whose standard deviation is below 0.05, as the study
+configures it (``prune_dims.threshold = 0.05`` in its ``factor_vae_metric.gin``,
+compared with the square root of the global variance). One vote: choose a factor
+k, draw ``batch_size`` points that all share the value of factor k, divide each active dimension's variance in the
 batch by its global variance and vote (k, argmin dimension). The classifier maps
 each dimension to the factor it received most votes for (majority vote); the
 score is the fraction of ``num_eval`` fresh votes it gets right.
@@ -30,12 +32,19 @@ from .utils import (
 _IMAGES_PER_CALL = 4096
 
 
-def _prune_dims(variances: np.ndarray, threshold: float = 0.05) -> np.ndarray:
-    """Active-dimension mask (D,): global variance at least ``threshold`` x the largest one."""
-    top = float(np.max(variances)) if variances.size else 0.0
-    if top <= 0:
-        return np.zeros_like(variances, dtype=bool)
-    return variances >= threshold * top
+#: Smallest standard deviation of an active dimension (disentanglement_lib's study value).
+PRUNE_THRESHOLD = 0.05
+
+
+def _prune_dims(variances: np.ndarray, threshold: float = PRUNE_THRESHOLD) -> np.ndarray:
+    """Active-dimension mask (D,): standard deviation sqrt(variance) at least ``threshold``.
+
+    The threshold is absolute, in the code's own units, as in the reference: with a N(0, 1)
+    prior a used dimension's posterior mean varies with std near 1, a collapsed one near 0.
+    A dimension of exactly zero variance is never active.
+    """
+    scale = np.sqrt(np.maximum(variances, 0.0))
+    return (scale >= threshold) & (scale > 0)
 
 
 def _generate_votes(
@@ -73,7 +82,7 @@ def sample_votes(
     num_test: int,
     batch_size: int,
     num_variance_estimate: int,
-    prune_threshold: float = 0.05,
+    prune_threshold: float = PRUNE_THRESHOLD,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train votes (F, D), eval votes (F, D), active-dimension mask (D,)).
 
