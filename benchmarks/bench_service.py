@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from latentdial.serving.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # toy model builders live with the test fixtures
@@ -191,14 +192,6 @@ async def _echo(port: int) -> None:
 BATCHES = (1, 8, 16, 32, 64)  # batch sizes of the ONNX Runtime alone measurement
 INPUTS = {"encoder": "images", "decoder": "latents"}
 GRAPH_OF = {"Encode": "encoder", "Decode": "decoder"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _drain(stream) -> None:

@@ -82,3 +82,56 @@ def test_the_ground_truth_datasets_serving_samples_from_import_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+# Who may import whom (docs/architecture.md, "Dependencies between stages"). Keys are the importing
+# package; values the other packages, or single modules, it may import. Anything else is a violation.
+_PACKAGES = ("latentdial.training", "latentdial.export", "latentdial.serving", "latentdial.client", "latentdial.v1")
+_ALLOWED = {
+    "latentdial.client": {"latentdial", "latentdial.v1"},
+    # the page's "sample from the data" renders procedural datasets (numpy only, imported lazily)
+    "latentdial.serving": {"latentdial", "latentdial.v1", "latentdial.training.data"},
+    "latentdial.export": {"latentdial", "latentdial.v1", "latentdial.training"},
+    # evaluation runs the exported graphs on the serving runtimes and edits through a real server
+    "latentdial.training": {"latentdial", "latentdial.v1", "latentdial.client", "latentdial.serving.config",
+                            "latentdial.serving.embedded", "latentdial.serving.runtimes"},
+}
+
+
+def _package(module: str) -> str:
+    return next((p for p in _PACKAGES if module == p or module.startswith(p + ".")), "latentdial")
+
+
+def _imports_between_stages() -> list[tuple[str, str]]:
+    """(importing module, imported module) for every absolute latentdial import across packages."""
+    import ast
+
+    mapping = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    found = []
+    for pkg, directory in mapping.items():
+        if pkg == "latentdial":
+            files = [f for f in (ROOT / directory).rglob("*.py") if not f.name.endswith(("_pb2.py", "_pb2_grpc.py"))]
+        else:
+            files = list((ROOT / directory).rglob("*.py"))
+        for f in files:
+            rel = f.relative_to(ROOT / directory).with_suffix("")
+            me = ".".join([pkg, *rel.parts]).removesuffix(".__init__")
+            for node in ast.walk(ast.parse(f.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                found += [(me, m) for m in names if m.startswith("latentdial") and _package(m) != _package(me)]
+    return found
+
+
+def test_stages_import_each_other_only_in_the_documented_direction():
+    pairs = _imports_between_stages()
+    assert any(src.startswith("latentdial.training") and dst.startswith("latentdial.serving") for src, dst in pairs)
+    bad = []
+    for src, dst in pairs:
+        allowed = _ALLOWED.get(_package(src))
+        if allowed is None:  # the core (contracts, cli dispatcher) imports no stage at module level
+            bad.append((src, dst))
+        elif not any(dst == a or dst.startswith(a + ".") for a in allowed if a != "latentdial") and \
+                not (_package(dst) == "latentdial" and "latentdial" in allowed):
+            bad.append((src, dst))
+    assert bad == [], f"imports against the rule in docs/architecture.md: {bad}"
