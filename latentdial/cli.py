@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("latentdial.serving.cli", "serve a model repository over gRPC"),
     "client": ("latentdial.client.cli", "call a latentdial server (encode, decode, traverse, edit, generate)"),
     "evaluate-edits": ("latentdial.training.cli_edits", "measure edit fidelity through a running server"),
+    "train-reader": ("latentdial.training.cli_reader", "train the attribute reader that judges edits"),
 }
 
 

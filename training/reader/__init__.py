@@ -1,0 +1,18 @@
+"""The attribute reader: an independent classifier that reads every ground-truth factor of an image.
+
+Edits are judged the way image editing is judged (InterFaceGAN, Shen et al. 2020, CVPR;
+StyleFlow, Abdal et al. 2021, ACM TOG): a classifier that never saw a model's output reads
+the edited image, and the edit succeeds if it sees the asked value and every other factor
+unchanged. ``load_reader("dsprites")`` returns the reader of a dataset (shipped weights,
+else the cache, else a fresh training: see :mod:`.store`); ``reader.read(images)`` gives a
+:class:`Reading`; :func:`agreement` is the one rule for "reads as".
+
+Modules: :mod:`.network` (the centred crop and the conv net), :mod:`.reading` (reading and
+agreement), :mod:`.fit` (training on ground-truth renders, held-out accuracy), :mod:`.store`
+(weights on disk).
+"""
+
+from .reading import EDIT_TOLERANCE, EXACT, READABLE, AttributeReader, Reading, agreement
+from .store import load_reader
+
+__all__ = ["EDIT_TOLERANCE", "EXACT", "READABLE", "AttributeReader", "Reading", "agreement", "load_reader"]
