@@ -105,9 +105,10 @@ ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)
 	$(VENV)/bin/latentdial export $(SHIP_RUN) $(SHIP_DIR) --variants fp16,int8 --overwrite
 	$(VENV)/bin/latentdial evaluate $(SHIP_DIR) --metrics factor_vae --preset reference --out docs/models/$(SHIP)_factor_vae_reference.json
-	$(VENV)/bin/latentdial evaluate-edits $(SHIP_DIR) --num 2000 --out docs/models/$(SHIP)_edits.json
+	$(VENV)/bin/latentdial evaluate-edits $(SHIP_DIR) --num 1000 --out docs/models/$(SHIP)_edits.json \
+		--sheet docs/models/images/$(SHIP)_edit_sheet.png
 	$(VENV)/bin/python scripts/model_report.py $(SHIP_DIR) --out docs/models/$(SHIP).md --edits docs/models/$(SHIP)_edits.json \
-		--reference docs/models/$(SHIP)_factor_vae_reference.json
+		--sheet docs/models/images/$(SHIP)_edit_sheet.png --reference docs/models/$(SHIP)_factor_vae_reference.json
 
 loadtest: $(VENV)/.installed
 	$(VENV)/bin/python loadtest/run_headless.py --users 32 --spawn-rate 8 --run-time 60s --out reports/

@@ -1,0 +1,304 @@
+"""Edit success: the reader judges edits of stand-in models with known behaviour, then
+``latentdial evaluate-edits`` runs through a real server."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.oracle_model import build_oracle, calibrate_card, dsprites_card
+from fixtures.server import ServerThread, make_config
+from fixtures.toy_model import build_toy_model
+from latentdial.training.data import get_dataset
+from latentdial.training.edit_success import (
+    EDIT_TOLERANCE,
+    agreement,
+    draw_targets,
+    evaluate_edits,
+    foreground,
+    iou,
+    reading_of,
+)
+from latentdial.training.reader import load_reader
+
+from latentdial.cli import main
+from latentdial.factor_card import FactorCard
+from latentdial.manifest import Manifest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return load_reader("dsprites", train=False)
+
+
+# ---------------------------------------------------- stand-in models --
+@dataclass
+class _Images:
+    images: np.ndarray
+
+
+class StandIn:
+    """A client of a model that draws ``draw(factors) -> (N, C, H, W)`` for what it was asked.
+
+    It recognises its sources by their pixels (the evaluation renders them from the dataset),
+    applies an edit to their factors, and draws the result: ``draw = dataset render`` is a
+    perfect model, a disc drawer is a model that draws every shape as a blob.
+    """
+
+    def __init__(self, dataset, draw, num: int, seed: int, edits: bool = True) -> None:
+        rng = np.random.default_rng(seed)  # the evaluation's own first draw
+        factors = dataset.sample_factors(num, rng)
+        images = dataset.sample_observations_from_factors(factors, rng)
+        self.lookup = {self._key(x): f for x, f in zip(images, factors, strict=True)}
+        self.dataset, self.draw, self.edits = dataset, draw, edits
+
+    @staticmethod
+    def _key(x: np.ndarray) -> bytes:
+        return np.asarray(x, np.float32).round(3).tobytes()
+
+    def _factors(self, nhwc: np.ndarray) -> np.ndarray:
+        return np.stack([self.lookup[self._key(x.transpose(2, 0, 1))] for x in nhwc])
+
+    def _out(self, factors: np.ndarray) -> _Images:
+        return _Images(self.draw(factors).transpose(0, 2, 3, 1))
+
+    def reconstruct(self, images, **_):
+        return self._out(self._factors(images))
+
+    def edit(self, images, edits, **_):
+        if not self.edits:
+            return _Images(np.asarray(images))
+        factors = self._factors(images).copy()
+        for e in edits:
+            f = self.dataset.factor_names.index(e.factor)
+            if e.set_label is not None:
+                factors[:, f] = self.dataset.factor_labels(f).index(e.set_label)
+            else:
+                factors[:, f] = int(np.argmin(np.abs(self.dataset.factor_grid(f) - e.set_value)))
+        return self._out(factors)
+
+
+def discs(factors: np.ndarray) -> np.ndarray:
+    """Soft discs where the sprites are, growing with scale: a model that draws every shape as a blob."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    radius = 5.0 + 6.0 * factors[:, 1] / 5.0
+    d = np.hypot(xx[None] - (16 + factors[:, 3, None, None]), yy[None] - (16 + factors[:, 4, None, None]))
+    return (1 / (1 + np.exp((d - radius[:, None, None]) / 0.7)))[:, None].astype(np.float32)
+
+
+def _run(reader, draw, num=300, seed=0, edits=True, card=None):
+    ds = get_dataset("dsprites")
+    client = StandIn(ds, draw, num, seed, edits=edits)
+    return evaluate_edits(client, ds, card or dsprites_card(), reader, num=num, seed=seed, batch=64, progress=False)
+
+
+def test_a_model_that_draws_the_ground_truth_succeeds_on_every_edit(reader):
+    ds = get_dataset("dsprites")
+    run = _run(reader, ds.sample_observations_from_factors)
+    r = run.report
+    assert r["readback"]["all"] >= 0.99 and r["recon_iou"] == 1.0
+    for name in NAMES:
+        f = r["factors"][name]
+        assert f["editable"] and f["num"] == 300
+        assert f["target_hit"] >= 0.99 and f["others_kept"] >= 0.98 and f["success"] >= 0.98, (name, f)
+        assert f["iou"] == 1.0
+
+
+def test_an_edit_that_changes_nothing_never_hits_its_target_and_keeps_everything(reader):
+    ds = get_dataset("dsprites")
+    r = _run(reader, ds.sample_observations_from_factors, num=200, edits=False).report
+    for name in NAMES:
+        assert r["factors"][name]["target_hit"] <= 0.02, name  # targets always differ from the source
+        assert r["factors"][name]["others_kept"] >= 0.98, name
+
+
+def test_a_model_that_draws_blobs_edits_shape_at_chance_and_position_well(reader):
+    r = _run(reader, discs, num=300).report
+    shape = r["factors"]["shape"]
+    # the reader reads a blob as one fixed shape at best, so an edit to a random other shape hits ~1/3
+    assert 0.15 <= shape["target_hit"] <= 0.5, shape
+    assert r["readback"]["shape"] <= 0.5
+    for name in ("pos_x", "pos_y"):
+        assert r["factors"][name]["target_hit"] >= 0.95, (name, r["factors"][name])
+        assert r["factors"][name]["others_kept"] <= 0.5  # the shape and orientation of the source are gone
+
+
+def test_factors_outside_the_card_are_not_edited_but_must_still_be_kept(reader):
+    ds = get_dataset("dsprites")
+    card = FactorCard([dsprites_card()["pos_x"]], latent_dim=6)
+    r = _run(reader, ds.sample_observations_from_factors, num=50, card=card).report
+    assert r["factors"]["shape"] == {"editable": False, "reason": "not in the model's factor card"}
+    assert set(r["factors"]["pos_x"]["kept_by_factor"]) == {"shape", "scale", "orientation", "pos_y"}
+
+
+def test_targets_never_read_as_the_source_and_cover_every_other_value():
+    ds = get_dataset("dsprites")
+    rng = np.random.default_rng(0)
+    sources = ds.sample_factors(4000, rng)
+    for f, name in enumerate(NAMES):
+        targets = draw_targets(NAMES, ds.factors_num_values[f], f, sources, rng)
+        moved = sources.copy()
+        moved[:, f] = targets
+        assert not agreement(NAMES, reading_of(NAMES, moved), sources, EDIT_TOLERANCE)[:, f].any(), name
+    shape_targets = draw_targets(NAMES, 3, 0, sources, rng)
+    assert (shape_targets != sources[:, 0]).all() and set(shape_targets) == {0, 1, 2}
+
+
+def test_foreground_and_iou_are_absolute_and_work_for_colour_renders():
+    ds = get_dataset("color_dsprites")
+    factors = ds.sample_factors(8, np.random.default_rng(1))
+    images = ds.sample_observations_from_factors(factors)
+    masks = get_dataset("dsprites").sample_observations_from_factors(factors[:, :5])[:, 0] > 0.5
+    np.testing.assert_array_equal(foreground(images), masks)
+    np.testing.assert_array_equal(iou(images, images), np.ones(8))
+    shifted = factors.copy()
+    shifted[:, 3] = (shifted[:, 3] + 16) % 32
+    assert iou(ds.sample_observations_from_factors(shifted), images).max() < 0.5
+    with pytest.raises(ValueError, match="shapes"):
+        iou(images, images[:, :1])
+
+
+# ------------------------------------------------------ through a server --
+@pytest.fixture(scope="module")
+def oracle_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("oracle")
+    model_dir = build_oracle(root)
+    m = Manifest.load(model_dir)
+    m.factor_card = calibrate_card(model_dir).to_dict()
+    m.metrics = {"mig": 0.9}
+    m.save(model_dir)
+    return root
+
+
+@pytest.fixture(scope="module")
+def oracle_report(oracle_repo, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("oracle_edits") / "edits.json"
+    assert main(["evaluate-edits", str(oracle_repo / "oracle" / "1"), "--num", "60", "--batch", "32",
+                 "--out", str(out), "--examples", "3", "--quiet"]) == 0
+    return out
+
+
+def test_a_square_drawing_model_moves_sprites_as_asked_but_reads_back_shape_only_for_squares(oracle_report):
+    r = json.loads(oracle_report.read_text())
+    assert r["model"]["name"] == "oracle" and r["model"]["version"] == "1"
+    assert r["dataset"] == {"name": "dsprites"} and r["num"] == 60 and r["reader"]["dataset"] == "dsprites"
+    assert r["reader"]["recipe"] and r["reader"]["accuracy"]["clean"]["shape"]["exact"] >= 0.99
+    assert {n for n, f in r["factors"].items() if f["editable"]} == {"scale", "pos_x", "pos_y"}
+    assert r["factors"]["shape"]["reason"] == "not in the model's factor card"
+    for name in ("pos_x", "pos_y"):
+        assert r["factors"][name]["target_hit"] >= 0.9, (name, r["factors"][name])
+        assert 0.0 <= r["factors"][name]["success"] <= r["factors"][name]["target_hit"]
+    assert 0.15 <= r["readback"]["shape"] <= 0.55  # it draws squares: only square sources read back
+    assert r["readback"]["pos_x"] >= 0.9 and 0.0 < r["recon_iou"] < 1.0
+
+
+def test_the_sheet_shows_every_edited_factor_with_a_verdict(oracle_report):
+    from PIL import Image
+
+    sheet = Image.open(oracle_report.with_suffix(".png"))
+    assert sheet.size[0] > 3 * 2 * 96 and sheet.size[1] > 3 * 96  # 3 examples, 3 edited factors
+    pixels = np.asarray(sheet.convert("RGB")).reshape(-1, 3).astype(int)
+    green = (pixels[:, 1] > 120) & (pixels[:, 0] < 100) & (pixels[:, 2] < 100)
+    assert green.sum() > 50  # verdict text in green where the reader saw the asked value
+
+
+def test_a_model_of_a_dataset_without_a_reader_is_refused(tmp_path, capsys):
+    model = build_toy_model(tmp_path, "folder", "1", image_shape=(1, 64, 64), latent_dim=6, with_card=False)
+    m = Manifest.load(model.path)
+    m.factor_card = dsprites_card().to_dict()
+    m.provenance = {"dataset": {"name": "noisy_dsprites"}}
+    m.save(model.path)
+    assert main(["evaluate-edits", str(model.path), "--out", str(tmp_path / "e.json"), "--quiet"]) == 2
+    assert "no attribute reader" in capsys.readouterr().err
+
+
+def test_a_server_that_does_not_serve_the_model_gives_a_clear_error(oracle_repo, tmp_path, capsys):
+    other = tmp_path / "other"
+    build_toy_model(other, "toy", "1")
+    with ServerThread(make_config(other)) as server:
+        code = main(["evaluate-edits", str(oracle_repo / "oracle" / "1"), "--address", server.address,
+                     "--num", "4", "--out", str(tmp_path / "e.json"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "NotFoundError" in err and "oracle" in err and server.address in err
+
+
+def test_a_model_without_a_factor_card_is_refused_with_what_to_do(tmp_path, capsys):
+    model = build_toy_model(tmp_path, "plain", "1", with_card=False)
+    assert main(["evaluate-edits", str(model.path), "--out", str(tmp_path / "e.json"), "--quiet"]) == 2
+    assert "no factor card" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_a_model_without_a_known_dataset_asks_for_one(tmp_path, capsys):
+    model = build_toy_model(tmp_path, "toy", "1")  # provenance dataset "toy" is not registered
+    assert main(["evaluate-edits", str(model.path), "--out", str(tmp_path / "e.json"), "--quiet"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+# --------------------------------------------------------- model report --
+def _script_module(name: str):
+    """Import ``scripts/<name>.py`` (scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_report_writes_markdown_with_tables_and_labelled_pngs(oracle_repo, oracle_report, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "docs" / "models" / "oracle.md"
+    reference = tmp_path / "oracle_factor_vae_reference.json"
+    reference.write_text(json.dumps({"factor_vae.eval_accuracy": 0.8765}))
+    assert _script_module("model_report").main([str(oracle_repo / "oracle" / "1"), "--out", str(out),
+                                        "--edits", str(oracle_report), "--steps", "6", "--examples", "3",
+                                        "--reference", str(reference),
+                                        "--sheet", str(oracle_report.with_suffix(".png"))]) == 0
+    text = out.read_text()
+    assert "| mig | 0.9000 |" in text
+    assert "reference sizes" in text and "| factor_vae.eval_accuracy | 0.8765 |" in text
+    assert "| pos_x | continuous | 0 | 0 … 1 | 32 | yes |" in text
+    assert "![traversal grid](images/oracle_traversal.png)" in text
+    assert "## Edit success" in text and "| shape | — | — | — | not in the model's factor card |" in text
+    assert "![edits with the reader's verdicts](" in text
+    traversal = Image.open(out.parent / "images" / "oracle_traversal.png")
+    edits = Image.open(out.parent / "images" / "oracle_edits.png")
+    # label column + 6 steps of 64 px tiles; 3 factor rows
+    assert traversal.size[0] > 6 * 64 and 3 * 64 <= traversal.size[1] < 4 * 64
+    # 3 examples x (source, recon, 3 factors)
+    assert edits.size[0] > 5 * 64 and edits.size[1] > 3 * 64
+    grid = np.asarray(traversal.convert("L"), np.float32)
+    assert grid[:, 100:].std() > 50  # white squares on black tiles, not an empty canvas
+
+
+def test_dci_diagnostic_shows_unlearned_factors_holding_disentanglement_down(oracle_repo, capsys):
+    assert _script_module("dci_diagnostic").main([str(oracle_repo / "oracle" / "1"), "--num-train", "600", "--num-test", "300"]) == 0
+    out = capsys.readouterr().out
+    full = float(out.split("DCI disentanglement ")[1].split(",")[0])
+    without = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if "  without " in line}
+    assert set(without) == {"shape", "scale", "orientation", "pos_x", "pos_y"}
+    # the oracle carries scale and position exactly, shape and orientation not at all
+    assert without["orientation"] > full and without["shape"] > full
+    assert without["pos_x"] < full
+
+
+def test_model_report_of_a_model_without_card_traverses_every_dimension(tmp_path):
+    from PIL import Image
+
+    model = build_toy_model(tmp_path / "repo", "plain", "1", image_shape=(3, 64, 64), latent_dim=3, with_card=False)
+    out = tmp_path / "docs" / "plain.md"
+    assert _script_module("model_report").main([str(model.path), "--out", str(out), "--steps", "4", "--examples", "2"]) == 0
+    text = out.read_text()
+    assert "no factor card" in text and "## Edit success" not in text
+    traversal = Image.open(out.parent / "images" / "plain_traversal.png")
+    assert 3 * 64 <= traversal.size[1] < 4 * 64  # one row per latent dimension

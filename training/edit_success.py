@@ -1,0 +1,237 @@
+"""Edit success: does an edit through the server show the asked value and keep everything else?
+
+Edits are judged the way image editing is judged (InterFaceGAN, Shen et al. 2020, CVPR;
+StyleFlow, Abdal et al. 2021): an independent attribute reader (``training/reader/``, trained
+only on ground-truth renders) reads the edited image. Protocol (``evaluate_edits``), for a
+model trained on a dataset the reader reads:
+
+1. Draw N source factor vectors and render them.
+2. **Read-back**: reconstruct the sources (Reconstruct RPC) and read them. A factor reads
+   back if the reader sees the source's value in the reconstruction (the tolerances of
+   ``EDIT_TOLERANCE``). A model that cannot draw a factor cannot edit it either.
+3. For every factor of the dataset that the model's factor card can edit, draw for each source
+   a target value the reader would *not* confuse with the source's value (so an edit that
+   does nothing never hits), send ``EditAttributes`` (``set_label`` for a labelled
+   categorical factor, ``set_value`` otherwise) and read the edited image:
+
+   - **target hit**: the edited factor reads as the target (categorical factors and hues
+     exactly, scale and position within one grid step, orientation within two grid steps
+     modulo the target shape's symmetry);
+   - **others kept**: every other factor reads as in the source (same tolerances; after a
+     shape edit, orientation modulo the symmetry of both shapes: a square's orientation is
+     only defined modulo 90 degrees, so a heart drawn from it may point any of four ways);
+   - **success**: both.
+4. Beside it, the absolute IoU of the edited image's foreground with the ground-truth render
+   of the edited factors, and of the reconstruction with its source; no normalisation.
+
+A factor the card does not carry (or carries without a calibration table) cannot be
+edited by value: it is reported as such, and it still counts in "others kept" of every
+other edit. Foreground for IoU: the per-pixel maximum over channels above the midpoint
+between the image's median (its background) and 1, i.e. 0.5 for binary dSprites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from latentdial.training.reader import EDIT_TOLERANCE, AttributeReader, Reading, agreement
+from latentdial.training.reader.reading import ORIENTATIONS
+
+from latentdial.factor_card import FactorCard, FactorEntry
+
+
+def foreground(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (N, H, W) bool: max over channels above (median + 1) / 2."""
+    value = np.asarray(images, np.float64).max(axis=1)
+    level = (np.median(value.reshape(len(value), -1), axis=1) + 1.0) / 2.0
+    return value > level[:, None, None]
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Intersection over union of the foregrounds of two image batches (N, C, H, W), per image.
+
+    Two empty foregrounds count as identical (1.0).
+    """
+    if np.shape(pred) != np.shape(truth):
+        raise ValueError(f"images to compare have shapes {np.shape(pred)} and {np.shape(truth)}; they must match")
+    p, t = foreground(pred), foreground(truth)
+    inter = (p & t).sum(axis=(1, 2))
+    union = (p | t).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def reading_of(names: tuple[str, ...], factors: np.ndarray) -> Reading:
+    """The reading a perfect reader would give for ground-truth ``factors`` (N, F)."""
+    factors = np.asarray(factors, np.int64)
+    angle = ORIENTATIONS[factors[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
+    return Reading(factors, angle)
+
+
+def draw_targets(names: tuple[str, ...], num_values: int, factor: int, sources: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Per source, a target grid index of ``factor`` drawn uniformly among the values that do not
+    read as the source's value (``EDIT_TOLERANCE``): an edit that changes nothing never hits.
+
+    Args:
+        sources: (N, F) int grid indices. Returns: (N,) int64.
+    """
+    far = np.zeros((len(sources), num_values), dtype=bool)
+    for v in range(num_values):
+        candidate = sources.copy()
+        candidate[:, factor] = v
+        far[:, v] = ~agreement(names, reading_of(names, candidate), sources)[:, factor]
+    if not far.any(axis=1).all():
+        raise ValueError(f"factor {names[factor]} has no value far enough from some source to edit to")
+    return np.argmax(rng.random(far.shape) * far, axis=1).astype(np.int64)
+
+
+@dataclass
+class FactorEdits:
+    """The edits of one factor, aligned on the N sources: targets (N,), read (N, F), hits (N, F), iou (N,)."""
+
+    targets: np.ndarray
+    expected: np.ndarray
+    reading: Reading
+    agrees: np.ndarray
+    iou: np.ndarray
+    images: np.ndarray = field(repr=False)
+
+
+def summarise(names: tuple[str, ...], factor: int, edits: FactorEdits) -> dict[str, Any]:
+    """Target hit, others kept, success, each other factor's kept rate and the mean IoU of one factor's edits."""
+    hit = edits.agrees[:, factor]
+    others = np.delete(edits.agrees, factor, axis=1)
+    kept = others.all(axis=1)
+    return {
+        "editable": True,
+        "num": int(len(hit)),
+        "target_hit": float(hit.mean()),
+        "others_kept": float(kept.mean()),
+        "success": float((hit & kept).mean()),
+        "kept_by_factor": {n: float(edits.agrees[:, i].mean()) for i, n in enumerate(names) if i != factor},
+        "iou": float(edits.iou.mean()),
+    }
+
+
+def _nhwc(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, H, W, C) float32, the layout the API takes and returns."""
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1), dtype=np.float32)
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2))
+
+
+def _chunks(index: np.ndarray, size: int) -> list[np.ndarray]:
+    return [index[i:i + size] for i in range(0, len(index), size)]
+
+
+def edit_op(entry: FactorEntry, value: float) -> Any:
+    """The ``Edit`` that sets ``entry`` to the grid value ``value`` (by label for a labelled categorical)."""
+    from latentdial.client import Edit
+
+    if entry.kind == "categorical" and entry.labels:
+        nearest = int(np.argmin(np.abs(np.asarray(entry.values, np.float64) - value)))
+        return Edit(factor=entry.name, set_label=entry.labels[nearest])
+    return Edit(factor=entry.name, set_value=float(value))
+
+
+def not_editable(entry: FactorEntry | None) -> str | None:
+    """Why a card entry cannot be edited by value, or None if it can."""
+    if entry is None:
+        return "not in the model's factor card"
+    if not entry.calibrated:
+        return "in the card by name only (no calibration table): no value to edit to"
+    return None
+
+
+@dataclass
+class EditRun:
+    """Everything ``evaluate_edits`` measured: the JSON report and, per factor, the arrays."""
+
+    report: dict[str, Any]
+    sources: np.ndarray  # (N, C, H, W)
+    source_factors: np.ndarray  # (N, F)
+    edits: dict[str, FactorEdits]
+
+
+def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: AttributeReader, *,
+                   model: str | None = None, version: str | None = None, num: int = 1000, seed: int = 0,
+                   batch: int = 128, progress: bool = True) -> EditRun:
+    """Run the protocol of the module docstring against a server.
+
+    Args:
+        client: a ``latentdial.client.Client`` (anything with ``reconstruct`` and ``edit``).
+        dataset: the model's ``GroundTruthData``, the one ``reader`` was trained on.
+        card: the served model's factor card (which factors can be edited by value).
+        num: N sources; every editable factor is edited once per source.
+        batch: images per RPC (edits are grouped by target value, one EditAttributes each).
+    """
+    from tqdm import tqdm
+
+    names = tuple(dataset.factor_names)
+    if names != reader.factor_names:
+        raise ValueError(f"the reader reads {reader.factor_names}, the dataset has {names}: "
+                         f"use the reader of the model's dataset")
+    if num < 1 or batch < 1:
+        raise ValueError(f"num={num} and batch={batch} must be >= 1")
+    rng = np.random.default_rng(seed)
+    factors = dataset.sample_factors(num, rng)  # (N, F)
+    sources = dataset.sample_observations_from_factors(factors, rng)  # (N, C, H, W)
+    ref = {"model": model, "version": version}
+    everything = np.arange(num)
+    entries = {e.name: e for e in card.factors}
+    todo = [(f, n) for f, n in enumerate(names) if not_editable(entries.get(n)) is None]
+    bar = tqdm(total=num * (1 + len(todo)), desc="edits", unit="img", disable=not progress)
+
+    recon = np.zeros_like(sources)
+    for c in _chunks(everything, batch):
+        recon[c] = _nchw(client.reconstruct(_nhwc(sources[c]), **ref).images)
+        bar.update(len(c))
+    readback = agreement(names, reader.read(recon), factors, EDIT_TOLERANCE)
+
+    results: dict[str, Any] = {}
+    edits: dict[str, FactorEdits] = {}
+    for f, name in enumerate(names):
+        reason = not_editable(entries.get(name))
+        if reason is not None:
+            results[name] = {"editable": False, "reason": reason}
+            continue
+        grid = np.asarray(dataset.factor_grid(f), np.float64)
+        targets = draw_targets(names, len(grid), f, factors, rng)
+        expected = factors.copy()
+        expected[:, f] = targets
+        edited = np.zeros_like(sources)
+        for k in np.unique(targets):
+            op = edit_op(entries[name], grid[k])
+            for c in _chunks(np.flatnonzero(targets == k), batch):
+                edited[c] = _nchw(client.edit(_nhwc(sources[c]), [op], **ref).images)
+                bar.update(len(c))
+        reading = reader.read(edited)
+        truth = dataset.sample_observations_from_factors(expected, rng)
+        agrees = agreement(names, reading, expected, EDIT_TOLERANCE, sources=factors)
+        edits[name] = FactorEdits(targets, expected, reading, agrees, iou(edited, truth), edited)
+        results[name] = summarise(names, f, edits[name])
+    bar.close()
+    report = {
+        "num": num, "seed": seed,
+        "tolerance_steps": {n: EDIT_TOLERANCE[n] for n in names},
+        "reader": {"dataset": reader.dataset, **{k: _maybe_json(v) for k, v in reader.metadata.items()
+                                                 if k != "dataset"}},
+        "readback": {**{n: float(readback[:, i].mean()) for i, n in enumerate(names)},
+                     "all": float(readback.all(axis=1).mean())},
+        "recon_iou": float(iou(recon, sources).mean()),
+        "factors": results,
+    }
+    return EditRun(report, sources, factors, edits)
+
+
+def _maybe_json(value: str) -> Any:
+    import json
+
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
