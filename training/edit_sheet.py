@@ -14,6 +14,8 @@ import numpy as np
 from latentdial.training.edit_success import EditRun
 from PIL import Image, ImageDraw, ImageFont
 
+from latentdial.images import to_uint8
+
 TILE = 96  # 64 px images drawn at 1.5x
 GAP = 6
 CAPTION = 46
@@ -34,7 +36,7 @@ def value_text(dataset: Any, factor: int, index: int, angle: float | None = None
 
 def _image(x: np.ndarray) -> Image.Image:
     """(C, H, W) float in [0, 1] -> a TILE x TILE RGB image."""
-    arr = (np.clip(np.asarray(x).transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+    arr = to_uint8(np.asarray(x).transpose(1, 2, 0))
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     return Image.fromarray(arr).resize((TILE, TILE), Image.NEAREST)
