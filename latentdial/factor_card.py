@@ -179,7 +179,7 @@ class FactorCard:
 
     factors: list[FactorEntry]
     latent_dim: int
-    source: str = "labelled"  # "labelled" (computed from ground truth) or "hand-named"
+    source: str = "labelled"  # "labelled" (computed from ground truth), "supervised" (the labels' codes) or "hand-named"
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.factors]

@@ -44,6 +44,15 @@ def test_every_objective_runs_forward_and_backward_without_nan(name):
     cls = get_objective(name)
     objective = cls(_model())
     batch = (_images(8, 0), _images(8, 1)) if cls.requires_pairs else _images(8)
+    if cls.requires_labels:  # two labelled factors fit the 4 latents; half the images unlabelled
+        from latentdial.training.data import get_dataset
+
+        dsprites = get_dataset("dsprites")
+        objective = cls(_model(), cls.Config(factors=["scale", "pos_x"]))
+        objective.attach_dataset(dsprites)
+        labels = torch.from_numpy(dsprites.sample_factors(8, __import__("numpy").random.default_rng(0)))
+        labels[4:] = -1
+        batch = (_images(8), labels)
     loss, logs = objective.loss(batch, step=3)
     loss.backward()
     assert math.isfinite(loss.item())

@@ -87,9 +87,17 @@ def test_smoke_run_writes_the_run_directory(tmp_path):
     assert "beta_vae" in report and "![" in report and "Not evaluated" in report
 
 
+def _extra(objective: str) -> list[str]:
+    """Overrides that fit an objective into the smoke config (a small discriminator; 4 latents)."""
+    return {
+        "factor_vae": ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"],
+        "semi_supervised": ['objective.factors=["scale", "pos_x", "pos_y"]', "objective.num_labelled=20"],
+    }.get(objective, [])
+
+
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_trains_on_dsprites_to_a_run_directory_with_report(tmp_path, objective):
-    extra = ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"] if objective == "factor_vae" else []
+    extra = _extra(objective)
     out = train(_smoke(f"objective.name={objective}", *extra, "steps=2", "checkpoint_every=2"), tmp_path / "r", progress=False)
     header, *rows = (out / "loss_log.csv").read_text().splitlines()
     losses = [float(v) for v in rows[-1].split(",")[1:] if v]
@@ -97,9 +105,9 @@ def test_every_objective_trains_on_dsprites_to_a_run_directory_with_report(tmp_p
     assert objective in (out / "report.md").read_text() and (out / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("objective", ["beta_vae", "factor_vae"])
+@pytest.mark.parametrize("objective", ["beta_vae", "factor_vae", "semi_supervised"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, objective):
-    extra = ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"] if objective == "factor_vae" else []
+    extra = _extra(objective)
     full = train(_smoke(f"objective.name={objective}", *extra), tmp_path / "full", progress=False)
     part = train(_smoke(f"objective.name={objective}", *extra, "steps=3"), tmp_path / "part", progress=False)
     resumed = train(_smoke(f"objective.name={objective}", *extra), part, resume=True, progress=False)
@@ -188,7 +196,11 @@ def test_ada_gvae_pair_k_fixes_how_many_factors_differ_within_a_pair(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "shipped").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_model_configs_load(path):
     cfg = load_config(path)
-    assert cfg.model.latent_dim == 10 and cfg.batch_size == 64
+    assert cfg.batch_size == 64
+    if cfg.objective_name == "semi_supervised":  # every dSprites factor named: 6 dims, none free
+        assert cfg.model.latent_dim == 6 and cfg.objective.factors and cfg.objective.num_labelled == 0
+    else:
+        assert cfg.model.latent_dim == 10
 
 
 def test_cli_trains_and_reports_config_errors(tmp_path, capsys):

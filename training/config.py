@@ -153,6 +153,9 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         return value
     if origin is dict and isinstance(value, dict):
         return value
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(typ)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     name = getattr(typ, "__name__", str(typ))
     raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__})")
 

@@ -129,11 +129,15 @@ def evaluate_run(
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     ds = _dataset_or_recorded(dataset, run.config.get("dataset"), f"{run_dir}/config.json records no dataset")
+    from latentdial.training.objectives.semi_supervised import supervised_factor_card
+
+    supervised = supervised_factor_card(run.config, ds) if card else None  # the labels name the dims
     scores, factor_card = evaluate_representation(
         ds, no_grad(representation_fn(run.model)), metrics=metrics, seed=seed, num_train=num_train,
-        num_test=num_test, preset=preset, card=card, card_points_per_value=card_points_per_value,
-        progress=progress,
+        num_test=num_test, preset=preset, card=card and supervised is None,
+        card_points_per_value=card_points_per_value, progress=progress,
     )
+    factor_card = supervised or factor_card
     if write:
         _write_json(out or run_dir / METRICS, scores)
         if factor_card is not None:

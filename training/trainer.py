@@ -81,6 +81,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         obj_cls = get_objective(cfg.objective_name)
         self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
+        self.objective.attach_dataset(dataset)
         self.optimizer = torch.optim.Adam(
             self.objective.vae_parameters(), lr=cfg.optimizer.lr,
             betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps,
@@ -93,6 +94,7 @@ class Trainer:
         self.stream = BatchStream(
             self.dataset, cfg.batch_size, cfg.seed, pairs=obj_cls.requires_pairs,
             k=getattr(self.objective.config, "pair_k", 0) or None,
+            labels=obj_cls.requires_labels, num_labelled=getattr(self.objective.config, "num_labelled", 0) or None,
             rank=self.ctx.rank, world_size=self.ctx.world_size,
         )
         self.step = 0

@@ -42,6 +42,16 @@ class GroundTruthData(ABC):
         """Labels of a categorical factor's values (e.g. shape names); [] otherwise."""
         return []
 
+    def circular_symmetry(self, factor: int) -> tuple[int, tuple[int, ...]] | None:
+        """Rotational symmetry of a circular factor, when the images have one.
+
+        Returns (f, orders): the symmetry depends on factor f, and an image whose factor f
+        has index i looks the same after a turn of period / orders[i] (dSprites: a square
+        repeats every 90 degrees, an ellipse every 180, a heart only at 360, so
+        ``(shape, (4, 2, 1))``). None: no symmetry beyond the factor's own period.
+        """
+        return None
+
     def factor_values(self, factors: np.ndarray) -> np.ndarray:
         """(N, F) int indices -> (N, F) float64 physical values."""
         factors = np.asarray(factors)

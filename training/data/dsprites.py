@@ -51,6 +51,8 @@ _HALF = SPRITE_SIZE // 2  # 16: the sprite centre inside its box
 _PAD = NUM_POSITIONS - 1  # 31: zero border around a sprite so that a window covers any position
 
 SHAPES = ("square", "ellipse", "heart")
+#: Rotational symmetry order of each shape: it looks the same after a turn of 2 pi / order.
+SHAPE_SYMMETRY = (4, 2, 1)
 SCALES = np.linspace(0.5, 1.0, 6)
 ORIENTATIONS = np.linspace(0.0, 2.0 * np.pi, 40)
 POSITIONS = np.linspace(0.0, 1.0, 32)
@@ -156,6 +158,9 @@ class ProceduralDSprites(GroundTruthData):
 
     def factor_labels(self, factor: int) -> list[str]:
         return list(SHAPES) if factor == 0 else []
+
+    def circular_symmetry(self, factor: int) -> tuple[int, tuple[int, ...]] | None:
+        return (0, SHAPE_SYMMETRY) if factor == 2 else None
 
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """(num, F) int64 factor indices, each factor uniform over its grid."""

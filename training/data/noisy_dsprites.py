@@ -36,6 +36,9 @@ class NoisyDSprites(GroundTruthData):
     def factor_labels(self, factor: int) -> list[str]:
         return self._shapes.factor_labels(factor)
 
+    def circular_symmetry(self, factor: int) -> tuple[int, tuple[int, ...]] | None:
+        return self._shapes.circular_symmetry(factor)  # hues are colours: no symmetry
+
     def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
         """(num, F) int64 factor indices, each factor uniform over its grid."""
         return uniform_factors(num, self.factors_num_values, rng)

@@ -24,6 +24,8 @@ from .base import GroundTruthData
 from .pairs import sample_weak_pairs
 
 Batch = np.ndarray | tuple[np.ndarray, np.ndarray]
+#: Row seed of the labelled pool, apart from every batch's (seed, rank, step).
+_POOL_STREAM = 2**31 - 2
 
 
 class BatchStream:
@@ -36,6 +38,13 @@ class BatchStream:
         pairs: yield weakly supervised pairs (x1, x2) instead of single batches
             (Locatello et al. 2020; see ``pairs.py``); needs labelled factors.
         k: number of differing factors per pair; None draws 1 .. F-1 per pair.
+        labels: yield (images, factor indices) for semi-supervised training; needs
+            labelled factors.
+        num_labelled: with ``labels``, None labels every image of every batch; an
+            integer L draws a fixed pool of L labelled factor vectors from ``seed`` (the
+            same on every rank), and each batch is ``batch_size`` unlabelled images
+            (labels -1) followed by ``batch_size`` images drawn from the pool, as in
+            Locatello et al. 2020, "Disentangling Factors of Variation Using Few Labels".
         rank, world_size: this process's place among data-parallel ranks.
     """
 
@@ -47,6 +56,8 @@ class BatchStream:
         *,
         pairs: bool = False,
         k: int | None = None,
+        labels: bool = False,
+        num_labelled: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -61,6 +72,19 @@ class BatchStream:
                 f"pairs=True needs ground-truth factors, but {getattr(dataset, 'name', 'this dataset')} "
                 "is unlabelled (an image folder has none); train it with pairs=False"
             )
+        if labels and dataset.num_factors == 0:
+            raise ValueError(
+                f"labels=True needs ground-truth factors, but {getattr(dataset, 'name', 'this dataset')} "
+                "is unlabelled; train it with an unsupervised objective"
+            )
+        if labels and pairs:
+            raise ValueError("a stream yields either pairs or labelled images, not both")
+        if num_labelled is not None and num_labelled < 1:
+            raise ValueError(f"num_labelled must be at least 1 (or None for all), got {num_labelled}")
+        self.labels = labels
+        self.pool: np.ndarray | None = None
+        if labels and num_labelled is not None:
+            self.pool = dataset.sample_factors(int(num_labelled), np.random.default_rng([int(seed), _POOL_STREAM]))
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -76,12 +100,21 @@ class BatchStream:
         return np.random.default_rng([self.seed, self.rank, int(step)])
 
     def batch_at(self, step: int) -> Batch:
-        """Batch ``step``: (B, C, H, W) float32, or (x1, x2) of that shape with ``pairs=True``."""
+        """Batch ``step``: (B, C, H, W) float32; (x1, x2) of that shape with ``pairs=True``;
+        (images (M, C, H, W), factors (M, F) int64, -1 = unlabelled) with ``labels=True``."""
         rng = self.rng_at(step)
         if self.pairs:
             x1, x2, _, _ = sample_weak_pairs(self.dataset, self.batch_size, rng, k=self.k)
             return x1, x2
-        return self.dataset.sample_observations(self.batch_size, rng)
+        if not self.labels:
+            return self.dataset.sample_observations(self.batch_size, rng)
+        factors = self.dataset.sample_factors(self.batch_size, rng)
+        if self.pool is None:
+            return self.dataset.sample_observations_from_factors(factors, rng), factors
+        labelled = self.pool[rng.integers(0, len(self.pool), size=self.batch_size)]
+        factors = np.concatenate([factors, labelled])
+        labels = np.concatenate([np.full_like(labelled, -1), labelled])
+        return self.dataset.sample_observations_from_factors(factors, rng), labels
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterate()

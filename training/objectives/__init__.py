@@ -17,11 +17,13 @@ from latentdial.training.objectives.beta_vae import (
 from latentdial.training.objectives.dip_vae import DIPVAEI, DIPVAEII, DIPVAEIConfig, DIPVAEIIConfig
 from latentdial.training.objectives.factor_vae import FactorVAE, FactorVAEConfig
 from latentdial.training.objectives.info_vae import InfoVAE, InfoVAEConfig
+from latentdial.training.objectives.semi_supervised import SemiSupervisedConfig, SemiSupervisedVAE
 
 #: name -> objective class; each class carries its ``Config`` dataclass.
 OBJECTIVES: dict[str, type[VAEObjective]] = {
     cls.name: cls
-    for cls in (VAEObjective, BetaVAE, AnnealedVAE, BetaTCVAE, FactorVAE, DIPVAEI, DIPVAEII, InfoVAE, AdaGVAE)
+    for cls in (VAEObjective, BetaVAE, AnnealedVAE, BetaTCVAE, FactorVAE, DIPVAEI, DIPVAEII, InfoVAE, AdaGVAE,
+                SemiSupervisedVAE)
 }
 
 
@@ -53,6 +55,8 @@ __all__ = [
     "InfoVAEConfig",
     "NonFiniteLossError",
     "ObjectiveConfig",
+    "SemiSupervisedConfig",
+    "SemiSupervisedVAE",
     "VAEObjective",
     "get_objective",
 ]

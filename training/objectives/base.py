@@ -23,6 +23,7 @@ Variants that need more (FactorVAE's discriminator) say so in their docstring.
 Trainer hooks
 - ``objective(batch, step)`` / :meth:`loss` -> ``(loss, logs)``; ``forward`` is the
   loss so a ``DistributedDataParallel`` wrapper around the objective syncs gradients.
+- :meth:`attach_dataset`: the training data, for objectives that need its factor layout.
 - :meth:`vae_parameters`: what the main optimizer updates.
 - :meth:`auxiliary_step`: an extra optimizer step after the VAE step (FactorVAE).
 - :meth:`auxiliary_state_dict` / :meth:`load_auxiliary_state_dict`: extra optimizer
@@ -122,6 +123,8 @@ class VAEObjective(nn.Module):
     name: ClassVar[str] = "vae"
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     requires_pairs: ClassVar[bool] = False
+    #: batches are (images, factor indices) from a stream built with labels=True
+    requires_labels: ClassVar[bool] = False
 
     def __init__(self, model: VAEModel, config: ObjectiveConfig | None = None) -> None:
         super().__init__()
@@ -202,6 +205,9 @@ class VAEObjective(nn.Module):
         return {k: float(v.detach()) for k, v in terms.items()}
 
     # -- trainer hooks -------------------------------------------------------------------
+    def attach_dataset(self, dataset: Any) -> None:
+        """Learn the training data's factor layout (names, kinds, grids). Default: not needed."""
+
     def vae_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the main (VAE) optimizer updates."""
         return self.model.parameters()

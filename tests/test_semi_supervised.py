@@ -1,0 +1,242 @@
+"""Semi-supervised objective: named dims per factor kind, circular symmetry, partial labels,
+label codes on the decoder's input, the factor card from the supervision, and a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from latentdial.serving.edits import Edit, apply_edits
+from latentdial.training.config import ConfigError, load_config
+from latentdial.training.data import BatchStream, get_dataset
+from latentdial.training.model import ModelConfig, build_model
+from latentdial.training.objectives import SemiSupervisedConfig, SemiSupervisedVAE
+from latentdial.training.objectives.base import Inputs
+from latentdial.training.objectives.semi_supervised import circular_loss, factor_codes
+from latentdial.training.trainer import Trainer, finish_run
+
+from latentdial.factor_card import FactorCard
+
+REPO = Path(__file__).resolve().parents[1]
+DSPRITES = get_dataset("dsprites")
+SQUARE, ELLIPSE, HEART = 0, 1, 2
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def _objective(latent_dim: int = 10, **config) -> SemiSupervisedVAE:
+    objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=latent_dim)), SemiSupervisedConfig(**config))
+    objective.attach_dataset(DSPRITES)
+    return objective
+
+
+def _labels(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(DSPRITES.sample_factors(n, np.random.default_rng(seed)))
+
+
+def _perfect_mean(objective: SemiSupervisedVAE, labels: torch.Tensor, latent_dim: int = 10) -> torch.Tensor:
+    """Posterior means that write every labelled factor's code exactly; free dims random."""
+    mean = torch.randn(len(labels), latent_dim)
+    for code in objective.codes:
+        mean[:, list(code.dims)] = torch.from_numpy(code.table)[labels[:, code.column]]
+    return mean
+
+
+# -- layout and the supervised term ------------------------------------------------------
+def test_every_dsprites_factor_gets_named_dims_by_kind_and_the_rest_are_free():
+    objective = _objective()
+    layout = {c.name: (c.kind, c.dims) for c in objective.codes}
+    assert layout == {
+        "shape": ("categorical", (0,)), "scale": ("continuous", (1,)), "orientation": ("circular", (2, 3)),
+        "pos_x": ("continuous", (4,)), "pos_y": ("continuous", (5,)),
+    }
+    assert objective.num_named == 6
+    one_hot = factor_codes(DSPRITES, ["shape"], 10, "one_hot")[0]
+    assert one_hot.dims == (0, 1, 2) and np.array_equal(one_hot.table, np.eye(3))
+
+
+def test_supervised_term_is_zero_at_the_perfect_code_and_positive_elsewhere():
+    objective = _objective()
+    labels = _labels(32)
+    mean = _perfect_mean(objective, labels)
+    term, logs = objective.supervised(mean, Inputs(images=torch.zeros(32, 1, 64, 64), labels=labels))
+    assert float(term) == pytest.approx(0.0, abs=1e-6)
+    assert set(logs) == {f"sup_{n}" for n in DSPRITES.factor_names}
+    mean[:, 4] += 0.5  # pos_x off by a quarter of its range
+    term, logs = objective.supervised(mean, Inputs(images=torch.zeros(32, 1, 64, 64), labels=labels))
+    assert float(logs["sup_pos_x"]) == pytest.approx(0.25, rel=1e-5)
+    assert float(term) == pytest.approx(10.0 * 0.25, rel=1e-5)  # gamma = 10
+
+
+def test_supervised_gradient_reaches_only_the_named_dims_of_labelled_factors():
+    objective = _objective(factors=["scale", "pos_x"])
+    labels = _labels(16)
+    mean = torch.randn(16, 10, requires_grad=True)
+    term, _ = objective.supervised(mean, Inputs(images=torch.zeros(16, 1, 64, 64), labels=labels))
+    term.backward()
+    touched = (mean.grad.abs().sum(dim=0) > 0).nonzero().flatten().tolist()
+    assert touched == [0, 1]
+
+
+def test_circular_loss_respects_each_shapes_rotational_symmetry():
+    theta = torch.full((3,), 0.3)
+    order = torch.tensor([4, 2, 1])  # square, ellipse, heart
+
+    def at(turn: float) -> torch.Tensor:
+        angle = theta + turn
+        return circular_loss(torch.stack([torch.cos(angle), torch.sin(angle)], dim=1), theta, order)
+
+    assert torch.allclose(at(0.0), torch.zeros(3), atol=1e-6)
+    # a quarter turn: the same image for a square only; half a turn: square and ellipse
+    assert torch.allclose(at(math.pi / 2), torch.tensor([0.0, 2.0, 1.0]), atol=1e-5)
+    assert torch.allclose(at(math.pi), torch.tensor([0.0, 0.0, 2.0]), atol=1e-5)
+    # off the unit circle costs (|u| - 1)^2 even at the right angle
+    u = 2.0 * torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
+    assert torch.allclose(circular_loss(u, theta, order), torch.ones(3), atol=1e-6)
+
+
+def test_orientation_symmetry_comes_from_the_data_and_is_used_per_shape():
+    assert DSPRITES.circular_symmetry(2) == (0, (4, 2, 1))
+    assert DSPRITES.circular_symmetry(1) is None
+    assert get_dataset("color_dsprites").circular_symmetry(6) is None  # hue has no symmetry
+    objective = _objective()
+    labels = torch.tensor([[SQUARE, 0, 5, 0, 0], [HEART, 0, 5, 0, 0]])
+    mean = _perfect_mean(objective, labels)
+    theta = float(DSPRITES.factor_grid(2)[5]) + math.pi / 2  # a quarter turn on both
+    mean[:, 2], mean[:, 3] = math.cos(theta), math.sin(theta)
+    _, logs = objective.supervised(mean, Inputs(images=torch.zeros(2, 1, 64, 64), labels=labels))
+    # the square costs nothing, the heart costs 1 - cos(pi/2) = 1; the mean is 0.5
+    assert float(logs["sup_orientation"]) == pytest.approx(0.5, abs=1e-5)
+
+
+def test_unlabelled_images_carry_no_supervision_and_decode_their_posterior_mean():
+    objective = _objective()
+    labels = _labels(8)
+    labels[4:] = -1
+    mean = torch.randn(8, 10, requires_grad=True)
+    z = torch.randn(8, 10)
+    decoded = objective.hook_latents(z, mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=labels))
+    perfect = _perfect_mean(objective, labels[:4].clamp(min=0))
+    assert torch.allclose(decoded[:4, :6], perfect[:, :6])  # label codes on labelled images
+    assert torch.equal(decoded[4:, :6], mean[4:, :6])  # posterior mean on unlabelled ones
+    assert torch.equal(decoded[:, 6:], z[:, 6:])  # free dims: the sample
+    decoded.sum().backward()
+    assert mean.grad[:4, :6].abs().sum() == 0  # the decoder cannot reach the encoder's named dims there
+    term, _ = objective.supervised(mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=labels))
+    all_unlabelled = torch.full_like(labels, -1)
+    none, _ = objective.supervised(mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=all_unlabelled))
+    assert float(none.detach()) == 0.0 and float(term.detach()) > 0
+
+
+def test_without_decode_labels_the_decoder_reads_the_posterior_mean():
+    objective = _objective(decode_labels=False)
+    mean, z = torch.randn(4, 10), torch.randn(4, 10)
+    decoded = objective.hook_latents(z, mean, Inputs(images=torch.zeros(4, 1, 64, 64), labels=_labels(4)))
+    assert torch.equal(decoded[:, :6], mean[:, :6])
+
+
+def test_kl_weighs_only_the_free_dims():
+    objective = _objective(beta=3.0)
+    mean, log_var = torch.zeros(4, 10), torch.zeros(4, 10)
+    mean[:, :6] = 5.0  # named dims far from the prior cost nothing
+    reg, logs = objective.regularizer(None, mean, log_var, mean, 0)
+    assert float(reg) == 0.0
+    mean[:, 6:] = 1.0  # KL 0.5 per free dim
+    reg, logs = objective.regularizer(None, mean, log_var, mean, 0)
+    assert float(logs["kl_free"]) == pytest.approx(2.0) and float(reg) == pytest.approx(6.0)
+
+
+def test_bad_layouts_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="latent_dim = 4"):
+        _objective(latent_dim=4)
+    with pytest.raises(ValueError, match="distinct factors"):
+        _objective(factors=["shape", "colour"])
+    with pytest.raises(ValueError, match="categorical_code"):
+        SemiSupervisedConfig(categorical_code="binary")
+    with pytest.raises(TypeError, match="labels=True"):
+        _objective().loss(torch.zeros(2, 1, 64, 64), 0)
+
+
+# -- few labels: the stream ------------------------------------------------------------
+def test_few_labels_come_from_one_fixed_pool_beside_unlabelled_images():
+    stream = BatchStream(DSPRITES, 8, seed=3, labels=True, num_labelled=5)
+    other_rank = BatchStream(DSPRITES, 8, seed=3, labels=True, num_labelled=5, rank=1, world_size=2)
+    assert np.array_equal(stream.pool, other_rank.pool) and stream.pool.shape == (5, 5)
+    pool = {tuple(r) for r in stream.pool}
+    for step in (0, 7):
+        images, labels = stream.batch_at(step)
+        assert images.shape == (16, 1, 64, 64) and labels.shape == (16, 5)
+        assert (labels[:8] == -1).all()
+        assert {tuple(r) for r in labels[8:]} <= pool
+        assert np.array_equal(images[8:], DSPRITES.sample_observations_from_factors(labels[8:], None))
+    full = BatchStream(DSPRITES, 4, seed=3, labels=True)
+    images, labels = full.batch_at(0)
+    assert (labels >= 0).all() and np.array_equal(images, DSPRITES.sample_observations_from_factors(labels, None))
+
+
+# -- the factor card from the supervision ----------------------------------------------
+def test_factor_card_is_the_code_table_so_edits_write_the_decoders_codes():
+    card = FactorCard.from_dict(json.loads(json.dumps(_objective().factor_card().to_dict())))
+    assert card.source == "supervised" and card.names == list(DSPRITES.factor_names)
+    orientation = card["orientation"]
+    assert orientation.kind == "circular" and orientation.dims == [2, 3]
+    assert orientation.period == pytest.approx(2 * math.pi)
+    assert np.allclose(orientation.latent_for(math.pi / 2), [0.0, 1.0], atol=1e-2)
+    assert np.allclose(orientation.latent_for(2 * math.pi + 0.1), orientation.latent_for(0.1))  # wraps
+    assert card["shape"].labels == ["square", "ellipse", "heart"]
+    z = apply_edits(np.zeros((2, 10), np.float32),
+                    [Edit("shape", None, "set_label", "heart"), Edit("orientation", None, "set_value", math.pi)],
+                    card)
+    assert z[0, 0] == pytest.approx(1.0) and np.allclose(z[0, 2:4], [-1.0, 0.0], atol=1e-2)
+    assert (z[:, 4:] == 0).all()
+
+
+def test_partial_labels_put_only_the_labelled_factors_in_the_card():
+    card = _objective(factors=["orientation", "scale"]).factor_card()
+    assert card.names == ["orientation", "scale"]
+    assert card["orientation"].dims == [0, 1] and card["scale"].dims == [2]
+
+
+# -- configs and a real run --------------------------------------------------------------
+def test_config_lists_factors_and_rejects_a_factor_that_is_not_a_name():
+    cfg = load_config(REPO / "configs" / "shipped" / "dsprites.toml")
+    assert cfg.objective_name == "semi_supervised" and cfg.objective.factors == list(DSPRITES.factor_names)
+    few = load_config(REPO / "configs" / "semi_supervised.toml", ["objective.num_labelled=100"])
+    assert few.objective.num_labelled == 100
+    with pytest.raises(ConfigError, match=r"factors\[1\]: expected str, got 3"):
+        load_config(REPO / "configs" / "semi_supervised.toml", ["objective.factors=['shape', 3]"])
+
+
+def test_a_short_real_run_on_100_labels_learns_them_and_writes_the_supervised_card(tmp_path):
+    cfg = load_config(REPO / "configs" / "shipped" / "dsprites.toml", [
+        "steps=300", "log_every=10", "checkpoint_every=300", "batch_size=16", "objective.num_labelled=100",
+    ])
+    trainer = Trainer(cfg, tmp_path / "run", dataset=DSPRITES)
+    pool = torch.from_numpy(trainer.stream.pool)
+    images = torch.from_numpy(DSPRITES.sample_observations_from_factors(trainer.stream.pool, None))
+
+    def pool_loss() -> float:  # scale and position: the factors learnt first
+        with torch.no_grad():
+            _, logs = trainer.objective.supervised(trainer.objective.model.encoder(images)[0],
+                                                   Inputs(images=images, labels=pool))
+        return sum(float(logs[f"sup_{n}"]) for n in ("scale", "pos_x", "pos_y"))
+
+    before = pool_loss()
+    trainer.train(progress=False)
+    assert pool_loss() < 0.6 * before
+    out = finish_run(trainer, evaluate=False, progress=False)
+    from latentdial.training.evaluate import evaluate_run
+
+    _, card = evaluate_run(out, metrics=["mig"], num_train=200, num_test=100, progress=False)
+    saved = FactorCard.load(out / "factor_card.json")
+    assert saved.source == "supervised" and card.to_dict() == saved.to_dict()
+    assert saved["orientation"].dims == [2, 3] and saved.latent_dim == 6
+    assert "mig" in json.loads((out / "metrics.json").read_text())

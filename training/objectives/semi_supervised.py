@@ -1,0 +1,276 @@
+"""Semi-supervised disentanglement from few labels, with named latent dimensions.
+
+Locatello et al. 2020, "Disentangling Factors of Variation Using Few Labels" (ICLR):
+a VAE whose loss adds gamma x a supervised term on the posterior means of labelled
+images (disentanglement_lib, methods/semi_supervised). Here the supervised term ties
+*named* dimensions to each labelled factor, with a loss that suits the factor's kind:
+
+- categorical: one dimension with class k at ``linspace(-1, 1, K)[k]`` ("centre"), or K
+  one-hot dimensions ("one_hot"); squared error to the class code;
+- continuous / ordinal: one dimension, grid index k at ``linspace(-1, 1, K)[k]``; squared error;
+- circular: a (cos, sin) pair. The loss is (|u| - 1)^2 + 1 - cos(m (phi - theta)), where
+  phi is the pair's angle, theta the label's angle and m the image's rotational symmetry
+  order (:meth:`GroundTruthData.circular_symmetry`; dSprites orientation: 4 for a square,
+  2 for an ellipse, 1 for a heart). A square's encoder may answer any of its four
+  equivalent angles, because the image does not tell them apart.
+
+Named dims come first (in the order of ``factors``), the free dims after them.
+
+Making the named dims the decoder's only source for their factor: a calibration run that
+supervised the posterior means alone trained a decoder that read shape and position from
+the free dims, so edits of the named dims did nothing. Here
+(1) on labelled images the decoder reads the *label codes* on the named dims (the codes
+the factor card dials), never the encoder's guess, and on unlabelled images the
+posterior mean; nothing noisy to route around;
+(2) the named dims are deterministic codes (no KL, no sampling); the free dims carry a
+beta-weighted KL, so information that the labels already give costs them and buys nothing.
+
+The factor card comes from the supervision itself (:func:`supervision_card`): each named
+factor's calibration table is its code table, so an edit writes exactly the code the
+decoder was trained to draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from latentdial.training.objectives.base import (
+    Batch,
+    Inputs,
+    ObjectiveConfig,
+    VAEObjective,
+    gaussian_kl,
+)
+
+from latentdial.factor_card import FactorCard, FactorEntry
+
+CATEGORICAL_CODES = ("centre", "one_hot")
+
+
+@dataclass
+class SemiSupervisedConfig(ObjectiveConfig):
+    """Hyper-parameters of the semi-supervised VAE.
+
+    factors: labelled factors by name, laid out on dims 0, 1, ... in this order;
+        [] supervises every factor of the dataset. Factors not listed stay unsupervised.
+    num_labelled: labelled training images, a fixed pool drawn from the run seed (for
+        example 100 or 1000); 0 labels every image.
+    gamma: weight of the supervised term (summed over factors, averaged over labelled images).
+    beta: weight of the KL term on the free dims.
+    decode_labels: on labelled images the decoder reads the label codes on the named dims.
+    code_noise: standard deviation of Gaussian noise added to those label codes, so the
+        decoder also draws the encoder's slightly-off codes (latent units; 0 = exact codes).
+    categorical_code: "centre" (one dim per categorical factor) or "one_hot" (K dims).
+    """
+
+    factors: list[str] = field(default_factory=list)
+    num_labelled: int = 0
+    gamma: float = 10.0
+    beta: float = 1.0
+    decode_labels: bool = True
+    code_noise: float = 0.0
+    categorical_code: str = "centre"
+
+    def __post_init__(self) -> None:
+        if self.categorical_code not in CATEGORICAL_CODES:
+            raise ValueError(f"categorical_code must be one of {CATEGORICAL_CODES}, got {self.categorical_code!r}")
+        if self.num_labelled < 0:
+            raise ValueError(f"num_labelled must be >= 0 (0 = every image), got {self.num_labelled}")
+        if self.gamma < 0 or self.beta < 0 or self.code_noise < 0:
+            raise ValueError(f"gamma, beta and code_noise must be >= 0, got {self.gamma}, {self.beta}, {self.code_noise}")
+
+
+@dataclass(frozen=True)
+class FactorCode:
+    """How one labelled factor is written on its named dims.
+
+    table: (K, len(dims)) the code of each grid index; values: (K,) the grid.
+    symmetry: (factor column, order per index of that factor) for a circular factor whose
+    images repeat within its period, else None.
+    """
+
+    name: str
+    column: int
+    kind: str
+    dims: tuple[int, ...]
+    table: np.ndarray
+    values: np.ndarray
+    labels: tuple[str, ...] = ()
+    period: float | None = None
+    symmetry: tuple[int, tuple[int, ...]] | None = None
+
+
+def factor_codes(dataset: Any, names: list[str], latent_dim: int, categorical_code: str = "centre") -> list[FactorCode]:
+    """Lay out the named dims of ``names`` (all factors when empty) for ``dataset``."""
+    from latentdial.training.factor_card_fit import circular_period
+
+    all_names = list(dataset.factor_names)
+    if not all_names:
+        raise ValueError("the semi-supervised objective needs a dataset with ground-truth factors")
+    names = list(names) or all_names
+    unknown = [n for n in names if n not in all_names]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"objective.factors {names} must name distinct factors of the dataset: {all_names}")
+    kinds = list(getattr(dataset, "factor_kinds", ["continuous"] * len(all_names)))
+    codes: list[FactorCode] = []
+    next_dim = 0
+    for name in names:
+        col = all_names.index(name)
+        kind = kinds[col]
+        grid = np.asarray(dataset.factor_grid(col), dtype=np.float64)
+        k = len(grid)
+        period = symmetry = None
+        if kind == "circular":
+            period = circular_period(grid)
+            theta = 2 * np.pi * (grid - grid.min()) / period
+            table = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+            symmetry = dataset.circular_symmetry(col)
+        elif kind == "categorical" and categorical_code == "one_hot":
+            table = np.eye(k)
+        else:
+            table = np.linspace(-1.0, 1.0, k)[:, None]
+        dims = tuple(range(next_dim, next_dim + table.shape[1]))
+        next_dim += len(dims)
+        labels = tuple(dataset.factor_labels(col)) if kind == "categorical" else ()
+        codes.append(FactorCode(name, col, kind, dims, table.astype(np.float32), grid,
+                                labels if len(labels) == k else (), period, symmetry))
+    if next_dim > latent_dim:
+        raise ValueError(
+            f"the labelled factors {names} need {next_dim} named dims but the model has "
+            f"latent_dim = {latent_dim}; raise model.latent_dim or label fewer factors"
+        )
+    return codes
+
+
+def supervision_card(codes: list[FactorCode], latent_dim: int) -> FactorCard:
+    """The factor card the supervision defines: each factor's code table is its calibration."""
+    return FactorCard(
+        factors=[
+            FactorEntry(
+                name=c.name, kind=c.kind, dims=list(c.dims), values=c.values.tolist(),
+                latent_table=c.table.astype(np.float64).tolist(), labels=list(c.labels),
+                importance=[1.0] * len(c.dims), period=c.period,
+            )
+            for c in codes
+        ],
+        latent_dim=latent_dim,
+        source="supervised",
+    )
+
+
+def supervised_factor_card(config: dict[str, Any], dataset: Any) -> FactorCard | None:
+    """The card of a run from its config.json dict, or None when it is not semi-supervised."""
+    objective = dict(config.get("objective", {}))
+    if objective.pop("name", None) != SemiSupervisedVAE.name:
+        return None
+    cfg = SemiSupervisedConfig(**objective)
+    latent_dim = int(config["model"]["latent_dim"])
+    return supervision_card(factor_codes(dataset, cfg.factors, latent_dim, cfg.categorical_code), latent_dim)
+
+
+def circular_loss(u: torch.Tensor, theta: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """(|u| - 1)^2 + 1 - cos(m (phi - theta)) per row, phi = angle of u.
+
+    u: (N, 2) the (cos, sin) pair; theta: (N,) label angles in radians; order: (N,) int
+    symmetry orders m >= 1. Zero exactly when u is on the unit circle at theta + 2 pi j / m.
+    """
+    r = torch.sqrt(u.pow(2).sum(dim=1) + 1e-12)  # (N,)
+    c, s = u[:, 0] / r, u[:, 1] / r
+    # (c + i s)^m by repeated complex multiplication (m is small and per row)
+    pc, ps = c, s
+    out_c, out_s = torch.where(order == 1, c, 0.0), torch.where(order == 1, s, 0.0)
+    for m in range(2, int(order.max()) + 1):
+        pc, ps = pc * c - ps * s, pc * s + ps * c
+        out_c = torch.where(order == m, pc, out_c)
+        out_s = torch.where(order == m, ps, out_s)
+    mt = order.to(u.dtype) * theta
+    aligned = out_c * torch.cos(mt) + out_s * torch.sin(mt)  # cos(m phi - m theta)
+    return (r - 1.0).pow(2) + 1.0 - aligned
+
+
+class SemiSupervisedVAE(VAEObjective):
+    """Semi-supervised VAE on named dims (module docstring).
+
+    Batches are (images (M, C, H, W), factor indices (M, F) int64, -1 where unlabelled).
+    loss = recon + beta * KL(free dims) + gamma * sum over labelled factors of the
+    per-kind loss, averaged over the images that carry that factor's label.
+    """
+
+    name = "semi_supervised"
+    Config = SemiSupervisedConfig
+    config: SemiSupervisedConfig
+    requires_labels = True
+
+    def __init__(self, model, config: SemiSupervisedConfig | None = None) -> None:
+        super().__init__(model, config)
+        self.codes: list[FactorCode] = []
+
+    def attach_dataset(self, dataset: Any) -> None:
+        self.codes = factor_codes(dataset, self.config.factors, self.model.config.latent_dim,
+                                  self.config.categorical_code)
+        self.num_named = sum(len(c.dims) for c in self.codes)
+
+    def factor_card(self) -> FactorCard:
+        self._require_codes()
+        return supervision_card(self.codes, self.model.config.latent_dim)
+
+    def _require_codes(self) -> None:
+        if not self.codes:
+            raise RuntimeError("call attach_dataset(dataset) before training the semi-supervised objective")
+
+    # -- hooks -------------------------------------------------------------------------
+    def inputs(self, batch: Batch) -> Inputs:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2 or batch[1].dtype != torch.int64:
+            raise TypeError("semi_supervised needs (images, factor indices); build the stream with labels=True")
+        self._require_codes()
+        return Inputs(images=batch[0], labels=batch[1])
+
+    def _targets(self, code: FactorCode, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labelled mask (M,) bool, target codes (M, len(dims)))."""
+        idx = labels[:, code.column]
+        table = torch.as_tensor(code.table, device=labels.device)
+        return idx >= 0, table[idx.clamp(min=0)]
+
+    def hook_latents(self, z: torch.Tensor, mean: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+        """Named dims: label codes (plus ``code_noise``) on labelled images (``decode_labels``),
+        else the posterior mean; free dims: the sample z. (M, D) -> (M, D)."""
+        assert inputs.labels is not None
+        named = []
+        for code in self.codes:
+            value = mean[:, list(code.dims)]
+            if self.config.decode_labels:
+                known, target = self._targets(code, inputs.labels)
+                if self.config.code_noise > 0:
+                    target = target + self.config.code_noise * torch.randn_like(target)
+                value = torch.where(known[:, None], target, value)
+            named.append(value)
+        return torch.cat([*named, z[:, self.num_named:]], dim=1)
+
+    def supervised(self, mean: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert inputs.labels is not None
+        total = mean.new_zeros(())
+        logs: dict[str, torch.Tensor] = {}
+        for code in self.codes:
+            known, target = self._targets(code, inputs.labels)
+            u = mean[:, list(code.dims)]
+            if code.kind == "circular":
+                theta = torch.atan2(target[:, 1], target[:, 0])
+                order = torch.ones_like(known, dtype=torch.int64)
+                if code.symmetry is not None:
+                    col, orders = code.symmetry
+                    table = torch.as_tensor(orders, device=mean.device)
+                    order = table[inputs.labels[:, col].clamp(min=0)]
+                per_row = circular_loss(u, theta, order)
+            else:
+                per_row = (u - target).pow(2).sum(dim=1)
+            term = (per_row * known).sum() / known.sum().clamp(min=1)
+            logs[f"sup_{code.name}"] = term
+            total = total + term
+        return self.config.gamma * total, logs
+
+    def regularizer(self, kl, mean, log_var, z, step):
+        free = gaussian_kl(mean[:, self.num_named:], log_var[:, self.num_named:]).sum(dim=1).mean()
+        return self.config.beta * free, {"kl_free": free}
