@@ -81,7 +81,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         obj_cls = get_objective(cfg.objective_name)
         self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
-        self.objective.attach_dataset(dataset)
+        self.objective.attach_dataset(self.dataset)
         self.optimizer = torch.optim.Adam(
             self.objective.vae_parameters(), lr=cfg.optimizer.lr,
             betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps,
