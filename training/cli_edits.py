@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         where = args.address or "the local server"
         print(f"latentdial evaluate-edits: {type(e).__name__} from {where}: {e}", file=sys.stderr)
         return 2
-    report = {"model": {"name": name, "version": version, "dir": str(model_dir)},
+    report = {"model": {"name": name, "version": version, "dir": str(args.model_dir)},
               "dataset": spec if isinstance(spec, dict) else {"name": name_of_data}} | result.report
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")

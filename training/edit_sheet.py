@@ -2,7 +2,7 @@
 
 One row per edited factor; each example is the source beside its edit, and under the edit
 three lines: the asked value, what the reader sees (green if it hit), and whether the other
-factors were kept (else the first one that moved).
+factors were kept (else the ones that moved).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def edit_sheet(run: EditRun, dataset: Any, path: Path, *, examples: int = 5, see
     if not rows:
         raise ValueError("no factor was edited: nothing to draw")
     font = ImageFont.load_default(size=11)
-    label_w = 90
+    label_w = 112
     cell_w = 2 * TILE + GAP
     width = label_w + examples * (cell_w + 2 * GAP)
     height = len(rows) * (TILE + CAPTION + 2 * GAP) + GAP
@@ -68,11 +68,12 @@ def edit_sheet(run: EditRun, dataset: Any, path: Path, *, examples: int = 5, see
             sheet.paste(_image(e.images[i]), (x + TILE + GAP, y))
             hit = bool(e.agrees[i, f])
             moved = [n for k, n in enumerate(names) if k != f and not e.agrees[i, k]]
+            moved_text = ", ".join(moved[:2]) + (f" +{len(moved) - 2}" if len(moved) > 2 else "")
             read_angle = e.reading.angle[i] if name == "orientation" else None
             lines = [
                 (f"asked {value_text(dataset, f, e.targets[i])}", GREY),
                 (f"reads {value_text(dataset, f, e.reading.factors[i, f], read_angle)}", GREEN if hit else RED),
-                ("others kept" if not moved else f"moved: {', '.join(moved)}", GREEN if not moved else RED),
+                ("others kept" if not moved else f"moved: {moved_text}", GREEN if not moved else RED),
             ]
             for k, (text, colour) in enumerate(lines):
                 draw.text((x, y + TILE + 3 + 14 * k), text, fill=colour, font=font)
