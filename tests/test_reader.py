@@ -142,3 +142,16 @@ def test_unknown_datasets_and_wrong_image_shapes_are_refused(dsprites_reader):
         load_reader("shapes3d")
     with pytest.raises(ValueError, match=r"\(N, 1, 64, 64\)"):
         dsprites_reader.read(np.zeros((2, 64, 64, 1), np.float32))
+
+
+def test_train_reader_writes_weights_with_their_accuracy_and_refuses_unknown_datasets(tmp_path, capsys):
+    from latentdial.cli import main
+
+    out = tmp_path / "reader.safetensors"
+    assert main(["train-reader", "--dataset", "dsprites", "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    meta = store.read_metadata(out)
+    assert meta["dataset"] == "dsprites" and meta["recipe"] == store.RECIPE
+    assert "held-out accuracy" in capsys.readouterr().out
+    assert store.load_file_reader(out).read(np.zeros((1, 1, 64, 64), np.float32)).factors.shape == (1, 5)
+    assert main(["train-reader", "--dataset", "shapes3d", "--quiet"]) == 2
+    assert "no attribute reader" in capsys.readouterr().err

@@ -11,6 +11,7 @@ Only the standard library is imported at module level (see latentdial/cli.py).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         reader, accuracy = train_reader(args.dataset, steps=args.steps, seed=args.seed, progress=not args.quiet)
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"latentdial train-reader: {e}", file=sys.stderr)
         return 2
     out = args.out or (shipped_path(args.dataset) if args.ship else cached_path(args.dataset))
     save_reader(reader, out, accuracy)

@@ -32,6 +32,7 @@ between the image's median (its background) and 1, i.e. 0.5 for binary dSprites.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,8 +230,7 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
 
 
 def _maybe_json(value: str) -> Any:
-    import json
-
+    """A metadata string as the JSON it holds (the reader's accuracy), else as it is."""
     try:
         return json.loads(value)
     except (TypeError, ValueError):

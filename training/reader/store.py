@@ -109,6 +109,8 @@ def train_reader(name: str, *, steps: int | None = None, seed: int = 0,
 
     from .fit import fit_reader, heldout_accuracy
 
+    if name not in READABLE:
+        raise ValueError(f"no attribute reader for dataset {name!r}; readable: {', '.join(READABLE)}")
     dataset = get_dataset(name)
     reader = fit_reader(dataset, name, steps=steps or STEPS[name], seed=seed, progress=progress)
     # Score the float16 weights that will be stored, not the float32 ones in memory.
