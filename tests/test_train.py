@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, objecti
     # the interrupted run also logged its last step (3); every row of the full run is identical
     assert set((full / "loss_log.csv").read_text().splitlines()) <= set(
         (resumed / "loss_log.csv").read_text().splitlines())
+
+
+def test_time_limit_stops_at_a_checkpoint_and_resume_finishes_bit_for_bit(tmp_path, caplog):
+    full = train(_smoke(), tmp_path / "full", progress=False)
+    with caplog.at_level(logging.WARNING, logger="latentdial.train"):
+        part = train(_smoke("time_limit_s=1e-9", "checkpoint_every=100"), tmp_path / "part", progress=False)
+    assert [p.name for p in checkpoint_paths(part)] == ["step_00000002.pt"]  # the first log_every check
+    assert "time limit" in caplog.text and "step 2 of 6" in caplog.text
+    resumed = train(_smoke(), part, resume=True, progress=False)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):

@@ -65,6 +65,7 @@ class TrainConfig:
     evaluate: bool = True
     device: str = "cpu"
     num_threads: int = 0  # torch intra-op threads; 0 = all cores / local world size
+    time_limit_s: float = 0.0  # stop at a checkpoint once training has run this long; 0 = no limit
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):

@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +167,11 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def train(self, *, progress: bool = True) -> None:
-        """Run from ``self.step`` to ``cfg.steps``."""
+        """Run from ``self.step`` to ``cfg.steps``, or until ``cfg.time_limit_s`` is spent: then
+        it stops at a checkpoint of the step reached (checked every ``log_every`` steps, on
+        every rank alike), and ``--resume`` continues bit for bit."""
         cfg = self.cfg
+        started = time.monotonic()
         remaining = cfg.steps - self.step
         if remaining <= 0:
             log.info("already at step %d of %d; nothing to train", self.step, cfg.steps)
@@ -184,8 +188,17 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "recon", "kl", "tc")})
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
+                elif self.step % cfg.log_every == 0 and self._out_of_time(started):
+                    self.save_checkpoint()
+                    log.warning("time limit of %.0f s reached at step %d of %d; resume with --resume",
+                                cfg.time_limit_s, self.step, cfg.steps)
+                    break
         finally:
             bar.close()
+
+    def _out_of_time(self, started: float) -> bool:
+        limit = self.cfg.time_limit_s
+        return limit > 0 and any_rank(time.monotonic() - started > limit, self.ctx)
 
     def train_step(self, batch: Any) -> dict[str, float]:
         """One optimisation step on a numpy batch (or pair); advances ``self.step``."""
