@@ -70,16 +70,16 @@ def _present(probe: str) -> bool:
 
 def ensure_prerequisites(install: bool = True) -> None:
     """Install the missing Debian packages with apt-get (as root), or raise naming each missing one."""
+    if os.geteuid() != 0:
+        raise PrerequisiteError("missing prerequisite: root (the check runs rootful podman; run it as root)")
     missing = [pkg for pkg, probe in PREREQUISITES.items() if not _present(probe)]
     if not missing:
         return
     names = ", ".join(missing)
     if not install:
         raise PrerequisiteError(f"missing prerequisite(s): {names} (apt-get install {' '.join(missing)})")
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PrerequisiteError(
-            f"missing prerequisite(s): {names}; install them as root: apt-get install {' '.join(missing)}"
-        )
+    if shutil.which("apt-get") is None:
+        raise PrerequisiteError(f"missing prerequisite(s): {names}, and no apt-get to install them with")
     log(f"installing {names} with apt-get")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-qq"],

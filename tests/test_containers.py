@@ -276,9 +276,17 @@ def test_podman_settings_keep_every_piece_of_state_under_one_directory(check_scr
 
 def test_a_missing_prerequisite_is_named_when_it_cannot_be_installed(check_scripts, monkeypatch) -> None:
     engine, _ = check_scripts
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 0)
     monkeypatch.setattr(engine, "PREREQUISITES", {"no-such-package": "/nonexistent/tool"})
     with pytest.raises(engine.PrerequisiteError, match="missing prerequisite.*no-such-package"):
         engine.ensure_prerequisites(install=False)
+
+
+def test_the_check_refuses_to_run_without_root_and_says_so(check_scripts, monkeypatch) -> None:
+    engine, _ = check_scripts
+    monkeypatch.setattr(engine.os, "geteuid", lambda: 1000)
+    with pytest.raises(engine.PrerequisiteError, match="missing prerequisite: root"):
+        engine.ensure_prerequisites()
 
 
 def _pem(der: bytes) -> bytes:
