@@ -17,7 +17,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="dsprites", help="dsprites (default) or color_dsprites")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 1500 for dsprites, 2500 for colour; batch 128)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps (default 1500 for dsprites, 5000 for colour; batch 128)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, default=None, help="write the weights here instead of the cache")

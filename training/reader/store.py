@@ -30,7 +30,7 @@ from .reading import READABLE, AttributeReader
 RECIPE = "1"
 SHIPPED = Path(__file__).resolve().parent / "weights"
 #: Training steps (batch 128) per dataset: colour has two more factors and seven hues to see.
-STEPS = {"dsprites": 1500, "color_dsprites": 2500}
+STEPS = {"dsprites": 1500, "color_dsprites": 5000}
 
 
 def cache_dir() -> Path:
