@@ -5,10 +5,11 @@ dimension's global variance from ``num_variance_estimate`` points and prune
 collapsed dimensions: those whose standard deviation is below 0.05, as the study
 configures it (``prune_dims.threshold = 0.05`` in its ``factor_vae_metric.gin``,
 compared with the square root of the global variance). One vote: choose a factor
-k, draw ``batch_size`` points that all share the value of factor k, divide each active dimension's variance in the
-batch by its global variance and vote (k, argmin dimension). The classifier maps
-each dimension to the factor it received most votes for (majority vote); the
-score is the fraction of ``num_eval`` fresh votes it gets right.
+k, draw ``batch_size`` points that all share the value of factor k, divide each
+active dimension's variance in the batch by its global variance and vote (k,
+argmin dimension). The classifier maps each dimension to the factor it received
+most votes for (majority vote); the score is the fraction of ``num_eval`` fresh
+votes it gets right.
 
 Study defaults: batch_size 64, num_train 10,000, num_eval 5,000,
 num_variance_estimate 10,000.
