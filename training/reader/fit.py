@@ -85,8 +85,8 @@ def fit_reader(dataset: GroundTruthData, name: str, *, steps: int = 1500, batch_
                lr: float = 2e-3, seed: int = 0, progress: bool = True) -> AttributeReader:
     """Train a reader for ``dataset`` (registered as ``name``) on its own renders.
 
-    Adam at ``lr``, cosine-decayed to zero over ``steps``; 1,500 steps take about 3 minutes on
-    one CPU thread.
+    Adam at ``lr``, cosine-decayed to zero over ``steps``; a few minutes at the defaults on one
+    CPU thread.
     """
     torch.manual_seed(seed)
     reader = AttributeReader.build(name)
