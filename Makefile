@@ -94,12 +94,14 @@ sweep: $(VENV)/.installed
 	$(VENV)/bin/latentdial sweep configs/sweep/dsprites.toml --out runs/sweep-dsprites --steps $(SWEEP_STEPS)
 
 # Reproduce a shipped model: train (bounded), evaluate, export, measure edits, write its report.
-#   make ship SHIP=dsprites SHIP_STEPS=<step> SHIP_VERSION=<version>   (docs/models.md gives each model's values)
+#   make ship SHIP=<config> SHIP_STEPS=<step> SHIP_VERSION=<version> [SHIP_NAME=<model name, default SHIP>]
+#   (docs/models.md gives each model's values; configs/shipped/<config>.toml, report docs/models/<config>.md)
 SHIP ?= dsprites
 SHIP_STEPS ?= 10000
 SHIP_VERSION ?= 1
 SHIP_RUN ?= runs/shipped-$(SHIP)
-SHIP_DIR = models/$(SHIP)/$(SHIP_VERSION)
+SHIP_NAME ?= $(SHIP)
+SHIP_DIR = models/$(SHIP_NAME)/$(SHIP_VERSION)
 ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)

@@ -232,6 +232,7 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
     prov = manifest.provenance
     objective = prov.get("objective")
     lines = [f"# Model `{manifest.name}` version {manifest.version}", "",
+             f"- objective: **{supervision_kind(objective)}**",
              (f"- images: {'x'.join(map(str, manifest.image_shape))} (C x H x W), values in "
              f"{list(manifest.value_range)}; latent size {manifest.latent_dim}"),
              f"- dataset: `{json.dumps(spec)}`; objective: `{json.dumps(objective)}`",
@@ -287,6 +288,19 @@ def _sources(spec: Any, n: int, rng: np.random.Generator, model: LocalModel, man
         except (ValueError, ImportError, OSError) as e:
             print(f"model_report: dataset {spec!r} unavailable ({e}); using decoded prior samples", file=sys.stderr)
     return model.decode(rng.standard_normal((n, manifest.latent_dim)).astype(np.float32))
+
+
+#: How much each objective learns from: what a reader of the report must know first.
+SUPERVISION = {
+    "semi_supervised": "semi-supervised (labels tie named latent dims to factors; Locatello et al. 2020, few labels)",
+    "ada_gvae": "weakly supervised (pairs that share all but some factors; Locatello et al. 2020)",
+}
+
+
+def supervision_kind(objective: Any) -> str:
+    """'semi-supervised (...)', 'weakly supervised (...)' or 'unsupervised (<name>)' for a provenance entry."""
+    name = objective.get("name") if isinstance(objective, dict) else objective
+    return SUPERVISION.get(str(name), f"unsupervised ({name})") if name else "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,30 @@ def server():
         yield s
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool pairs -> (N,) intersection over union."""
+    return (a & b).sum((1, 2)) / np.maximum((a | b).sum((1, 2)), 1)
+
+
+@pytest.mark.slow
+def test_default_model_turns_a_heart_by_name_to_the_asked_orientation(server):
+    _require("dsprites")
+    data = get_dataset("dsprites")
+    factors = data.sample_factors(SOURCES, np.random.default_rng(2))
+    factors[:, 0], factors[:, 1], factors[:, 2] = 2, 5, 0  # large hearts (no symmetry), upright
+    target = factors.copy()
+    target[:, 2] = 10  # about 92 degrees
+    with Client(server.address) as c:
+        edited = c.edit(_nhwc(data.sample_observations_from_factors(factors)),
+                        [Edit(factor="orientation", set_value=float(data.factor_grid(2)[10]))],
+                        model="dsprites").images[..., 0] > 0.5  # float32 in [0, 1]
+    turned = _iou(edited, data.sample_observations_from_factors(target)[:, 0] > 0.5)
+    unturned = _iou(edited, data.sample_observations_from_factors(factors)[:, 0] > 0.5)
+    print(f"orientation: IoU with the turned heart {np.median(turned):.2f}, with the source {np.median(unturned):.2f}")
+    # a large heart and itself turned by 92 degrees overlap with IoU about 0.7 already
+    assert np.median(turned) > 0.8 and np.median(turned) > np.median(unturned) + 0.1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("factor, axis", [("pos_x", 0), ("pos_y", 1)])
 def test_default_model_moves_the_sprite_where_asked_and_nowhere_else(server, factor, axis):
