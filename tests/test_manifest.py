@@ -40,9 +40,12 @@ def _v1_dict() -> dict:
     }
 
 
-@pytest.mark.parametrize("name_version", ["dsprites/2", "color_dsprites/1", "dsprites_tcvae/1"])
+SHIPPED_DIRS = {f"{name}/{version}": path for name, version, path in iter_model_dirs(SHIPPED)}
+
+
+@pytest.mark.parametrize("name_version", sorted(SHIPPED_DIRS))
 def test_every_shipped_model_directory_loads_and_its_files_match_their_sha256(name_version):
-    model_dir = SHIPPED / name_version
+    model_dir = SHIPPED_DIRS[name_version]
     manifest = Manifest.load(model_dir)
     manifest.verify_files(model_dir)
     assert manifest.schema_version == SCHEMA_VERSION
@@ -53,9 +56,14 @@ def test_every_shipped_model_directory_loads_and_its_files_match_their_sha256(na
     assert all("format" not in f.notes for f in manifest.files)
 
 
-def test_the_shipped_repository_lists_every_model_directory():
-    found = {f"{name}/{version}" for name, version, _ in iter_model_dirs(SHIPPED)}
-    assert {"dsprites/2", "color_dsprites/1", "dsprites_tcvae/1"} <= found
+def test_the_shipped_repository_holds_manifests_of_both_schemas_and_reads_them_alike():
+    assert {"dsprites/2", "color_dsprites/1", "dsprites_tcvae/1"} <= set(SHIPPED_DIRS)
+    on_disk = {json.loads((path / "manifest.json").read_text()).get("schema_version")
+               for path in SHIPPED_DIRS.values()}
+    assert on_disk <= {1, SCHEMA_VERSION}
+    # the schema 1 reader runs on real exports here, not only on the fixture below; once every shipped
+    # model is re-exported this no longer holds and the fixture tests alone cover the reader
+    assert 1 in on_disk, "no shipped schema 1 manifest is left: drop this assertion"
 
 
 def test_a_schema_1_manifest_is_upgraded_moving_the_format_out_of_the_notes():
