@@ -32,17 +32,30 @@ def choices_text() -> str:
     def options(pairs: list[tuple[str, object]]) -> str:
         return ", ".join(n if v is inspect.Parameter.empty else f"{n}={v!r}" for n, v in pairs) or "-"
 
+    def config_fields(cls: type) -> list[tuple[str, object]]:
+        """(name, default) of a config dataclass; a field without any default is required."""
+        out: list[tuple[str, object]] = []
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out.append((f.name, f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                out.append((f.name, f.default_factory()))
+            else:
+                out.append((f.name, inspect.Parameter.empty))
+        return out
+
     lines = ["A config chooses (TOML keys; --set KEY=VALUE overrides any of them):", "",
              "objective.name      options: objective.<option> (default)"]
+    labels = {name: (cls.__doc__ or "").split("\n")[0].split(" (")[0].split(":")[0].strip()
+              for name, cls in OBJECTIVES.items()}
+    width = max(map(len, labels.values()), default=0)
     for name, cls in OBJECTIVES.items():
-        label = (cls.__doc__ or "").split("\n")[0].split(" (")[0].split(":")[0].strip()
-        fields = [(f.name, f.default) for f in dataclasses.fields(cls.Config)]
-        lines.append(f"  {name:<17} {label:<12} {options(fields)}")
+        lines.append(f"  {name:<17} {labels[name]:<{width}}  {options(config_fields(cls.Config))}")
     lines += ["", "dataset.name        options: dataset.<option> (default; none: required)"]
     for name, factory in DATASETS.items():
         params = [(q.name, q.default) for q in inspect.signature(factory).parameters.values()]
         lines.append(f"  {name:<17} {options(params)}")
-    model = [(f.name, f.default) for f in dataclasses.fields(ModelConfig) if f.name != "architecture"]
+    model = [(n, v) for n, v in config_fields(ModelConfig) if n != "architecture"]
     lines += ["", "model.architecture  options: model.<option> (default)"]
     lines += [f"  {name:<17} {options(model)}" for name in ARCHITECTURES]
     return "\n".join(lines) + "\n"
