@@ -198,7 +198,7 @@ def test_ada_gvae_loss_is_the_pair_elbo_on_averaged_posteriors_through_the_hooks
     kl = gaussian_kl(mean, log_var).sum(dim=1).view(2, 6).sum(0).mean()
     assert torch.equal(loss, recon + kl)
     assert logs["shared_dims"] == pytest.approx(float(shared.float().sum(dim=1).mean()))
-    assert logs["recon"] == pytest.approx(float(recon)) and logs["kl"] == pytest.approx(float(kl))
+    assert logs["recon"] == pytest.approx(recon.item()) and logs["kl"] == pytest.approx(kl.item())
 
 
 def test_ada_gvae_rejects_single_images():
