@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from latentdial.training.data import BatchStream, get_dataset
 from latentdial.training.data.dsprites import _tiles
 from latentdial.training.data.pairs import sample_weak_pairs

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+
 from latentdial.training.data import get_dataset
 from latentdial.training.evaluate import no_grad
 from latentdial.training.factor_card_fit import compute_factor_card

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_run_dir(root: Path) -> Path:
     import torch
+
     from latentdial.training.model import ModelConfig, build_model
     from latentdial.training.run_dir import save_weights
 
@@ -57,6 +58,7 @@ def make_run_dir(root: Path) -> Path:
 def build_runtimes(run_dir: Path, work: Path, args, max_batch: int) -> tuple[dict, object]:
     """name -> {graph: callable(x) -> outputs}; plus the manifest."""
     import torch
+
     from latentdial.export import graphs
     from latentdial.export.bundle import export_run
     from latentdial.serving.runtimes.base import RuntimeOptions
@@ -160,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     import onnxruntime
     import torch
-    from latentdial.serving.runtimes.onnxruntime_cpu import usable_cpus
 
     from latentdial.machine_load import LoadWatch
+    from latentdial.serving.runtimes.onnxruntime_cpu import usable_cpus
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from latentdial.serving.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,9 +310,9 @@ def main() -> None:
 
     watch = LoadWatch("bench_service").start()
     from fixtures.toy_model import build_conv_model, build_toy_model
-    from latentdial.serving.runtimes import load_runtime
 
     from latentdial.manifest import Manifest
+    from latentdial.serving.runtimes import load_runtime
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     dirs = {}

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
 from latentdial.training.config import load_config
 from latentdial.training.objectives import OBJECTIVES
 from latentdial.training.trainer import Trainer
-from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 

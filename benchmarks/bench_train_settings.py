@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from latentdial.training.config import load_config
 from latentdial.training.trainer import Trainer
 

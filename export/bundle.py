@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from latentdial.export import graphs, parity, variants
 
+from latentdial.export import graphs, parity, variants
 from latentdial.manifest import Graph, GraphFile, Manifest, sha256_file
 from latentdial.provenance import code_version
 
@@ -160,6 +160,7 @@ def export_run(
     check, leaving ``model_dir`` untouched.
     """
     import torch
+
     from latentdial.training.run_dir import load_run
 
     run_dir, model_dir = Path(run_dir), Path(model_dir)

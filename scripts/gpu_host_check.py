@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from latentdial.serving.runtimes import available_runtimes, load_runtime
 
 from latentdial.manifest import Manifest
+from latentdial.serving.runtimes import available_runtimes, load_runtime
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 GPU_RUNTIMES = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda")

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from latentdial.serving.errors import DeadlineExceeded, Internal, ResourceExhausted, Unavailable
 from latentdial.serving.runtime_threads import CallCancelled, RuntimeThreads
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from latentdial.serving.errors import InvalidArgument
 
 from latentdial.images import to_uint8
+from latentdial.serving.errors import InvalidArgument
 from latentdial.v1 import latentdial_pb2 as pb
 
 _DTYPES = {pb.DATA_TYPE_UINT8: np.dtype("<u1"), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}

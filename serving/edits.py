@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 
 from latentdial.factor_card import DEFAULT_LATENT_RANGE, FactorCard, FactorCardError, FactorEntry
+from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 
 #: Most edits in one EditAttributes request, and most pins in one Generate request. A model has a
 #: few dozen latent dimensions at most, so more operations than this are a mistake, not a need.

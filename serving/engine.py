@@ -36,6 +36,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
 from latentdial.serving.batcher import Arrays, DynamicBatcher
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.edits import (

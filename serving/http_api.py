@@ -40,6 +40,9 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from latentdial.serving import codec, oip
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.edits import Edit, sample_posterior
@@ -54,8 +57,6 @@ from latentdial.serving.errors import (
 )
 from latentdial.serving.ports import PortInUse, http_port_message, require_free
 from latentdial.serving.service import finite
-from pydantic import BaseModel, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 

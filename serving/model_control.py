@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from latentdial.manifest import MANIFEST_NAME, iter_model_dirs
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -39,8 +40,6 @@ from latentdial.serving.repository import (
     load_model,
     version_key,
 )
-
-from latentdial.manifest import MANIFEST_NAME, iter_model_dirs
 
 log = logging.getLogger(__name__)
 

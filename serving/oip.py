@@ -19,6 +19,7 @@ import importlib.metadata
 from dataclasses import dataclass
 
 import numpy as np
+
 from latentdial.serving import codec
 from latentdial.serving.engine import Engine, ServedModel
 from latentdial.serving.errors import InvalidArgument, NotFound

@@ -9,13 +9,13 @@ limits, auth, metrics and drain. Inputs may come as ``raw_input_contents`` or as
 from __future__ import annotations
 
 import numpy as np
+
+from latentdial.inference import grpc_service_pb2 as pb
+from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 from latentdial.serving import oip
 from latentdial.serving.engine import Engine
 from latentdial.serving.errors import InvalidArgument, NotFound
 from latentdial.serving.service import grpc_deadline, rpc
-
-from latentdial.inference import grpc_service_pb2 as pb
-from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: OIP RPCs that answer without a token, like the gRPC health service (load balancers probe them)

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from latentdial.serving.errors import NotFound
-from latentdial.serving.runtimes import Runtime, RuntimeOptions, load_runtime
 
 from latentdial.factor_card import FactorCard, FactorCardError
 from latentdial.manifest import Manifest, ManifestError, iter_model_dirs
+from latentdial.serving.errors import NotFound
+from latentdial.serving.runtimes import Runtime, RuntimeOptions, load_runtime
 
 log = logging.getLogger(__name__)
 

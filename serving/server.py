@@ -25,6 +25,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from latentdial.inference import grpc_service_pb2_grpc as oip_pb_grpc
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
 from latentdial.serving.http_api import HttpFrontDoor
@@ -36,8 +38,6 @@ from latentdial.serving.oip_grpc import InferenceService
 from latentdial.serving.ports import PortInUse, grpc_port_message, require_free
 from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
-
-from latentdial.inference import grpc_service_pb2_grpc as oip_pb_grpc
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 

@@ -16,12 +16,12 @@ import logging
 
 import grpc
 import numpy as np
+
 from latentdial.serving import codec
 from latentdial.serving.edits import Edit, check_edit_count, sample_posterior
 from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
 from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
-
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 

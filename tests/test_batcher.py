@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from latentdial.serving.batcher import BatchOutputError, DynamicBatcher
 from latentdial.serving.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from latentdial.training.data.dsprites import ProceduralDSprites
 
 SHAPE, SCALE, ORIENT, POS_X, POS_Y = range(5)

@@ -6,10 +6,11 @@ import pickle
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from latentdial.training.data import BatchStream
 from latentdial.training.data.folder import ImageFolder
 from latentdial.training.data.pairs import sample_weak_pairs
-from PIL import Image
 
 COLOURS = [(255, 0, 0), (0, 128, 255), (40, 200, 40)]
 

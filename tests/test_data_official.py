@@ -8,6 +8,7 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+
 from latentdial.training.data.official import DSpritesNPZ, Shapes3D, mixed_radix_strides
 
 # Reduced grids in the official column order.

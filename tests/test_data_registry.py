@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from latentdial.training.data import DATASETS, BatchStream, ProceduralDSprites, get_dataset
 from latentdial.training.data.base import GroundTruthData
 

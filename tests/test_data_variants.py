@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from latentdial.training.data.color_dsprites import ColorDSprites
 from latentdial.training.data.dsprites import ProceduralDSprites
 from latentdial.training.data.noisy_dsprites import NoisyDSprites

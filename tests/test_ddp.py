@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
+
 from latentdial.training.config import load_config
 from latentdial.training.trainer import train
-from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"

@@ -12,6 +12,10 @@ import pytest
 from fixtures.oracle_model import build_oracle, calibrate_card, dsprites_card
 from fixtures.server import ServerThread, make_config
 from fixtures.toy_model import build_toy_model
+
+from latentdial.cli import main
+from latentdial.factor_card import FactorCard
+from latentdial.manifest import Manifest
 from latentdial.training.data import get_dataset
 from latentdial.training.edit_success import (
     EDIT_TOLERANCE,
@@ -23,10 +27,6 @@ from latentdial.training.edit_success import (
     reading_of,
 )
 from latentdial.training.reader import load_reader
-
-from latentdial.cli import main
-from latentdial.factor_card import FactorCard
-from latentdial.manifest import Manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")

@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from fixtures.torch_run import write_run_dir
+
 from latentdial.export import bundle, graphs
 from latentdial.export.bundle import ExportError, export_run
 from latentdial.export.parity import FP32_TOLERANCE, ParityError
 from latentdial.export.variants import FP16_TOLERANCE, INT8_TOLERANCE
-
 from latentdial.factor_card import FactorCard
 from latentdial.manifest import SCHEMA_VERSION, Manifest, sha256_file
 

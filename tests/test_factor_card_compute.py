@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+
+from latentdial.factor_card import FactorCard
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.factor_card_fit import assign_dims, circular_period, compute_factor_card
 from latentdial.training.metrics import METRICS
-
-from latentdial.factor_card import FactorCard
 
 ANGLES = np.linspace(0.0, 2 * np.pi, 8, endpoint=False)
 

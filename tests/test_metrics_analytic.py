@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.metrics import METRICS, compute_all
 

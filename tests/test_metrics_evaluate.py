@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 from fixtures.torch_run import write_run_dir
-from latentdial.training.data import get_dataset
-from latentdial.training.evaluate import evaluate_model_dir, evaluate_run
 
 from latentdial.cli import main
 from latentdial.factor_card import FactorCard
+from latentdial.training.data import get_dataset
+from latentdial.training.evaluate import evaluate_model_dir, evaluate_run
 
 SMALL = ["--num-train", "300", "--num-test", "100", "--points-per-value", "2", "--quiet"]
 

@@ -23,8 +23,6 @@ from fixtures.load import ClosedLoop, Outcome, wait_until
 from fixtures.server import ServerThread, health_status, http_status, make_config
 from fixtures.toy_model import ToyModel, build_toy_model
 from grpc_health.v1 import health_pb2
-from latentdial.serving.config import ServerConfig
-from latentdial.serving.server import LIVENESS_SERVICE
 
 from latentdial.client import (
     AsyncClient,
@@ -33,6 +31,8 @@ from latentdial.client import (
     NotFoundError,
     UnauthenticatedError,
 )
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.server import LIVENESS_SERVICE
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from latentdial.training.model import ModelConfig, build_model
 from latentdial.training.objectives import (
     OBJECTIVES,

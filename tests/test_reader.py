@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from latentdial.training.data import get_dataset
 from latentdial.training.data.dsprites import ORIENTATIONS
 from latentdial.training.reader import EDIT_TOLERANCE, EXACT, Reading, agreement, load_reader, store

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from latentdial.training.model import ModelConfig, build_model
 from latentdial.training.run_dir import CONFIG, WEIGHTS, load_run, representation_fn, save_weights
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.torch_run import write_run_dir
+
 from latentdial.export import graphs, parity, variants
 from latentdial.export.bundle import export_run
+from latentdial.manifest import Manifest
 from latentdial.serving.runtimes import RuntimeFailure, load_runtime
 from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 from latentdial.training.run_dir import load_run
-
-from latentdial.manifest import Manifest
 
 MAX_BATCH = 9
 LATENT_DIM = 6

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from latentdial.manifest import Manifest
 from latentdial.serving.runtimes import (
     ALL_RUNTIMES,
     AUTO_ORDER,
@@ -20,8 +22,6 @@ from latentdial.serving.runtimes import (
 )
 from latentdial.serving.runtimes.onnxruntime_gpu import profile_shapes, provider_options
 from latentdial.serving.runtimes.torch_runtime import batch_buckets, bucket_for
-
-from latentdial.manifest import Manifest
 
 
 @pytest.fixture

@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "loadtest"))
 
 from fixtures.load import ClosedLoop, wait_until
 from fixtures.toy_model import build_toy_model
-from latentdial.serving.config import ServerConfig
-from latentdial.serving.supervisor import RestartPolicy, Supervisor, worker_config, worker_env
 from serverproc import ServerProcess, free_port
 
 from latentdial.client import AsyncClient, Client
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.supervisor import RestartPolicy, Supervisor, worker_config, worker_env
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from latentdial.factor_card import FactorCard
 from latentdial.serving.edits import Edit, apply_edits
 from latentdial.training.config import ConfigError, load_config
 from latentdial.training.data import BatchStream, get_dataset
@@ -18,8 +20,6 @@ from latentdial.training.objectives import SemiSupervisedConfig, SemiSupervisedV
 from latentdial.training.objectives.base import Inputs
 from latentdial.training.objectives.semi_supervised import circular_loss, factor_codes
 from latentdial.training.trainer import Trainer, finish_run
-
-from latentdial.factor_card import FactorCard
 
 REPO = Path(__file__).resolve().parents[1]
 DSPRITES = get_dataset("dsprites")

@@ -7,8 +7,8 @@ import numpy as np
 from fixtures.png import png_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from latentdial.serving.edits import MAX_EDITS
 
+from latentdial.serving.edits import MAX_EDITS
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 

@@ -18,11 +18,11 @@ import pytest
 from fixtures.server import ServerThread, health_status, http_status, make_config
 from fixtures.toy_model import build_toy_model
 from grpc_health.v1 import health_pb2
+
+from latentdial.client import Client, NotFoundError
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.ports import is_free
 from latentdial.serving.server import LIVENESS_SERVICE, grpc_options
-
-from latentdial.client import Client, NotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtest"))

@@ -330,9 +330,8 @@ def test_stop_lets_in_flight_http_requests_finish_and_refuses_new_ones(tmp_path)
 
 # ------------------------------------------------------------ ground truth --
 def test_samples_come_from_the_models_own_ground_truth_dataset(tmp_path):
-    from latentdial.training.data import get_dataset
-
     from latentdial.manifest import Manifest
+    from latentdial.training.data import get_dataset
 
     m = build_toy_model(tmp_path, "sprites", "1", image_shape=(1, 64, 64), latent_dim=4)
     manifest = Manifest.load(m.path)

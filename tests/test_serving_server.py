@@ -19,8 +19,6 @@ import pytest
 from fixtures.server import ServerThread, health_status, make_config
 from fixtures.toy_model import build_toy_model
 from grpc_health.v1 import health_pb2
-from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
-from latentdial.serving.supervisor import free_port
 
 from latentdial.client import (
     Client,
@@ -29,6 +27,8 @@ from latentdial.client import (
     UnauthenticatedError,
     UnavailableError,
 )
+from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
+from latentdial.serving.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.server import ServerThread, make_config
-from latentdial.training.data import get_dataset
 
 from latentdial.client import Client, Edit
+from latentdial.training.data import get_dataset
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SOURCES = 24

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from latentdial.cli import main as cli_main
 from latentdial.training.config import ConfigError
 from latentdial.training.sweep import (
     RunResult,
@@ -16,8 +18,6 @@ from latentdial.training.sweep import (
     rank,
     run_sweep,
 )
-
-from latentdial.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 #: Small enough that two runs train and score in seconds.

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from latentdial.export.variants import convert_fp16
+from latentdial.manifest import GraphFile, Manifest, sha256_file
 from latentdial.serving.runtimes import RuntimeUnavailable, load_runtime, selection
 from latentdial.serving.runtimes import tensorrt_build as tb
 from latentdial.serving.runtimes.base import RuntimeFailure
 from latentdial.serving.runtimes.tensorrt_runtime import TensorRTRuntime, gpu_name
-
-from latentdial.manifest import GraphFile, Manifest, sha256_file
 
 # ----------------------------------------------------------------------------- fakes
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
+from latentdial.cli import main as cli_main
 from latentdial.training import trainer as trainer_module
 from latentdial.training.config import ConfigError, TrainConfig, load_config
 from latentdial.training.data import get_dataset
 from latentdial.training.objectives import OBJECTIVES
 from latentdial.training.run_dir import load_run
 from latentdial.training.trainer import Trainer, TrainingError, checkpoint_paths, train
-from safetensors.torch import load_file
-
-from latentdial.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.toml"

@@ -75,6 +75,10 @@ def _json_safe(x: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from latentdial.client import Client, LatentDialError
+    from latentdial.factor_card import FactorCard
+    from latentdial.manifest import Manifest, ManifestError
     from latentdial.serving.config import ServerConfig
     from latentdial.serving.embedded import EmbeddedServer
     from latentdial.training.edit_sheet import edit_sheet
@@ -82,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
     from latentdial.training.evaluate import resolve_dataset
     from latentdial.training.reader import load_reader
     from latentdial.training.reader.store import load_file_reader
-
-    from latentdial.client import Client, LatentDialError
-    from latentdial.factor_card import FactorCard
-    from latentdial.manifest import Manifest, ManifestError
 
     torch.set_num_threads(1)
     model_dir = args.model_dir.resolve()

@@ -46,6 +46,7 @@ def print_accuracy(accuracy: dict[str, dict[str, dict[str, float]]], title: str)
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
     from latentdial.training.reader.store import (
         cached_path,
         save_reader,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from latentdial.training.edit_success import EditRun
 from PIL import Image, ImageDraw, ImageFont
 
 from latentdial.images import to_uint8
+from latentdial.training.edit_success import EditRun
 
 TILE = 96  # 64 px images drawn at 1.5x
 GAP = 6

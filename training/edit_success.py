@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from latentdial.training.reader import EDIT_TOLERANCE, AttributeReader, Reading, agreement
-from latentdial.training.reader.reading import ORIENTATIONS
 
 from latentdial.factor_card import FactorCard, FactorEntry
+from latentdial.training.reader import EDIT_TOLERANCE, AttributeReader, Reading, agreement
+from latentdial.training.reader.reading import ORIENTATIONS
 
 
 def foreground(images: np.ndarray) -> np.ndarray:

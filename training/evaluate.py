@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
-    from latentdial.training.data.base import GroundTruthData
 
     from latentdial.factor_card import FactorCard
+    from latentdial.training.data.base import GroundTruthData
 
 #: Metrics that need no ground-truth factors (unlabelled datasets get only these).
 UNSUPERVISED = ("unsupervised",)
@@ -85,6 +85,7 @@ def evaluate_representation(
     averages ``card_points_per_value`` points per grid value in its calibration tables.
     """
     import numpy as np
+
     from latentdial.training.factor_card_fit import compute_factor_card
     from latentdial.training.metrics import compute_all
 
@@ -167,9 +168,9 @@ def no_grad(fn: Any) -> Any:
 def onnx_representation_fn(model_dir: Path) -> tuple[Any, Any]:
     """(representation_fn over the exported encoder's ``mean`` output, manifest); no torch."""
     import numpy as np
-    from latentdial.serving.runtimes import load_runtime
 
     from latentdial.manifest import Manifest
+    from latentdial.serving.runtimes import load_runtime
 
     manifest = Manifest.load(model_dir)
     runtime = load_runtime(model_dir, manifest, "encoder")

@@ -30,6 +30,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+
+from latentdial.factor_card import FactorCard, FactorEntry
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.metrics.utils import (
     RepresentationFn,
@@ -39,8 +41,6 @@ from latentdial.training.metrics.utils import (
     generate_batch_factor_code,
     histogram_discretize,
 )
-
-from latentdial.factor_card import FactorCard, FactorEntry
 
 __all__ = ["assign_dims", "circular_period", "compute_factor_card", "normalised_mutual_info"]
 

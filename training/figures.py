@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from latentdial.training.model import VAEModel
 from PIL import Image, ImageDraw, ImageFont
 
 from latentdial.images import to_uint8
+from latentdial.training.model import VAEModel
 
 PAD = 2
 LABEL_WIDTH = 84

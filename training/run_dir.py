@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from latentdial.training.model import ModelConfig, VAEModel, build_model
 from safetensors.torch import load_file, save_file
 
 from latentdial.factor_card import FactorCard
+from latentdial.training.model import ModelConfig, VAEModel, build_model
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from latentdial.provenance import code_version
 from latentdial.training.config import ConfigError, TrainConfig
 from latentdial.training.distributed import (
     DistContext,
@@ -35,9 +38,6 @@ from latentdial.training.evaluate import evaluate_run, resolve_dataset
 from latentdial.training.model import build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
 from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
-from tqdm import tqdm
-
-from latentdial.provenance import code_version
 
 log = logging.getLogger("latentdial.train")
 CHECKPOINTS = "checkpoints"

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latentdial.manifest import MANIFEST_NAME, Manifest, ManifestError, iter_model_dirs
     from latentdial.serving.runtimes.base import RuntimeFailure
     from latentdial.serving.runtimes.selection import default_engine_cache
     from latentdial.serving.runtimes.tensorrt_build import (
@@ -34,8 +35,6 @@ def run(args: argparse.Namespace) -> int:
         import_tensorrt,
     )
     from latentdial.serving.runtimes.tensorrt_runtime import gpu_name, import_cudart
-
-    from latentdial.manifest import MANIFEST_NAME, Manifest, ManifestError, iter_model_dirs
 
     root: Path = args.model_dir
     if (root / MANIFEST_NAME).is_file():

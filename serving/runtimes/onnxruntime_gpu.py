@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
 from latentdial.serving.runtimes.base import RuntimeUnavailable
 from latentdial.serving.runtimes.onnxruntime_cpu import OrtSessionRuntime
 

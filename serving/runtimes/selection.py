@@ -15,14 +15,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from latentdial.manifest import Graph, Manifest, ManifestError
 from latentdial.serving.runtimes.base import (
     Runtime,
     RuntimeFailure,
     RuntimeOptions,
     RuntimeUnavailable,
 )
-
-from latentdial.manifest import Graph, Manifest, ManifestError
 
 log = logging.getLogger("latentdial.serving.runtimes")
 

@@ -28,9 +28,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from latentdial.serving.runtimes.base import RuntimeFailure, RuntimeUnavailable
-
 from latentdial.manifest import Graph, Manifest
+from latentdial.serving.runtimes.base import RuntimeFailure, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
 

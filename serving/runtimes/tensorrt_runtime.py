@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
 from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeUnavailable
 
 log = logging.getLogger(__name__)

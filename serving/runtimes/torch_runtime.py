@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+
 from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeUnavailable
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

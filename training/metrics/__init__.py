@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
 from latentdial.training.data.base import GroundTruthData
 
 from .base import Metric

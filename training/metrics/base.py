@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from latentdial.training.data.base import GroundTruthData
 
 from .utils import RepresentationFn, sample_points

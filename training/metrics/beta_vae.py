@@ -13,8 +13,9 @@ Study defaults: batch_size 64, num_train 10,000, num_eval 5,000.
 from __future__ import annotations
 
 import numpy as np
-from latentdial.training.data.base import GroundTruthData
 from sklearn.linear_model import LogisticRegression
+
+from latentdial.training.data.base import GroundTruthData
 
 from .base import Metric
 from .utils import NUM_TEST, NUM_TRAIN, RepresentationFn, encode_factors

@@ -18,6 +18,7 @@ num_variance_estimate 10,000.
 from __future__ import annotations
 
 import numpy as np
+
 from latentdial.training.data.base import GroundTruthData
 
 from .base import Metric

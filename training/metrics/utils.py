@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from latentdial.training.data.base import GroundTruthData
 from sklearn.metrics import mutual_info_score
+
+from latentdial.training.data.base import GroundTruthData
 
 RepresentationFn = Callable[[np.ndarray], np.ndarray]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from latentdial.training.objectives.base import Batch, Inputs, ObjectiveConfig, VAEObjective
 
 

@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from latentdial.training.model import VAEModel
 from torch import nn
+
+from latentdial.training.model import VAEModel
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 Logs = dict[str, float]

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+
 from latentdial.training.objectives.base import ObjectiveConfig, VAEObjective, gaussian_log_density
 
 

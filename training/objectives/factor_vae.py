@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from latentdial.training.model import VAEModel
-from latentdial.training.objectives.base import Logs, ObjectiveConfig, VAEObjective
 from torch import nn
 from torch.func import functional_call
+
+from latentdial.training.model import VAEModel
+from latentdial.training.objectives.base import Logs, ObjectiveConfig, VAEObjective
 
 
 def permute_dims(z: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from latentdial.factor_card import FactorCard, FactorEntry
 from latentdial.training.objectives.base import (
     Batch,
     Inputs,
@@ -44,8 +46,6 @@ from latentdial.training.objectives.base import (
     VAEObjective,
     gaussian_kl,
 )
-
-from latentdial.factor_card import FactorCard, FactorEntry
 
 CATEGORICAL_CODES = ("centre", "one_hot")
 

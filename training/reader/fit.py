@@ -17,10 +17,11 @@ import math
 
 import numpy as np
 import torch
-from latentdial.training.data.base import GroundTruthData
-from latentdial.training.data.dsprites import ORIENTATIONS
 from torch.nn import functional as F
 from tqdm import tqdm
+
+from latentdial.training.data.base import GroundTruthData
+from latentdial.training.data.dsprites import ORIENTATIONS
 
 from .network import SYMMETRY, centre_crop
 from .reading import EDIT_TOLERANCE, EXACT, AttributeReader, agreement

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from latentdial.training.data.dsprites import ORIENTATIONS
 
 from .network import SYMMETRY, Heads, ReaderNet, centre_crop
