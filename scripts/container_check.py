@@ -329,7 +329,7 @@ def check_sigterm_under_load(run: Run, container: str, address: str, workers: in
                              load_s: float = 2.0, margin_s: float = 0.25) -> None:
     """SIGTERM while callers keep the server busy: exit 0, every accepted call answered.
 
-    Each caller loops Decode (32 latents) on its own connection until the server stops. Every
+    Each caller loops Decode (32 latents of the default model) on its own connection until the server stops. Every
     call that began before the signal (less ``margin_s`` for the request to reach the server)
     must be answered. A call that began after it may be refused: UNAVAILABLE from the server,
     or CANCELLED when it reached gRPC's core but no handler had taken it yet as the server shut
@@ -339,7 +339,9 @@ def check_sigterm_under_load(run: Run, container: str, address: str, workers: in
 
     from latentdial.client import Client, LatentDialError
 
-    z = np.random.default_rng(0).standard_normal((32, 10)).astype(np.float32)
+    with Client(address, timeout_s=10) as c:
+        latent_dim = c.model_info().latent_dim  # the default model's, whichever is shipped
+    z = np.random.default_rng(0).standard_normal((32, latent_dim)).astype(np.float32)
     calls: list[tuple[float, float, str]] = []  # (start, end, status)
     lock, stop = threading.Lock(), threading.Event()
 
