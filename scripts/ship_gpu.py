@@ -12,9 +12,13 @@ there, up to ``--steps``). Then each run is evaluated (the factor card, with MIG
 exported to ``OUT/models/<name>/<version>``; the quality figures of docs/models.md come
 from ``make ship`` on the exported directories.
 
-Nothing here is verified on a GPU: no GPU host was at hand when it was written. The
-bound holds by construction (the time limit); whether 300k steps fit inside it depends on
-the GPU's steps per second, which docs/training.md asks to be measured first.
+On CUDA each graph-safe step is replayed from a CUDA graph (training/graphed_step.py).
+The bound holds by construction (the time limit); whether 300k steps fit inside it depends
+on the GPU's steps per second, which this command prints per model at the end (and
+docs/training.md records for the GPU it was run on).
+
+The children are started from ``--out``, not the checkout, so that an installed
+latentdial (a wheel on a bare GPU host: docs/training.md) is what they import.
 """
 
 from __future__ import annotations
@@ -33,14 +37,22 @@ def latentdial(*args: str) -> list[str]:
     return [sys.executable, "-m", "latentdial.cli", *args]
 
 
-def train_command(config: Path, run: Path, steps: int, device: str, threads: int, limit_s: float) -> list[str]:
+def train_command(config: Path, run: Path, steps: int, device: str, threads: int, limit_s: float,
+                  checkpoint_every: int, cuda_graph: bool = True) -> list[str]:
     """`latentdial train` for one shipped config, resuming when the run already has a checkpoint."""
     resume = ["--resume"] if (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt")) else []
     return latentdial(
         "train", "--config", str(config), "--out", str(run), *resume, "--no-progress",
         "--set", f"steps={steps}", "--set", f"device={device}", "--set", f"num_threads={threads}",
-        "--set", f"time_limit_s={limit_s}",
+        "--set", f"time_limit_s={limit_s}", "--set", f"checkpoint_every={checkpoint_every}",
+        "--set", f"cuda_graph={'true' if cuda_graph else 'false'}",
     )
+
+
+def steps_reached(run: Path) -> int | None:
+    """The step of the newest checkpoint of ``run`` (None when it has none)."""
+    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
+    return int(ckpts[-1].stem.split("_")[1]) if ckpts else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="shipped config names (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ship-gpu", help="runs/ and models/ go here")
     parser.add_argument("--version", default="1", help="version directory of every exported model")
+    parser.add_argument("--checkpoint-every", type=int, default=10_000,
+                        help="steps between checkpoints (the time limit writes its own; default 10000)")
+    parser.add_argument("--eager", action="store_true", help="no CUDA graphs: every step eager")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()
 
     configs = sorted(SHIPPED.glob("*.toml"))
     if args.only:
@@ -66,15 +82,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training {len(configs)} models at once on {args.device}: {args.steps} steps or {limit:.0f} s each",
           flush=True)
     procs = {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    first = {}
     for config in configs:
         run = args.out / "runs" / config.stem
         run.parent.mkdir(parents=True, exist_ok=True)
+        first[config.stem] = steps_reached(run) or 0
         log = (args.out / "runs" / f"{config.stem}.log").open("w")
         procs[config.stem] = (subprocess.Popen(
-            train_command(config, run, args.steps, args.device, args.threads, limit),
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            train_command(config, run, args.steps, args.device, args.threads, limit, args.checkpoint_every,
+                          not args.eager),
+            stdout=log, stderr=subprocess.STDOUT, cwd=args.out,
         ), run)
     failed = [name for name, (p, _) in procs.items() if p.wait() != 0]
+    trained_s = time.monotonic() - started
+    for name, (_, run) in procs.items():
+        reached = steps_reached(run)
+        if reached is not None:
+            done = reached - first[name]
+            print(f"{name}: step {reached} of {args.steps} ({done} steps in {trained_s:.0f} s with "
+                  f"{len(procs)} runs sharing the device: {done / trained_s:.0f} steps/s)", flush=True)
     for name, (p, run) in procs.items():
         if name in failed:
             print(f"{name}: training failed (exit {p.returncode}); see {run}.log", flush=True)
@@ -84,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             latentdial("evaluate", str(run), "--metrics", "mig", "--quiet"),
             latentdial("export", str(run), str(model_dir), "--overwrite", "--no-torch-program"),
         ):
-            if subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode != 0:
+            if subprocess.run(cmd, cwd=args.out, stdout=subprocess.DEVNULL).returncode != 0:
                 failed.append(name)
                 print(f"{name}: {' '.join(cmd[2:4])} failed", flush=True)
                 break

@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "cpu"
     num_threads: int = 0  # torch intra-op threads; 0 = all cores / local world size
     time_limit_s: float = 0.0  # stop at a checkpoint once training has run this long; 0 = no limit
+    cuda_graph: bool = True  # on one CUDA device, replay graph-safe steps from a CUDA graph
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):

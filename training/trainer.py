@@ -5,7 +5,9 @@ objective's auxiliary step (FactorVAE's discriminator). Every ``checkpoint_every
 a checkpoint (model + discriminator, optimizers, step, every rank's torch RNG state, the
 loss log) goes to ``checkpoints/step_XXXXXXXX.pt``; the last ``keep_checkpoints`` stay.
 Batches are a pure function of (seed, rank, step), so ``resume=True`` reproduces an
-uninterrupted run bit for bit. At the end rank 0 writes the run directory of
+uninterrupted run bit for bit. On one CUDA device a graph-safe objective's step is replayed
+from a CUDA graph (:mod:`latentdial.training.graphed_step`; ``cuda_graph = false`` turns it
+off), and its terms are read only at log steps. At the end rank 0 writes the run directory of
 :mod:`latentdial.training.run_dir` (see :func:`finish_run`).
 """
 
@@ -35,6 +37,7 @@ from latentdial.training.distributed import (
     wrap_objective,
 )
 from latentdial.training.evaluate import evaluate_run, resolve_dataset
+from latentdial.training.graphed_step import GraphedStep
 from latentdial.training.model import build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
 from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
@@ -83,11 +86,17 @@ class Trainer:
         obj_cls = get_objective(cfg.objective_name)
         self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
         self.objective.attach_dataset(self.dataset)
+        use_graph = (cfg.cuda_graph and self.ctx.device.startswith("cuda") and self.ctx.world_size == 1
+                     and obj_cls.graph_safe)
         self.optimizer = torch.optim.Adam(
             self.objective.vae_parameters(), lr=cfg.optimizer.lr,
             betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps,
+            **({"capturable": True} if use_graph else {}),
         )
         self.net = wrap_objective(self.objective, self.ctx)
+        self.graphed: GraphedStep | None = (
+            GraphedStep(self.objective, self.optimizer, self.ctx.device) if use_graph else None
+        )
         if self.ctx.rank > 0:  # different reparameterisation noise per rank
             torch.manual_seed(cfg.seed + 7919 * self.ctx.rank)
         from latentdial.training.data import BatchStream
@@ -181,9 +190,10 @@ class Trainer:
         self.objective.train()
         try:
             for batch in self.stream.iterate(self.step, remaining):
-                logs = self.train_step(batch)
+                log_now = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.steps
+                logs = self.train_step(batch, logs=log_now)
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if log_now:
                     self.rows.append({"step": self.step, **logs})
                     bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k in ("loss", "recon", "kl", "tc")})
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
@@ -200,8 +210,14 @@ class Trainer:
         limit = self.cfg.time_limit_s
         return limit > 0 and any_rank(time.monotonic() - started > limit, self.ctx)
 
-    def train_step(self, batch: Any) -> dict[str, float]:
-        """One optimisation step on a numpy batch (or pair); advances ``self.step``."""
+    def train_step(self, batch: Any, *, logs: bool = True) -> dict[str, float]:
+        """One optimisation step on a numpy batch (or pair); advances ``self.step``.
+
+        Returns the logged terms. A graphed step reads them (and checks them for NaN) only
+        when ``logs`` is true, and returns {} otherwise; an eager step always has them.
+        """
+        if self.graphed is not None:
+            return self._graphed_step(batch, logs)
         step = self.step
         error: NonFiniteLossError | None = None
         try:
@@ -216,6 +232,18 @@ class Trainer:
         logs.update(self.objective.auxiliary_step(step))
         self.step = step + 1
         return logs
+
+    def _graphed_step(self, batch: Any, logs: bool) -> dict[str, float]:
+        assert self.graphed is not None
+        terms = self.graphed.run(batch, self.step)
+        self.step += 1
+        if not logs:
+            return {}
+        values = dict(zip(self.graphed.term_names(), terms.tolist(), strict=True))
+        bad = next(((k, v) for k, v in values.items() if not np.isfinite(v)), None)
+        if bad is not None:
+            self._diverged(NonFiniteLossError(self.step - 1, bad[0], bad[1]))
+        return values
 
     def _diverged(self, error: NonFiniteLossError) -> None:
         ckpts = checkpoint_paths(self.out)

@@ -126,6 +126,11 @@ class VAEObjective(nn.Module):
     requires_pairs: ClassVar[bool] = False
     #: batches are (images, factor indices) from a stream built with labels=True
     requires_labels: ClassVar[bool] = False
+    #: :meth:`loss_terms` is the same computation at every step and never waits for the
+    #: device (no ``.item()``, no data-dependent shapes, no host data copied in), so a CUDA
+    #: graph can capture a whole training step (``training/graphed_step.py``). False for
+    #: step-dependent losses (AnnealedVAE) and auxiliary optimizers (FactorVAE).
+    graph_safe: ClassVar[bool] = True
 
     def __init__(self, model: VAEModel, config: ObjectiveConfig | None = None) -> None:
         super().__init__()
@@ -174,7 +179,13 @@ class VAEObjective(nn.Module):
         return self.loss(batch, step)
 
     def loss(self, batch: Batch, step: int) -> tuple[torch.Tensor, Logs]:
-        """(loss (), logs {"loss", "recon", "kl", "regularizer", ...hook terms}) for one batch.
+        """(loss (), logs {"loss", "recon", "kl", "regularizer", ...hook terms}) for one batch;
+        raises :class:`NonFiniteLossError` when a term is NaN or infinite."""
+        loss, terms = self.loss_terms(batch, step)
+        return loss, self._finish(step, terms)
+
+    def loss_terms(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss (), every logged term as a () tensor) for one batch, with no host sync.
 
         The template: inputs -> encode -> hook_posterior -> sample -> hook_latents -> decode;
         loss = recon + regularizer (+ supervised), each summed within an example and
@@ -199,7 +210,7 @@ class VAEObjective(nn.Module):
             "loss": loss, "recon": recon, "kl": kl, "regularizer": reg,
             **posterior_terms, **sup_terms, **extra,
         }
-        return loss, self._finish(step, terms)
+        return loss, terms
 
     def _finish(self, step: int, terms: dict[str, torch.Tensor]) -> Logs:
         check_finite(step, terms)

@@ -51,6 +51,8 @@ class AnnealedVAE(VAEObjective):
     loss = recon + gamma * |KL - C|, with the capacity C rising linearly from 0 to C_max
     over ``iteration_threshold`` steps."""
 
+    graph_safe = False  # the capacity target changes with the step
+
     name = "annealed_vae"
     Config = AnnealedVAEConfig
     config: AnnealedVAEConfig

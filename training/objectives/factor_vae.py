@@ -67,6 +67,8 @@ class FactorVAE(VAEObjective):
     Adam from DETACHED latents of the last VAE step, so its loss never updates the VAE.
     """
 
+    graph_safe = False  # the discriminator has its own optimizer step
+
     name = "factor_vae"
     Config = FactorVAEConfig
     config: FactorVAEConfig

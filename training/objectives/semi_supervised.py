@@ -171,18 +171,21 @@ def supervised_factor_card(config: dict[str, Any], dataset: Any) -> FactorCard |
     return supervision_card(factor_codes(dataset, cfg.factors, latent_dim, cfg.categorical_code), latent_dim)
 
 
-def circular_loss(u: torch.Tensor, theta: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+def circular_loss(u: torch.Tensor, theta: torch.Tensor, order: torch.Tensor, max_order: int | None = None) -> torch.Tensor:
     """(|u| - 1)^2 + 1 - cos(m (phi - theta)) per row, phi = angle of u.
 
     u: (N, 2) the (cos, sin) pair; theta: (N,) label angles in radians; order: (N,) int
     symmetry orders m >= 1. Zero exactly when u is on the unit circle at theta + 2 pi j / m.
+    max_order: an upper bound of ``order`` known on the host (the data's largest symmetry
+    order); None reads it from ``order``, which waits for the device.
     """
     r = torch.sqrt(u.pow(2).sum(dim=1) + 1e-12)  # (N,)
     c, s = u[:, 0] / r, u[:, 1] / r
     # (c + i s)^m by repeated complex multiplication (m is small and per row)
     pc, ps = c, s
     out_c, out_s = torch.where(order == 1, c, 0.0), torch.where(order == 1, s, 0.0)
-    for m in range(2, int(order.max()) + 1):
+    top = int(order.max()) if max_order is None else int(max_order)
+    for m in range(2, top + 1):
         pc, ps = pc * c - ps * s, pc * s + ps * c
         out_c = torch.where(order == m, pc, out_c)
         out_s = torch.where(order == m, ps, out_s)
@@ -207,6 +210,7 @@ class SemiSupervisedVAE(VAEObjective):
     def __init__(self, model, config: SemiSupervisedConfig | None = None) -> None:
         super().__init__(model, config)
         self.codes: list[FactorCode] = []
+        self._device_tables: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def attach_dataset(self, dataset: Any) -> None:
         self.codes = factor_codes(dataset, self.config.factors, self.model.config.latent_dim,
@@ -228,11 +232,23 @@ class SemiSupervisedVAE(VAEObjective):
         self._require_codes()
         return Inputs(images=batch[0], labels=batch[1])
 
+    def _on_device(self, key: str, array: np.ndarray | tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """``array`` as a tensor on ``device``, copied there once (a CUDA graph may not copy host data)."""
+        cached = self._device_tables.get((key, device))
+        if cached is None:
+            cached = self._device_tables[(key, device)] = torch.as_tensor(np.asarray(array), device=device)
+        return cached
+
     def _targets(self, code: FactorCode, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(labelled mask (M,) bool, target codes (M, len(dims)))."""
         idx = labels[:, code.column]
-        table = torch.as_tensor(code.table, device=labels.device)
+        table = self._on_device(f"table:{code.name}", code.table, labels.device)
         return idx >= 0, table[idx.clamp(min=0)]
+
+    @staticmethod
+    def _named(values: torch.Tensor, code: FactorCode) -> torch.Tensor:
+        """The code's named dims of (M, D) ``values``: (M, len(dims)), a slice (dims are contiguous)."""
+        return values[:, code.dims[0] : code.dims[-1] + 1]
 
     def hook_latents(self, z: torch.Tensor, mean: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         """Named dims: label codes (plus ``code_noise``) on labelled images (``decode_labels``),
@@ -240,7 +256,7 @@ class SemiSupervisedVAE(VAEObjective):
         assert inputs.labels is not None
         named = []
         for code in self.codes:
-            value = mean[:, list(code.dims)]
+            value = self._named(mean, code)
             if self.config.decode_labels:
                 known, target = self._targets(code, inputs.labels)
                 if self.config.code_noise > 0:
@@ -255,15 +271,17 @@ class SemiSupervisedVAE(VAEObjective):
         logs: dict[str, torch.Tensor] = {}
         for code in self.codes:
             known, target = self._targets(code, inputs.labels)
-            u = mean[:, list(code.dims)]
+            u = self._named(mean, code)
             if code.kind == "circular":
                 theta = torch.atan2(target[:, 1], target[:, 0])
                 order = torch.ones_like(known, dtype=torch.int64)
+                max_order = 1
                 if code.symmetry is not None:
                     col, orders = code.symmetry
-                    table = torch.as_tensor(orders, device=mean.device)
+                    table = self._on_device(f"symmetry:{code.name}", tuple(orders), mean.device)
                     order = table[inputs.labels[:, col].clamp(min=0)]
-                per_row = circular_loss(u, theta, order)
+                    max_order = max(orders)
+                per_row = circular_loss(u, theta, order, max_order)
             else:
                 per_row = (u - target).pow(2).sum(dim=1)
             term = (per_row * known).sum() / known.sum().clamp(min=1)
