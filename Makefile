@@ -15,7 +15,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship ship-finish ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -104,6 +104,11 @@ SHIP_NAME ?= $(SHIP)
 SHIP_DIR = models/$(SHIP_NAME)/$(SHIP_VERSION)
 ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
+	$(MAKE) ship-finish SHIP=$(SHIP) SHIP_RUN=$(SHIP_RUN) SHIP_NAME=$(SHIP_NAME) SHIP_VERSION=$(SHIP_VERSION)
+
+# Everything after training, for a run trained anywhere (e.g. by make ship-gpu on a GPU host):
+#   make ship-finish SHIP=dsprites SHIP_RUN=runs/ship-gpu/runs/dsprites SHIP_VERSION=4
+ship-finish: $(VENV)/.installed
 	$(VENV)/bin/latentdial evaluate $(SHIP_RUN)
 	$(VENV)/bin/latentdial export $(SHIP_RUN) $(SHIP_DIR) --variants fp16,int8 --overwrite
 	$(VENV)/bin/latentdial evaluate $(SHIP_DIR) --metrics factor_vae --preset reference --out docs/models/$(SHIP)_factor_vae_reference.json
@@ -113,7 +118,8 @@ ship: $(VENV)/.installed
 		--sheet docs/models/images/$(SHIP)_edit_sheet.png --reference docs/models/$(SHIP)_factor_vae_reference.json
 
 # Every shipped model at full length (300k steps) on a GPU host, all at once, bounded to 9 minutes
-# (each run stops at a checkpoint when its share is spent; run it again to resume). Unverified here.
+# (each run stops at a checkpoint when its share is spent; run it again to resume). Run on an H200:
+# docs/training.md#training-on-a-gpu. Then make ship-finish on each run.
 #   make ship-gpu [SHIP_GPU_STEPS=300000] [SHIP_GPU_BUDGET_S=540]
 SHIP_GPU_STEPS ?= 300000
 SHIP_GPU_BUDGET_S ?= 540

@@ -170,3 +170,16 @@ def test_a_nan_in_a_replayed_step_stops_training_at_the_next_log_step_naming_the
     trainer.graphed = _CpuReplay(trainer, poison_at=5)
     with pytest.raises(TrainingError, match="'loss' is nan at step 5"):
         trainer.train(progress=False)
+
+
+def test_a_single_process_on_plain_cuda_keeps_the_current_device_and_a_rank_takes_its_own(monkeypatch):
+    """`device = "cuda"` has no index: torch.cuda.set_device refuses that, so it is not called."""
+    from latentdial.training import distributed
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.init_distributed("cuda").device == "cuda" and chosen == []
+    assert distributed.init_distributed("cuda:1").device == "cuda:1" and chosen == [torch.device("cuda:1")]

@@ -51,7 +51,8 @@ def init_distributed(device: str = "cpu") -> DistContext:
         if not torch.cuda.is_available():
             raise RuntimeError("config asks for device='cuda' but no CUDA device is visible; use --set device=cpu")
         device = f"cuda:{local_rank}" if world_size > 1 else device
-        torch.cuda.set_device(torch.device(device))
+        if torch.device(device).index is not None:  # plain "cuda" is the current device already
+            torch.cuda.set_device(torch.device(device))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
