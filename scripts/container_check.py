@@ -319,10 +319,10 @@ def check_mounted_repository(run: Run, network: str) -> None:
 
     with Client(address, timeout_s=10) as c:
         served = sorted(f"{m.name}/{v}" for m in c.list_models() for v in m.versions)
-    expect(served == ["dsprites_tcvae/1"], f"with another repository mounted the server lists {served}")
+    expect(served == ["dsprites_tcvae/2"], f"with another repository mounted the server lists {served}")
     run.podman("rm", "--force", "--time", "5", name)
     run.containers.remove(name)
-    log("a repository mounted read-only on /models is what the server serves: dsprites_tcvae/1 only")
+    log("a repository mounted read-only on /models is what the server serves: dsprites_tcvae/2 only")
 
 
 def check_sigterm_under_load(run: Run, container: str, address: str, workers: int = 8,

@@ -183,3 +183,16 @@ def test_a_single_process_on_plain_cuda_keeps_the_current_device_and_a_rank_take
         monkeypatch.delenv(var, raising=False)
     assert distributed.init_distributed("cuda").device == "cuda" and chosen == []
     assert distributed.init_distributed("cuda:1").device == "cuda:1" and chosen == [torch.device("cuda:1")]
+
+
+def test_a_checkpoint_of_a_graphed_gpu_run_resumes_on_cpu(tmp_path):
+    """A graphed run's Adam is capturable, which CPU Adam refuses; resuming takes this run's setting."""
+    trainer = _smoke_trainer(tmp_path, "gpu-like")
+    for group in trainer.optimizer.param_groups:
+        group["capturable"] = True  # as the optimizer of a CUDA-graph run is saved
+    trainer.save_checkpoint()
+    resumed = _smoke_trainer(tmp_path, "gpu-like")
+    resumed.load_checkpoint(sorted((tmp_path / "gpu-like" / "checkpoints").glob("*.pt"))[-1])
+    assert [g["capturable"] for g in resumed.optimizer.param_groups] == [False]
+    resumed.train(progress=False)
+    assert resumed.step == 6

@@ -153,7 +153,11 @@ class Trainer:
                     f"resume with the run's own config (only steps may change)"
                 )
         self.objective.load_state_dict(state["objective"])
+        capturable = [g.get("capturable", False) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, mine in zip(self.optimizer.param_groups, capturable, strict=True):
+            if "capturable" in group:  # a GPU run's graphed Adam resumes on CPU (and back) as this run's Adam
+                group["capturable"] = mine
         self.objective.load_auxiliary_state_dict(state["auxiliary"])
         self.step, self.rows = int(state["step"]), list(state["rows"])
         rng = state["rng"]
