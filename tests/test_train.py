@@ -210,8 +210,13 @@ def test_ada_gvae_pair_k_fixes_how_many_factors_differ_within_a_pair(tmp_path):
 def test_shipped_model_configs_load(path):
     cfg = load_config(path)
     assert cfg.batch_size == 64
-    if cfg.objective_name == "semi_supervised":  # every dSprites factor named: 6 dims, none free
-        assert cfg.model.latent_dim == 6 and cfg.objective.factors and cfg.objective.num_labelled == 0
+    if cfg.objective_name == "semi_supervised":  # every factor named, labelled on every image; no free dims
+        from latentdial.training.objectives.semi_supervised import factor_codes
+
+        dataset = get_dataset(cfg.dataset["name"])
+        codes = factor_codes(dataset, cfg.objective.factors, cfg.model.latent_dim)
+        assert [c.name for c in codes] == list(dataset.factor_names) and cfg.objective.num_labelled == 0
+        assert sum(len(c.dims) for c in codes) == cfg.model.latent_dim
     else:
         assert cfg.model.latent_dim == 10
 
