@@ -37,10 +37,16 @@ def latentdial(*args: str) -> list[str]:
     return [sys.executable, "-m", "latentdial.cli", *args]
 
 
+def steps_reached(run: Path) -> int | None:
+    """The step of the newest checkpoint of ``run`` (None when it has none)."""
+    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
+    return int(ckpts[-1].stem.split("_")[1]) if ckpts else None
+
+
 def train_command(config: Path, run: Path, steps: int, device: str, threads: int, limit_s: float,
                   checkpoint_every: int, cuda_graph: bool = True) -> list[str]:
     """`latentdial train` for one shipped config, resuming when the run already has a checkpoint."""
-    resume = ["--resume"] if (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step_*.pt")) else []
+    resume = ["--resume"] if steps_reached(run) is not None else []
     return latentdial(
         "train", "--config", str(config), "--out", str(run), *resume, "--no-progress",
         "--set", f"steps={steps}", "--set", f"device={device}", "--set", f"num_threads={threads}",
@@ -48,11 +54,6 @@ def train_command(config: Path, run: Path, steps: int, device: str, threads: int
         "--set", f"cuda_graph={'true' if cuda_graph else 'false'}",
     )
 
-
-def steps_reached(run: Path) -> int | None:
-    """The step of the newest checkpoint of ``run`` (None when it has none)."""
-    ckpts = sorted((run / "checkpoints").glob("step_*.pt"))
-    return int(ckpts[-1].stem.split("_")[1]) if ckpts else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from latentdial.training.config import TrainConfig
 from latentdial.training.data import get_dataset
 from latentdial.training.model import ModelConfig, build_model
 from latentdial.training.objectives import OBJECTIVES, get_objective
+from latentdial.training.objectives.base import stack_terms
 from latentdial.training.objectives.semi_supervised import circular_loss
 
 #: ATen calls that wait for the device or bring host data into the step.
@@ -135,7 +136,7 @@ class _CpuReplay:
         loss.backward()
         t.optimizer.step()
         self.names = list(terms)
-        out = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        out = stack_terms(terms)
         return out * float("nan") if step == self.poison_at else out
 
     def term_names(self):

@@ -23,7 +23,7 @@ runs every later step eagerly: training goes on, only slower.
 
 Randomness: the reparameterisation noise comes from the default CUDA generator, which
 graphs advance on every replay, so ``torch.cuda.get_rng_state`` in a checkpoint is where
-an uninterrupted run would be. Bit-exact resume is verified on CPU (tests/test_resume.py);
+an uninterrupted run would be. Bit-exact resume is verified on CPU (tests/test_train.py);
 on a GPU, kernel choice may differ between a captured and an eager step.
 """
 
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from latentdial.training.objectives.base import VAEObjective
+from latentdial.training.objectives.base import VAEObjective, stack_terms
 
 log = logging.getLogger("latentdial.train")
 
@@ -121,7 +121,7 @@ class GraphedStep:
             self._names = list(terms)
         elif list(terms) != self._names:
             raise RuntimeError(f"the logged terms changed between steps: {self._names} -> {list(terms)}")
-        return torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        return stack_terms(terms)
 
     def _eager(self, arrays: Sequence[np.ndarray], step: int) -> torch.Tensor:
         tensors = self._device_batch(arrays)

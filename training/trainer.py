@@ -40,6 +40,7 @@ from latentdial.training.evaluate import evaluate_run, resolve_dataset
 from latentdial.training.graphed_step import GraphedStep
 from latentdial.training.model import build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
+from latentdial.training.objectives.base import check_finite
 from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
 
 log = logging.getLogger("latentdial.train")
@@ -243,11 +244,12 @@ class Trainer:
         self.step += 1
         if not logs:
             return {}
-        values = dict(zip(self.graphed.term_names(), terms.tolist(), strict=True))
-        bad = next(((k, v) for k, v in values.items() if not np.isfinite(v)), None)
-        if bad is not None:
-            self._diverged(NonFiniteLossError(self.step - 1, bad[0], bad[1]))
-        return values
+        names = self.graphed.term_names()
+        try:
+            check_finite(self.step - 1, dict(zip(names, terms.unbind(), strict=True)))
+        except NonFiniteLossError as e:
+            self._diverged(e)
+        return dict(zip(names, terms.tolist(), strict=True))
 
     def _diverged(self, error: NonFiniteLossError) -> None:
         ckpts = checkpoint_paths(self.out)

@@ -103,9 +103,14 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, log_var: torch.Ten
     return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean).pow(2) * torch.exp(-log_var))
 
 
+def stack_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The () terms of a loss as one detached float (T,) vector, in the dict's order."""
+    return torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+
+
 def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
     """Raise :class:`NonFiniteLossError` naming the first NaN/inf term (one sync for all)."""
-    stacked = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+    stacked = stack_terms(terms)
     if bool(torch.isfinite(stacked).all()):
         return
     for name, value in terms.items():
