@@ -15,7 +15,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 0.0.0.0:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship ship-finish ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -105,6 +105,16 @@ SHIP_DIR = models/$(SHIP_NAME)/$(SHIP_VERSION)
 ship: $(VENV)/.installed
 	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --set steps=$(SHIP_STEPS)
 	$(MAKE) ship-finish SHIP=$(SHIP) SHIP_RUN=$(SHIP_RUN) SHIP_NAME=$(SHIP_NAME) SHIP_VERSION=$(SHIP_VERSION)
+
+# Add an lr cooldown to a run under way: resume it to COOLDOWN_TO steps, the lr decaying linearly
+# to 0 over the last COOLDOWN_STEPS (docs/training.md#cooldown). The default model's recipe:
+#   make ship-cooldown SHIP=dsprites SHIP_RUN=runs/ship-gpu/runs/dsprites COOLDOWN_TO=95300 COOLDOWN_STEPS=36000
+COOLDOWN_TO ?= 95300
+COOLDOWN_STEPS ?= 36000
+ship-cooldown: $(VENV)/.installed
+	$(VENV)/bin/latentdial train --config configs/shipped/$(SHIP).toml --out $(SHIP_RUN) --resume \
+		--set steps=$(COOLDOWN_TO) --set optimizer.cooldown_steps=$(COOLDOWN_STEPS) \
+		--set device=cpu --set num_threads=2 --set checkpoint_every=4000 --set keep_checkpoints=20
 
 # Everything after training, for a run trained anywhere (e.g. by make ship-gpu on a GPU host):
 #   make ship-finish SHIP=dsprites SHIP_RUN=runs/ship-gpu/runs/dsprites SHIP_VERSION=4

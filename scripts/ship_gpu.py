@@ -44,14 +44,19 @@ def steps_reached(run: Path) -> int | None:
 
 
 def train_command(config: Path, run: Path, steps: int, device: str, threads: int, limit_s: float,
-                  checkpoint_every: int, cuda_graph: bool = True) -> list[str]:
-    """`latentdial train` for one shipped config, resuming when the run already has a checkpoint."""
+                  checkpoint_every: int, cuda_graph: bool = True, cooldown_steps: int = 0) -> list[str]:
+    """`latentdial train` for one shipped config, resuming when the run already has a checkpoint.
+
+    cooldown_steps: the lr decays linearly to 0 over the last this many of ``steps``
+    (``optimizer.cooldown_steps``; 0 = the config's own schedule).
+    """
+    cooldown = ["--set", f"optimizer.cooldown_steps={cooldown_steps}"] if cooldown_steps else []
     resume = ["--resume"] if steps_reached(run) is not None else []
     return latentdial(
         "train", "--config", str(config), "--out", str(run), *resume, "--no-progress",
         "--set", f"steps={steps}", "--set", f"device={device}", "--set", f"num_threads={threads}",
         "--set", f"time_limit_s={limit_s}", "--set", f"checkpoint_every={checkpoint_every}",
-        "--set", f"cuda_graph={'true' if cuda_graph else 'false'}",
+        "--set", f"cuda_graph={'true' if cuda_graph else 'false'}", *cooldown,
     )
 
 
@@ -69,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=10_000,
                         help="steps between checkpoints (the time limit writes its own; default 10000)")
     parser.add_argument("--eager", action="store_true", help="no CUDA graphs: every step eager")
+    parser.add_argument("--cooldown-steps", type=int, default=0,
+                        help="decay the lr linearly to 0 over the last N of --steps (default 0: constant lr); "
+                             "a run stopped by the budget before it reaches the cooldown has not cooled down")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
 
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         log = (args.out / "runs" / f"{config.stem}.log").open("w")
         procs[config.stem] = (subprocess.Popen(
             train_command(config, run, args.steps, args.device, args.threads, limit, args.checkpoint_every,
-                          not args.eager),
+                          not args.eager, args.cooldown_steps),
             stdout=log, stderr=subprocess.STDOUT, cwd=args.out,
         ), run)
     failed = [name for name, (p, _) in procs.items() if p.wait() != 0]

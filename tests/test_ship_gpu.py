@@ -14,7 +14,7 @@ SCRIPT = REPO / "scripts" / "ship_gpu.py"
 def test_ship_gpu_trains_evaluates_and_exports_each_named_shipped_model(tmp_path):
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--steps", "2", "--threads", "1", "--only", "dsprites",
-         "--out", str(tmp_path), "--budget-s", "900", "--reserve-s", "600"],
+         "--out", str(tmp_path), "--budget-s", "900", "--reserve-s", "600", "--cooldown-steps", "1"],
         capture_output=True, text=True, cwd=REPO, timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -24,6 +24,7 @@ def test_ship_gpu_trains_evaluates_and_exports_each_named_shipped_model(tmp_path
     assert "orientation" in [f["name"] for f in manifest["factor_card"]["factors"]]
     config = json.loads((tmp_path / "runs" / "dsprites" / "config.json").read_text())
     assert config["steps"] == 2 and config["device"] == "cpu" and config["time_limit_s"] == 300.0
+    assert config["optimizer"]["cooldown_steps"] == 1  # the last step runs at lr 0
 
 
 def test_ship_gpu_names_the_valid_configs_for_an_unknown_one(tmp_path):

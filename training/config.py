@@ -39,12 +39,52 @@ class ConfigError(ValueError):
 
 @dataclass
 class OptimizerConfig:
-    """Adam, as in disentanglement_lib (lr 1e-4, default betas)."""
+    """Adam, as in disentanglement_lib (lr 1e-4, default betas), with an optional cooldown.
+
+    cooldown_steps: the last ``cooldown_steps`` steps of the run decay the lr linearly from
+        ``lr`` to ``lr_final`` (the decay phase of a warmup-stable-decay schedule: Hägele et
+        al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+        Durations"); 0 keeps ``lr`` throughout, as disentanglement_lib does. Because the
+        cooldown hangs off the run's end, a run can be resumed with a longer ``steps`` and
+        a cooldown that starts at or after its checkpoint (:meth:`agrees_before`).
+    """
 
     lr: float = 1e-4
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    cooldown_steps: int = 0
+    lr_final: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.lr_final < 0 or self.lr_final > self.lr:
+            raise ConfigError(f"optimizer: need 0 <= lr_final <= lr and lr > 0, got lr {self.lr}, "
+                              f"lr_final {self.lr_final}")
+        if self.cooldown_steps < 0:
+            raise ConfigError(f"optimizer.cooldown_steps must be >= 0, got {self.cooldown_steps}")
+
+    def cooldown_start(self, steps: int) -> int:
+        """The first step whose lr is below ``lr`` in a run of ``steps`` steps (``steps`` if none)."""
+        return max(0, steps - self.cooldown_steps) if self.cooldown_steps else steps
+
+    def lr_at(self, step: int, steps: int) -> float:
+        """The lr of optimisation step ``step`` (0-based) of a run of ``steps`` steps."""
+        start = self.cooldown_start(steps)
+        if step < start:
+            return self.lr
+        done = min(1.0, (step - start + 1) / max(1, steps - start))
+        return self.lr + (self.lr_final - self.lr) * done
+
+    def agrees_before(self, other: OptimizerConfig, step: int, steps: int, other_steps: int) -> bool:
+        """Do this config (run of ``steps``) and ``other`` (run of ``other_steps``) give the same
+        Adam and the same lr at every step before ``step``? Then a checkpoint at ``step`` of one
+        resumes bit for bit as the other."""
+        same_adam = (self.lr, self.beta1, self.beta2, self.eps) == (other.lr, other.beta1, other.beta2, other.eps)
+        if not same_adam:
+            return False
+        if self.cooldown_start(steps) >= step and other.cooldown_start(other_steps) >= step:
+            return True  # both still at lr for every step taken so far
+        return all(self.lr_at(s, steps) == other.lr_at(s, other_steps) for s in range(step))
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from latentdial.provenance import code_version
-from latentdial.training.config import ConfigError, TrainConfig
+from latentdial.training.config import ConfigError, OptimizerConfig, TrainConfig
 from latentdial.training.distributed import (
     DistContext,
     any_rank,
@@ -89,8 +89,10 @@ class Trainer:
         self.objective.attach_dataset(self.dataset)
         use_graph = (cfg.cuda_graph and self.ctx.device.startswith("cuda") and self.ctx.world_size == 1
                      and obj_cls.graph_safe)
+        # a captured Adam step reads its lr from a device tensor, so a cooldown can change it
+        self._lr_tensor = use_graph and cfg.optimizer.cooldown_steps > 0
         self.optimizer = torch.optim.Adam(
-            self.objective.vae_parameters(), lr=cfg.optimizer.lr,
+            self.objective.vae_parameters(), lr=self._lr_value(cfg.optimizer.lr),
             betas=(cfg.optimizer.beta1, cfg.optimizer.beta2), eps=cfg.optimizer.eps,
             **({"capturable": True} if use_graph else {}),
         )
@@ -147,18 +149,26 @@ class Trainer:
         """Restore everything ``save_checkpoint`` wrote; the config must match but for ``steps``."""
         state = torch.load(path, map_location=self.ctx.device, weights_only=False)
         saved, now = state["config"], self.cfg.to_dict()
-        for key in ("model", "objective", "dataset", "seed", "batch_size", "optimizer"):
+        for key in ("model", "objective", "dataset", "seed", "batch_size"):
             if saved.get(key) != now.get(key):
                 raise ConfigError(
                     f"cannot resume from {path}: '{key}' was {saved.get(key)!r}, now {now.get(key)!r}; "
-                    f"resume with the run's own config (only steps may change)"
+                    f"resume with the run's own config (only steps and a later cooldown may change)"
                 )
+        saved_opt = OptimizerConfig(**saved["optimizer"])
+        if not self.cfg.optimizer.agrees_before(saved_opt, int(state["step"]), self.cfg.steps, int(saved["steps"])):
+            raise ConfigError(
+                f"cannot resume from {path} at step {state['step']}: the optimizer was {saved['optimizer']!r} "
+                f"over {saved['steps']} steps, now {now['optimizer']!r} over {self.cfg.steps}; only a cooldown "
+                "that starts at or after the checkpoint may be added (optimizer.cooldown_steps)"
+            )
         self.objective.load_state_dict(state["objective"])
         capturable = [g.get("capturable", False) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         for group, mine in zip(self.optimizer.param_groups, capturable, strict=True):
             if "capturable" in group:  # a GPU run's graphed Adam resumes on CPU (and back) as this run's Adam
                 group["capturable"] = mine
+            group["lr"] = self._lr_value(self.cfg.optimizer.lr)
         self.objective.load_auxiliary_state_dict(state["auxiliary"])
         self.step, self.rows = int(state["step"]), list(state["rows"])
         rng = state["rng"]
@@ -224,6 +234,7 @@ class Trainer:
         if self.graphed is not None:
             return self._graphed_step(batch, logs)
         step = self.step
+        self._set_lr(step)
         error: NonFiniteLossError | None = None
         try:
             loss, logs = self.net(_to_device(batch, self.ctx.device), step)
@@ -240,6 +251,7 @@ class Trainer:
 
     def _graphed_step(self, batch: Any, logs: bool) -> dict[str, float]:
         assert self.graphed is not None
+        self._set_lr(self.step)
         terms = self.graphed.run(batch, self.step)
         self.step += 1
         if not logs:
@@ -250,6 +262,20 @@ class Trainer:
         except NonFiniteLossError as e:
             self._diverged(e)
         return dict(zip(names, terms.tolist(), strict=True))
+
+    def _lr_value(self, lr: float) -> float | torch.Tensor:
+        return torch.tensor(lr, device=self.ctx.device) if self._lr_tensor else lr
+
+    def _set_lr(self, step: int) -> None:
+        """Put the lr of ``step`` (:meth:`OptimizerConfig.lr_at`) in every param group."""
+        if not self.cfg.optimizer.cooldown_steps:
+            return
+        lr = self.cfg.optimizer.lr_at(step, self.cfg.steps)
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # in place: the captured step reads this tensor
+            else:
+                group["lr"] = lr
 
     def _diverged(self, error: NonFiniteLossError) -> None:
         ckpts = checkpoint_paths(self.out)
