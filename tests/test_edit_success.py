@@ -302,3 +302,24 @@ def test_model_report_of_a_model_without_card_traverses_every_dimension(tmp_path
     assert "no factor card" in text and "## Edit success" not in text
     traversal = Image.open(out.parent / "images" / "plain_traversal.png")
     assert 3 * 64 <= traversal.size[1] < 4 * 64  # one row per latent dimension
+
+
+def test_readback_split_needs_a_calibration_table_for_every_factor(oracle_repo, capsys):
+    # the oracle's card carries scale and position only
+    assert _script_module("readback_split").main([str(oracle_repo / "oracle" / "1"), "--num", "20"]) == 2
+    assert "['shape', 'orientation']" in capsys.readouterr().err
+
+
+def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp_path):
+    repo = Path(__file__).resolve().parents[1] / "models" / "dsprites"
+    model_dir = max(repo.iterdir(), key=lambda p: int(p.name))
+    out = tmp_path / "split.json"
+    assert _script_module("readback_split").main([str(model_dir), "--num", "200", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["overall"]) == {"encoder", "drawn", "recon", "reader"}
+    assert set(r["by_shape"]) == {"square", "ellipse", "heart"} and len(r["by_scale"]) == 6
+    assert r["overall"]["reader"]["all"] >= 0.97  # clean renders: the reader's own ceiling
+    # the shipped semi-supervised model writes and draws position and scale within a grid step
+    for row in ("encoder", "drawn"):
+        assert min(r["overall"][row][n] for n in ("scale", "pos_x", "pos_y")) >= 0.95, r["overall"][row]
+    assert all(0.0 <= v <= 1.0 for row in r["overall"].values() for v in row.values())

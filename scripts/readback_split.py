@@ -1,0 +1,114 @@
+"""Where a model's read-back errors come from: its encoder, its decoder, or both in turn.
+
+    python scripts/readback_split.py models/dsprites/5 [--num 3000] [--out split.json]
+
+Read-back (``latentdial evaluate-edits``) reconstructs rendered sources and asks the
+attribute reader whether each factor survived. A miss can be the encoder's (it wrote the
+wrong code) or the decoder's (it drew the right code wrongly). For a model whose factor
+card has a calibration table for every factor (a semi-supervised model), this splits the
+two through the exported ONNX networks:
+
+- **encoder**: the encoder's mean, read per factor as the nearest row of the card's table;
+- **drawn**: the decoder fed the card's code of the true factors (what an edit writes), read
+  by the reader;
+- **recon**: the decoder fed the encoder's mean, read by the reader (read-back itself);
+- **reader**: the reader on the sources (its own ceiling).
+
+Each is the fraction of images on which a factor reads as the source's within
+``EDIT_TOLERANCE``, overall and per shape and per scale. A diagnostic, not a protocol: the
+reported figures are always ``latentdial evaluate-edits``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model_dir", type=Path, help="model directory models/<name>/<version>")
+    p.add_argument("--num", type=int, default=3000, help="rendered sources (default 3000)")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    args = p.parse_args(argv)
+
+    from latentdial.factor_card import FactorCard
+    from latentdial.manifest import Manifest
+    from latentdial.serving.runtimes import load_runtime
+    from latentdial.training.data.dsprites import ORIENTATIONS
+    from latentdial.training.evaluate import resolve_dataset
+    from latentdial.training.reader import agreement
+    from latentdial.training.reader.reading import Reading
+    from latentdial.training.reader.store import load_reader
+
+    manifest = Manifest.load(args.model_dir)
+    card = FactorCard.from_dict(manifest.factor_card) if manifest.factor_card else None
+    data = resolve_dataset(manifest.provenance["dataset"])
+    names = tuple(data.factor_names)
+    entries = {e.name: e for e in card.factors} if card else {}
+    missing = [n for n in names if not entries.get(n) or not entries[n].latent_table]
+    if missing:
+        print(f"{args.model_dir}: the factor card has no calibration table for {missing}; "
+              "the split needs one for every factor (a semi-supervised model)", file=sys.stderr)
+        return 2
+    reader = load_reader(data.name, train=False, progress=False)
+    runtimes = {part: load_runtime(args.model_dir, manifest, part) for part in ("encoder", "decoder")}
+
+    def run(part: str, x: np.ndarray, output: str) -> np.ndarray:
+        rt, name = runtimes[part], manifest.io[part]["inputs"][0]
+        step = rt.max_batch_size
+        return np.concatenate([rt.run({name: np.ascontiguousarray(x[i:i + step], np.float32)})[output]
+                               for i in range(0, len(x), step)])
+
+    factors = data.sample_factors(args.num, np.random.default_rng(args.seed))
+    sources = data.sample_observations_from_factors(factors)
+    mean = run("encoder", sources, "mean")
+    true_code = np.zeros_like(mean)
+    encoded = factors.copy()
+    for f, name in enumerate(names):
+        entry = entries[name]
+        table = np.asarray(entry.latent_table, np.float32)  # (K, len(dims))
+        true_code[:, entry.dims] = table[factors[:, f]]
+        encoded[:, f] = ((mean[:, entry.dims][:, None, :] - table[None]) ** 2).sum(-1).argmin(1)
+    angle = ORIENTATIONS[encoded[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
+    readings = {
+        "encoder": Reading(encoded, angle),
+        "drawn": reader.read(run("decoder", true_code, "images")),
+        "recon": reader.read(run("decoder", mean, "images")),
+        "reader": reader.read(sources),
+    }
+    agree = {k: agreement(names, r, factors) for k, r in readings.items()}
+
+    def row(mask: np.ndarray) -> dict[str, dict[str, float]]:
+        return {k: {**{n: round(float(a[mask, i].mean()), 4) for i, n in enumerate(names)},
+                    "all": round(float(a[mask].all(1).mean()), 4)} for k, a in agree.items()}
+
+    result: dict[str, object] = {"model": str(args.model_dir), "num": args.num, "seed": args.seed, "overall": row(
+        np.ones(len(factors), bool))}
+    for group in ("shape", "scale"):
+        if group in names:
+            col = names.index(group)
+            labels = data.factor_labels(col) or [str(i) for i in range(data.factors_num_values[col])]
+            result[f"by_{group}"] = {labels[v]: row(factors[:, col] == v) for v in range(data.factors_num_values[col])}
+
+    width = max(len(n) for n in names)
+    print(f"{args.model_dir}: {args.num} sources; fraction read as the source within the edit tolerance")
+    print(f"{'':8s} " + " ".join(f"{n:>{width}s}" for n in (*names, "all")))
+    for k, r in result["overall"].items():  # type: ignore[union-attr]
+        print(f"{k:8s} " + " ".join(f"{r[n]:>{width}.3f}" for n in (*names, "all")))
+    for group in ("shape", "scale"):
+        for label, r in result.get(f"by_{group}", {}).items():  # type: ignore[union-attr]
+            print(f"{group} {label:>8s}: " + ", ".join(f"{k} all {v['all']:.3f}" for k, v in r.items()))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
