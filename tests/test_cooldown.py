@@ -74,6 +74,8 @@ def test_adding_a_cooldown_on_resume_equals_a_run_planned_with_it(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     constant = load_file(str(train(_smoke(), tmp_path / "constant", progress=False) / "model.safetensors"))
     assert not all(torch.equal(a[k], constant[k]) for k in a)  # the cooldown changed the last steps
+    assert "Adam lr 0.001, decaying linearly to 0 over the last 3 steps" in (planned / "report.md").read_text()
+    assert "decaying" not in (tmp_path / "constant" / "report.md").read_text()
 
 
 def test_a_cooldown_reaching_back_before_the_checkpoint_is_refused_naming_the_way_out(tmp_path):
