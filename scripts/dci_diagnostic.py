@@ -1,6 +1,6 @@
 """Which factor holds DCI disentanglement down: the importance matrix, and DCI without each factor.
 
-    python scripts/dci_diagnostic.py models/dsprites/4 [--num-train 10000 --num-test 5000]
+    python scripts/dci_diagnostic.py models/dsprites/5 [--num-train 10000 --num-test 5000]
 
 DCI (Eastwood & Williams 2018) normalises every factor's importance column to sum 1,
 so a factor that no dimension carries spreads its column over all of them and lowers

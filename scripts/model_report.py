@@ -265,15 +265,29 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
         if sheet is not None:
             lines += ["The reader's verdict on a few of these edits (source left, edit right; green: as asked):", "",
                       f"![edits with the reader's verdicts]({os.path.relpath(sheet, out.parent)})", ""]
-    lines += ["## Reproduce", "", (f"`make ship SHIP={manifest.name} SHIP_VERSION={manifest.version} SHIP_STEPS=<steps>` "
-              "trains, evaluates, exports and measures it end to end (docs/models.md gives the steps); "
-              "for this directory alone:"), "", "```",
+    lines += ["## Reproduce", "", *_training_line(manifest), (
+              f"`make ship SHIP={manifest.name} SHIP_VERSION={manifest.version} SHIP_STEPS=<steps>` "
+              "trains, evaluates, exports and measures a model of this config end to end (docs/models.md gives "
+              "the commands that trained this one); for this directory alone:"), "", "```",
               f"latentdial evaluate-edits {model_dir} --num 1000 --out edits.json",
               f"python scripts/model_report.py {model_dir} --out {out} --edits edits.json --sheet edits.png",
               "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out
+
+
+def _training_line(manifest: Manifest) -> list[str]:
+    """"Trained N steps at batch B, Adam lr X[, decaying ...]." from the run's recorded config, or []."""
+    config = (manifest.provenance or {}).get("config") or {}
+    if "steps" not in config:
+        return []
+    opt = config.get("optimizer", {})
+    n = int(opt.get("cooldown_steps", 0) or 0)
+    cooldown = f", decaying linearly to {opt.get('lr_final', 0.0):g} over the last {n:,} steps" if n else ""
+    steps = (manifest.provenance or {}).get("weights_metadata", {}).get("step", config["steps"])
+    return [f"Trained {int(steps):,} steps at batch {config.get('batch_size')}, Adam lr {opt.get('lr', 0):g}"
+            f"{cooldown}.", ""]
 
 
 def _sources(spec: Any, n: int, rng: np.random.Generator, model: LocalModel, manifest: Manifest) -> np.ndarray:
