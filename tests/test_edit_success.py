@@ -323,3 +323,15 @@ def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp
     for row in ("encoder", "drawn"):
         assert min(r["overall"][row][n] for n in ("scale", "pos_x", "pos_y")) >= 0.95, r["overall"][row]
     assert all(0.0 <= v <= 1.0 for row in r["overall"].values() for v in row.values())
+
+
+def test_model_report_names_the_training_schedule_from_the_manifest():
+    line = _script_module("model_report")._training_line
+    shipped = Manifest.load(Path(__file__).resolve().parents[1] / "models" / "dsprites" / "5")
+    assert line(shipped)[0] == ("Trained 95,300 steps at batch 64, Adam lr 0.0005, decaying linearly to 0 "
+                                "over the last 36,000 steps.")
+    shipped.provenance = {**shipped.provenance, "config": {**shipped.provenance["config"],
+                                                           "optimizer": {"lr": 1e-4}}}
+    assert line(shipped)[0].endswith("Adam lr 0.0001.")  # no cooldown, no decay named
+    shipped.provenance = {}
+    assert line(shipped) == []
