@@ -279,15 +279,14 @@ def write_report(model_dir: Path, out: Path, *, edits: Path | None = None, steps
 
 def _training_line(manifest: Manifest) -> list[str]:
     """"Trained N steps at batch B, Adam lr X[, decaying ...]." from the run's recorded config, or []."""
+    from latentdial.training.config import OptimizerConfig
+
     config = (manifest.provenance or {}).get("config") or {}
     if "steps" not in config:
         return []
-    opt = config.get("optimizer", {})
-    n = int(opt.get("cooldown_steps", 0) or 0)
-    cooldown = f", decaying linearly to {opt.get('lr_final', 0.0):g} over the last {n:,} steps" if n else ""
     steps = (manifest.provenance or {}).get("weights_metadata", {}).get("step", config["steps"])
-    return [f"Trained {int(steps):,} steps at batch {config.get('batch_size')}, Adam lr {opt.get('lr', 0):g}"
-            f"{cooldown}.", ""]
+    schedule = OptimizerConfig(**config.get("optimizer", {})).describe()
+    return [f"Trained {int(steps):,} steps at batch {config.get('batch_size')}, {schedule}.", ""]
 
 
 def _sources(spec: Any, n: int, rng: np.random.Generator, model: LocalModel, manifest: Manifest) -> np.ndarray:

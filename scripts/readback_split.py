@@ -39,9 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from latentdial.factor_card import FactorCard
     from latentdial.manifest import Manifest
-    from latentdial.serving.runtimes import load_runtime
     from latentdial.training.data.dsprites import ORIENTATIONS
-    from latentdial.training.evaluate import resolve_dataset
+    from latentdial.training.evaluate import onnx_graph_fn, resolve_dataset
     from latentdial.training.reader import agreement
     from latentdial.training.reader.reading import Reading
     from latentdial.training.reader.store import load_reader
@@ -57,17 +56,12 @@ def main(argv: list[str] | None = None) -> int:
               "the split needs one for every factor (a semi-supervised model)", file=sys.stderr)
         return 2
     reader = load_reader(data.name, train=False, progress=False)
-    runtimes = {part: load_runtime(args.model_dir, manifest, part) for part in ("encoder", "decoder")}
-
-    def run(part: str, x: np.ndarray, output: str) -> np.ndarray:
-        rt, name = runtimes[part], manifest.io[part]["inputs"][0]
-        step = rt.max_batch_size
-        return np.concatenate([rt.run({name: np.ascontiguousarray(x[i:i + step], np.float32)})[output]
-                               for i in range(0, len(x), step)])
+    encode = onnx_graph_fn(args.model_dir, manifest, "encoder", "mean")
+    decode = onnx_graph_fn(args.model_dir, manifest, "decoder", "images")
 
     factors = data.sample_factors(args.num, np.random.default_rng(args.seed))
     sources = data.sample_observations_from_factors(factors)
-    mean = run("encoder", sources, "mean")
+    mean = encode(sources)
     true_code = np.zeros_like(mean)
     encoded = factors.copy()
     for f, name in enumerate(names):
@@ -78,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     angle = ORIENTATIONS[encoded[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
     readings = {
         "encoder": Reading(encoded, angle),
-        "drawn": reader.read(run("decoder", true_code, "images")),
-        "recon": reader.read(run("decoder", mean, "images")),
+        "drawn": reader.read(decode(true_code)),
+        "recon": reader.read(decode(mean)),
         "reader": reader.read(sources),
     }
     agree = {k: agreement(names, r, factors) for k, r in readings.items()}

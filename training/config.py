@@ -75,6 +75,12 @@ class OptimizerConfig:
         done = min(1.0, (step - start + 1) / max(1, steps - start))
         return self.lr + (self.lr_final - self.lr) * done
 
+    def describe(self) -> str:
+        """"Adam lr 0.0005[, decaying linearly to 0 over the last 36,000 steps]" for reports."""
+        cooldown = (f", decaying linearly to {self.lr_final:.4g} over the last {self.cooldown_steps:,} steps"
+                    if self.cooldown_steps else "")
+        return f"Adam lr {self.lr:.4g}{cooldown}"
+
     def agrees_before(self, other: OptimizerConfig, step: int, steps: int, other_steps: int) -> bool:
         """Do this config (run of ``steps``) and ``other`` (run of ``other_steps``) give the same
         Adam and the same lr at every step before ``step``? Then a checkpoint at ``step`` of one

@@ -165,24 +165,31 @@ def no_grad(fn: Any) -> Any:
     return wrapped
 
 
-def onnx_representation_fn(model_dir: Path) -> tuple[Any, Any]:
-    """(representation_fn over the exported encoder's ``mean`` output, manifest); no torch."""
+def onnx_graph_fn(model_dir: Path, manifest: Any, graph: str, output: str) -> Any:
+    """A numpy function running the exported ``graph``'s ``output`` over any number of rows,
+    in batches of the runtime's ``max_batch_size``; no torch. (N, ...) -> (N, ...)."""
     import numpy as np
 
-    from latentdial.manifest import Manifest
     from latentdial.serving.runtimes import load_runtime
 
-    manifest = Manifest.load(model_dir)
-    runtime = load_runtime(model_dir, manifest, "encoder")
-    input_name = manifest.io["encoder"]["inputs"][0]
+    runtime = load_runtime(model_dir, manifest, graph)
+    input_name = manifest.io[graph]["inputs"][0]
     step = runtime.max_batch_size
 
     def fn(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return np.concatenate([runtime.run({input_name: x[i : i + step]})["mean"]
+        return np.concatenate([runtime.run({input_name: x[i : i + step]})[output]
                                for i in range(0, len(x), step)])
 
-    return fn, manifest
+    return fn
+
+
+def onnx_representation_fn(model_dir: Path) -> tuple[Any, Any]:
+    """(representation_fn over the exported encoder's ``mean`` output, manifest); no torch."""
+    from latentdial.manifest import Manifest
+
+    manifest = Manifest.load(model_dir)
+    return onnx_graph_fn(model_dir, manifest, "encoder", "mean"), manifest
 
 
 def evaluate_model_dir(

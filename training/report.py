@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from latentdial.training.config import OptimizerConfig
+
 FIGURES = (
     ("loss.png", "Loss terms"),
     ("reconstructions.png", "Inputs (top) and reconstructions (bottom)"),
@@ -23,13 +25,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def _cooldown(config: dict) -> str:
-    """", decaying linearly to <lr_final> over the last <n> steps" for a run with a cooldown."""
-    opt = config.get("optimizer", {})
-    n = int(opt.get("cooldown_steps", 0) or 0)
-    return f", decaying linearly to {_fmt(opt.get('lr_final', 0.0))} over the last {n:,} steps" if n else ""
 
 
 def _last_losses(run_dir: Path) -> dict[str, str]:
@@ -64,7 +59,7 @@ def render_report(run_dir: Path) -> str:
         (
             f"- steps: {config.get('steps')} at batch {config.get('batch_size')} "
             f"(world size {config.get('world_size', 1)}), seed {config.get('seed')}, "
-            f"Adam lr {_fmt(config.get('optimizer', {}).get('lr'))}{_cooldown(config)}"
+            f"{OptimizerConfig(**config.get('optimizer', {})).describe()}"
         ),
         f"- device: {config.get('device')}; code version: `{config.get('code_version', 'unknown')}`",
         "",

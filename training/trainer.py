@@ -231,10 +231,10 @@ class Trainer:
         Returns the logged terms. A graphed step reads them (and checks them for NaN) only
         when ``logs`` is true, and returns {} otherwise; an eager step always has them.
         """
+        self._set_lr(self.step)
         if self.graphed is not None:
             return self._graphed_step(batch, logs)
         step = self.step
-        self._set_lr(step)
         error: NonFiniteLossError | None = None
         try:
             loss, logs = self.net(_to_device(batch, self.ctx.device), step)
@@ -251,7 +251,6 @@ class Trainer:
 
     def _graphed_step(self, batch: Any, logs: bool) -> dict[str, float]:
         assert self.graphed is not None
-        self._set_lr(self.step)
         terms = self.graphed.run(batch, self.step)
         self.step += 1
         if not logs:
