@@ -6,8 +6,9 @@
 
 With podman (no daemon) under ``.cache/containers`` (scripts/container_engine.py):
 
-1. installs podman, buildah, runc, mmdebstrap, netavark and aardvark-dns with apt-get if
-   missing (as root), or fails naming the missing one; podman-compose comes from the
+1. installs podman, buildah, runc, mmdebstrap, netavark, aardvark-dns, iptables and catatonit
+   with apt-get if missing (as root; ``container_engine.PREREQUISITES`` says why each), or fails
+   naming the missing one; podman-compose comes from the
    ``containers`` extra;
 2. assembles the Debian base image with mmdebstrap (cached) and builds the CPU server image,
    the example app image and the Locust image from it (``PYTHON_IMAGE`` build argument; the

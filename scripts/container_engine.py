@@ -34,15 +34,18 @@ BASE_SUITE = "bookworm"
 BASE_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
 RECIPE_LABEL = "org.latentdial.base.recipe"
 
-# Debian package -> the command (or file) that shows it is installed.
-PREREQUISITES = {
-    "podman": "podman",
-    "buildah": "buildah",
-    "runc": "runc",
-    "mmdebstrap": "mmdebstrap",
-    "netavark": "/usr/lib/podman/netavark",
-    "aardvark-dns": "/usr/lib/podman/aardvark-dns",
-    "catatonit": "/usr/libexec/podman/catatonit",
+# Debian package -> (the command or file that shows it is installed, why the check needs it).
+# Installed with --no-install-recommends, so everything podman only recommends or suggests but
+# the check uses is named here; docs/deployment.md lists the same table.
+PREREQUISITES: dict[str, tuple[str, str]] = {
+    "podman": ("podman", "builds, runs and composes the images"),
+    "buildah": ("buildah", "podman build's engine"),
+    "runc": ("runc", "the OCI runtime (crun refuses this host's hybrid cgroup layout)"),
+    "mmdebstrap": ("mmdebstrap", "assembles the Debian base image from the package mirror, no registry"),
+    "netavark": ("/usr/lib/podman/netavark", "container networks (build steps, compose's network)"),
+    "aardvark-dns": ("/usr/lib/podman/aardvark-dns", "DNS between the composed containers"),
+    "iptables": ("/usr/sbin/iptables", "netavark's firewall driver: without it every networked step fails"),
+    "catatonit": ("/usr/libexec/podman/catatonit", "init for containers run with --init"),
 }
 
 
@@ -72,7 +75,7 @@ def ensure_prerequisites(install: bool = True) -> None:
     """Install the missing Debian packages with apt-get (as root), or raise naming each missing one."""
     if os.geteuid() != 0:
         raise PrerequisiteError("missing prerequisite: root (the check runs rootful podman; run it as root)")
-    missing = [pkg for pkg, probe in PREREQUISITES.items() if not _present(probe)]
+    missing = [pkg for pkg, (probe, _why) in PREREQUISITES.items() if not _present(probe)]
     if not missing:
         return
     names = ", ".join(missing)
@@ -87,7 +90,7 @@ def ensure_prerequisites(install: bool = True) -> None:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise PrerequisiteError(f"missing prerequisite(s): {names}; `{' '.join(cmd)}` failed:\n{res.stderr[-2000:]}")
-    still = [pkg for pkg, probe in PREREQUISITES.items() if not _present(probe)]
+    still = [pkg for pkg, (probe, _why) in PREREQUISITES.items() if not _present(probe)]
     if still:
         raise PrerequisiteError(f"missing prerequisite(s) after apt-get install: {', '.join(still)}")
 

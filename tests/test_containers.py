@@ -277,9 +277,20 @@ def test_podman_settings_keep_every_piece_of_state_under_one_directory(check_scr
 def test_a_missing_prerequisite_is_named_when_it_cannot_be_installed(check_scripts, monkeypatch) -> None:
     engine, _ = check_scripts
     monkeypatch.setattr(engine.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(engine, "PREREQUISITES", {"no-such-package": "/nonexistent/tool"})
+    monkeypatch.setattr(engine, "PREREQUISITES", {"no-such-package": ("/nonexistent/tool", "a test")})
     with pytest.raises(engine.PrerequisiteError, match="missing prerequisite.*no-such-package"):
         engine.ensure_prerequisites(install=False)
+
+
+def test_the_prerequisites_include_what_netavark_needs_but_apt_would_not_pull_in(check_scripts) -> None:
+    """netavark (1.4, Debian bookworm) drives iptables; podman only suggests it, and the check
+    installs with --no-install-recommends, so a fresh host got netavark without a firewall tool."""
+    engine, _ = check_scripts
+    assert {"podman", "buildah", "runc", "mmdebstrap", "netavark", "aardvark-dns", "iptables", "catatonit"} <= set(
+        engine.PREREQUISITES
+    )
+    for pkg, (probe, why) in engine.PREREQUISITES.items():
+        assert probe and why, pkg
 
 
 def test_the_check_refuses_to_run_without_root_and_says_so(check_scripts, monkeypatch) -> None:
