@@ -8,7 +8,7 @@ import pytest
 from latentdial.training.data import DATASETS, BatchStream, ProceduralDSprites, get_dataset
 from latentdial.training.data.base import GroundTruthData
 
-NAMES = {"dsprites", "color_dsprites", "noisy_dsprites", "dsprites_npz", "shapes3d", "folder"}
+NAMES = {"dsprites", "color_dsprites", "noisy_dsprites", "dsprites_npz", "shapes3d", "folder", "idsprites"}
 
 
 def test_registry_names_every_dataset():

@@ -14,6 +14,7 @@ from .base import GroundTruthData
 from .color_dsprites import ColorDSprites
 from .dsprites import ProceduralDSprites
 from .folder import ImageFolder
+from .idsprites import InfiniteDSpritesData
 from .noisy_dsprites import NoisyDSprites
 from .official import DSpritesNPZ, Shapes3D
 from .pairs import sample_weak_pairs
@@ -27,6 +28,7 @@ DATASETS: dict[str, Callable[..., GroundTruthData]] = {
     "dsprites_npz": DSpritesNPZ,
     "shapes3d": Shapes3D,
     "folder": ImageFolder,
+    "idsprites": InfiniteDSpritesData,  # numpy-only module; the idsprites package is imported on construction
 }
 
 
@@ -58,6 +60,7 @@ __all__ = [
     "DSpritesNPZ",
     "GroundTruthData",
     "ImageFolder",
+    "InfiniteDSpritesData",
     "NoisyDSprites",
     "ProceduralDSprites",
     "Shapes3D",
