@@ -71,10 +71,20 @@ async function chooseModel() {
   [state.model, state.version] = $("model").value.split("|");
   state.info = await (await api(modelPath("") + q())).json();
   state.z0 = null;
+  tileSize(state.info.width, state.info.height);
   buildDials();
   ["source", "edited", "strip"].forEach((id) => $(id).removeAttribute("src"));
   $("edits").textContent = "no edit yet";
   setStatus(state.info.model.name + "/" + state.info.model.version + ": choose an image", "ready");
+}
+
+// The source and edited images are drawn at a whole multiple of the model's size near 192 px
+// (64 -> 192, 128 -> 256, 256 -> 256), so that pixelated scaling keeps every pixel square.
+function tileSize(width, height) {
+  const scale = Math.max(1, Math.round(192 / Math.max(width, height)));
+  const root = document.documentElement.style;
+  root.setProperty("--tile", scale * width + "px");
+  root.setProperty("--aspect", width + " / " + height);
 }
 
 // ------------------------------------------------------------------- dials
