@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "client": ("latentdial.client.cli", "call a latentdial server (encode, decode, traverse, edit, generate)"),
     "evaluate-edits": ("latentdial.training.cli_edits", "measure edit fidelity through a running server"),
     "train-reader": ("latentdial.training.cli_reader", "train the attribute reader that judges edits"),
+    "make-folder": ("latentdial.training.cli_make_folder", "write a labelled image folder rendered from a dataset"),
 }
 
 
