@@ -8,7 +8,8 @@ import pytest
 from latentdial.training.data import DATASETS, BatchStream, ProceduralDSprites, get_dataset
 from latentdial.training.data.base import GroundTruthData
 
-NAMES = {"dsprites", "color_dsprites", "noisy_dsprites", "dsprites_npz", "shapes3d", "folder", "idsprites"}
+NAMES = {"dsprites", "color_dsprites", "noisy_dsprites", "dsprites_npz", "shapes3d", "folder", "idsprites",
+         "labelled_folder"}
 
 
 def test_registry_names_every_dataset():
@@ -28,7 +29,7 @@ def test_unknown_dataset_name_lists_the_valid_ones():
 
 
 def test_file_datasets_say_they_need_a_path():
-    for name in ("dsprites_npz", "shapes3d", "folder"):
+    for name in ("dsprites_npz", "shapes3d", "folder", "labelled_folder"):
         with pytest.raises(ValueError, match="path="):
             get_dataset(name)
     with pytest.raises(ValueError, match="no options"):

@@ -14,6 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from latentdial.training.config import TrainConfig
 
 #: Stands for the epilog; ``_ChoicesInHelp`` replaces it with the registries when help is shown.
 _CHOICES_EPILOG = "(the registered objectives, datasets and architectures)"
@@ -96,6 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value, e.g. --set objective.beta=8 --set steps=2000 (repeatable)",
     )
+    parser.add_argument(
+        "--data", metavar="DIR",
+        help="train on your labelled image folder (metadata.csv + factors.toml; docs/datasets.md): "
+             "sets [dataset] to it, at the model's channels and image size",
+    )
+    parser.add_argument("--schema", metavar="FILE", help="with --data: the factor schema (default DIR/factors.toml)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="with --data: skip bad rows (missing or unreadable images, bad labels) and say how many")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -110,19 +122,51 @@ def run(args: argparse.Namespace) -> int:
     from latentdial.training.trainer import TrainingError, train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if (args.schema or args.skip_bad) and not args.data:
+        print("latentdial train: --schema and --skip-bad go with --data DIR", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.data:
+            cfg = with_folder(cfg, args.data, schema=args.schema, skip_bad=args.skip_bad)
     except ConfigError as e:
         print(f"latentdial train: {e}", file=sys.stderr)
         return 2
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    from latentdial.training.evaluate import resolve_dataset
+
     try:
-        out = train(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress)
+        dataset = resolve_dataset(cfg.dataset)  # bad data stops here, with the file and row named
+    except (ValueError, OSError) as e:
+        print(f"latentdial train: dataset: {e}", file=sys.stderr)
+        return 2
+    if hasattr(dataset, "summary"):
+        print(dataset.summary())
+    try:
+        out = train(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress, dataset=dataset)
     except (ConfigError, TrainingError) as e:
         print(f"latentdial train: {e}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") == "0":
         print(f"run directory: {out}")
     return 0
+
+
+def with_folder(cfg: TrainConfig, data: str, *, schema: str | None = None, skip_bad: bool = False) -> TrainConfig:
+    """``cfg`` training on the labelled folder ``data`` at the model's channels and image size."""
+    import dataclasses
+    from pathlib import Path
+
+    from latentdial.training.config import ConfigError
+
+    if not Path(data).is_dir():
+        raise ConfigError(f"--data {data}: no such folder")
+    dataset = {"name": "labelled_folder", "path": str(Path(data).resolve()),
+               "channels": cfg.model.channels, "image_size": cfg.model.image_size}
+    if schema:
+        dataset["schema"] = str(Path(schema).resolve())
+    if skip_bad:
+        dataset["skip_bad"] = True
+    return dataclasses.replace(cfg, dataset=dataset)

@@ -46,6 +46,17 @@ def _metric_names(dataset: GroundTruthData, metrics: str | list[str] | None) -> 
     from latentdial.training.metrics import parse_names
 
     names = parse_names(metrics)
+    if dataset.num_factors > 0 and not getattr(dataset, "renders_from_factors", True):
+        from latentdial.training.metrics import METRICS
+
+        # a dataset of fixed images cannot render interventions: metrics on i.i.d. labelled points only
+        intervening = [n for n in names if not METRICS[n].on_points and n not in UNSUPERVISED]
+        if metrics is not None and intervening:
+            raise ValueError(
+                f"metrics {intervening} draw images for chosen factors, which a dataset of fixed images "
+                "cannot do; metrics on labelled points work: mig, sap, dci, modularity"
+            )
+        names = [n for n in names if n not in intervening]
     if dataset.num_factors == 0:
         supervised = [n for n in names if n not in UNSUPERVISED]
         if metrics is not None and supervised:
@@ -94,7 +105,7 @@ def evaluate_representation(
     scores = compute_all(dataset, representation_fn, np.random.default_rng(seed), names, preset=preset,
                          progress=progress, artifacts=artifacts, **_overrides(num_train, num_test))
     factor_card = None
-    if card and dataset.num_factors > 0:
+    if card and dataset.num_factors > 0 and getattr(dataset, "renders_from_factors", True):
         factor_card = compute_factor_card(
             dataset, representation_fn, np.random.default_rng([seed, 1]),
             importance=artifacts.get("dci.importance"), num_points=num_train or 10_000,

@@ -287,7 +287,8 @@ class Trainer:
 
 def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool = True) -> Path:
     """Write the run directory (rank 0): weights, config, loss log + plot, metrics and factor
-    card (labelled data with ``evaluate``), reconstructions, traversal and report.md."""
+    card (labelled data with ``evaluate``; always for an objective whose labels name the dims),
+    reconstructions, traversal and report.md."""
     from latentdial.training.figures import (
         loss_plot,
         reconstruction_figure,
@@ -313,6 +314,9 @@ def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool
     if trainer.rows:
         loss_plot(trainer.rows, out / "loss.png")
     labelled = getattr(trainer.dataset, "num_factors", 0) > 0
+    supervised_card = getattr(trainer.objective, "factor_card", None)
+    if callable(supervised_card):  # the labels name the dims: the card needs no evaluation
+        supervised_card().save(out / FACTOR_CARD)
     if evaluate if evaluate is not None else cfg.evaluate:
         if not labelled:
             log.info("dataset %s has no ground-truth factors: skipping metrics and the factor card",

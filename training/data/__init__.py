@@ -15,6 +15,7 @@ from .color_dsprites import ColorDSprites
 from .dsprites import ProceduralDSprites
 from .folder import ImageFolder
 from .idsprites import InfiniteDSpritesData
+from .labelled_folder import LabelledImageFolder
 from .noisy_dsprites import NoisyDSprites
 from .official import DSpritesNPZ, Shapes3D
 from .pairs import sample_weak_pairs
@@ -29,6 +30,7 @@ DATASETS: dict[str, Callable[..., GroundTruthData]] = {
     "shapes3d": Shapes3D,
     "folder": ImageFolder,
     "idsprites": InfiniteDSpritesData,  # numpy-only module; the idsprites package is imported on construction
+    "labelled_folder": LabelledImageFolder,
 }
 
 
@@ -61,6 +63,7 @@ __all__ = [
     "GroundTruthData",
     "ImageFolder",
     "InfiniteDSpritesData",
+    "LabelledImageFolder",
     "NoisyDSprites",
     "ProceduralDSprites",
     "Shapes3D",

@@ -22,6 +22,7 @@ import numpy as np
 
 from .base import GroundTruthData
 from .pairs import sample_weak_pairs
+from .rows import LabelledRows
 
 Batch = np.ndarray | tuple[np.ndarray, np.ndarray]
 #: Row seed of the labelled pool, apart from every batch's (seed, rank, step).
@@ -45,6 +46,10 @@ class BatchStream:
             same on every rank), and each batch is ``batch_size`` unlabelled images
             (labels -1) followed by ``batch_size`` images drawn from the pool, as in
             Locatello et al. 2020, "Disentangling Factors of Variation Using Few Labels".
+            A dataset of rows (:class:`~.rows.LabelledRows`, e.g. a labelled folder) draws
+            the pool from its labelled rows instead (None: all of them), with their
+            labels as written (-1 in an empty cell); the unlabelled half draws any row.
+            When the pool is every row, each batch is ``batch_size`` pool rows.
         rank, world_size: this process's place among data-parallel ranks.
     """
 
@@ -79,11 +84,19 @@ class BatchStream:
             )
         if labels and pairs:
             raise ValueError("a stream yields either pairs or labelled images, not both")
+        if pairs and not getattr(dataset, "renders_from_factors", True):
+            raise ValueError(
+                "pairs=True renders pairs that share factors, which a dataset of fixed images "
+                "cannot do; train it with an unsupervised or the semi_supervised objective"
+            )
         if num_labelled is not None and num_labelled < 1:
             raise ValueError(f"num_labelled must be at least 1 (or None for all), got {num_labelled}")
         self.labels = labels
         self.pool: np.ndarray | None = None
-        if labels and num_labelled is not None:
+        self.row_pool: np.ndarray | None = None
+        if labels and isinstance(dataset, LabelledRows):
+            self.row_pool = _row_pool(dataset, num_labelled, np.random.default_rng([int(seed), _POOL_STREAM]))
+        elif labels and num_labelled is not None:
             self.pool = dataset.sample_factors(int(num_labelled), np.random.default_rng([int(seed), _POOL_STREAM]))
         self.dataset = dataset
         self.batch_size = int(batch_size)
@@ -108,6 +121,8 @@ class BatchStream:
             return x1, x2
         if not self.labels:
             return self.dataset.sample_observations(self.batch_size, rng)
+        if self.row_pool is not None:
+            return self._rows_batch(rng)
         factors = self.dataset.sample_factors(self.batch_size, rng)
         if self.pool is None:
             return self.dataset.sample_observations_from_factors(factors, rng), factors
@@ -115,6 +130,18 @@ class BatchStream:
         factors = np.concatenate([factors, labelled])
         labels = np.concatenate([np.full_like(labelled, -1), labelled])
         return self.dataset.sample_observations_from_factors(factors, rng), labels
+
+    def _rows_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(images (M, C, H, W), labels (M, F)) from a dataset of rows (see ``num_labelled``)."""
+        data, pool = self.dataset, self.row_pool
+        assert isinstance(data, LabelledRows) and pool is not None
+        labelled = pool[rng.integers(0, len(pool), size=self.batch_size)]
+        if len(pool) == len(data):
+            return data.load(labelled), data.labels[labelled]
+        unlabelled = rng.integers(0, len(data), size=self.batch_size)
+        rows = np.concatenate([unlabelled, labelled])
+        labels = np.concatenate([np.full((self.batch_size, data.num_factors), -1, np.int64), data.labels[labelled]])
+        return data.load(rows), labels
 
     def __iter__(self) -> Iterator[Batch]:
         return self.iterate()
@@ -139,6 +166,19 @@ class BatchStream:
                 step += 1
             return
         yield from _Prefetcher(self, start_step, stop, prefetch)
+
+
+def _row_pool(dataset: LabelledRows, num_labelled: int | None, rng: np.random.Generator) -> np.ndarray:
+    """The labelled rows a run may use: all of them (None), or ``num_labelled`` drawn by ``rng``."""
+    labelled = dataset.labelled_rows()
+    if len(labelled) == 0:
+        raise ValueError(f"{dataset.describe()} has no labelled image; label some rows or train unsupervised")
+    if num_labelled is None:
+        return labelled
+    if num_labelled > len(labelled):
+        raise ValueError(f"num_labelled = {num_labelled:,}, but {dataset.describe()} has only "
+                         f"{len(labelled):,} labelled images; ask for at most that many, or 0 for all")
+    return np.sort(rng.choice(labelled, size=num_labelled, replace=False))
 
 
 class _Prefetcher:

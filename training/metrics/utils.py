@@ -77,14 +77,20 @@ def sample_points(
 ) -> tuple[np.ndarray, ...]:
     """The sampler of every metric on i.i.d. points: train points, then test points, from ``rng``.
 
+    A dataset of fixed images (a labelled folder) gives train and test points from disjoint
+    rows (``rows.held_out_split``); a renderer draws both from its whole grid.
+
     Returns:
         (codes (num_train, D), factors (num_train, F)), followed by
         (codes (num_test, D), factors (num_test, F)) when ``num_test`` > 0.
     """
-    train = generate_batch_factor_code(dataset, representation_fn, num_train, rng, batch_size)
+    from latentdial.training.data.rows import held_out_split
+
+    train_data, test_data = held_out_split(dataset)  # disjoint rows for a dataset of fixed images
+    train = generate_batch_factor_code(train_data, representation_fn, num_train, rng, batch_size)
     if not num_test:
         return train
-    return train + generate_batch_factor_code(dataset, representation_fn, num_test, rng, batch_size)
+    return train + generate_batch_factor_code(test_data, representation_fn, num_test, rng, batch_size)
 
 
 def encode_factors(
