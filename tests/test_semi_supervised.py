@@ -136,6 +136,23 @@ def test_unlabelled_images_carry_no_supervision_and_decode_their_posterior_mean(
     assert float(none.detach()) == 0.0 and float(term.detach()) > 0
 
 
+def test_snapped_unlabelled_images_decode_the_nearest_code_with_the_gradient_passed_through():
+    objective = _objective(unlabelled_codes="snap")
+    labels = _labels(8)
+    labels[4:] = -1
+    mean = (_perfect_mean(objective, _labels(8, seed=1)) + 0.005 * torch.randn(8, 10)).requires_grad_(True)
+    z = torch.randn(8, 10)
+    decoded = objective.hook_latents(z, mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=labels))
+    snapped = _perfect_mean(objective, _labels(8, seed=1))[4:, :6]
+    assert torch.allclose(decoded[4:, :6], snapped)  # codes, not the slightly-off means
+    assert not torch.allclose(decoded[4:, :6], mean[4:, :6].detach())
+    assert torch.allclose(decoded[:4, :6], _perfect_mean(objective, labels[:4])[:, :6])  # labels win where given
+    decoded[4:, :6].sum().backward()
+    assert torch.equal(mean.grad[4:, :6], torch.ones(4, 6))  # straight through to the encoder
+    with pytest.raises(ValueError, match="unlabelled_codes must be one of"):
+        _objective(unlabelled_codes="round")
+
+
 def test_without_decode_labels_the_decoder_reads_the_posterior_mean():
     objective = _objective(decode_labels=False)
     mean, z = torch.randn(4, 10), torch.randn(4, 10)

@@ -48,6 +48,8 @@ from latentdial.training.objectives.base import (
 )
 
 CATEGORICAL_CODES = ("centre", "one_hot")
+#: What the decoder reads on the named dims of an unlabelled image (``unlabelled_codes``).
+UNLABELLED_CODES = ("mean", "snap")
 
 
 @dataclass
@@ -64,6 +66,13 @@ class SemiSupervisedConfig(ObjectiveConfig):
     code_noise: standard deviation of Gaussian noise added to those label codes, so the
         decoder also draws the encoder's slightly-off codes (latent units; 0 = exact codes).
     categorical_code: "centre" (one dim per categorical factor) or "one_hot" (K dims).
+    unlabelled_codes: what the decoder reads on the named dims of an unlabelled image:
+        "mean", the posterior mean as it is; or "snap", the nearest code of the factor's table
+        (plus ``code_noise``), with the gradient passed straight through to the mean (Bengio
+        et al. 2013, "Estimating or Propagating Gradients Through Stochastic Neurons"). With
+        "snap" the decoder only ever reads codes on the named dims, labelled or not, so it
+        cannot learn to read information hidden between codes that an edit, which writes an
+        exact code, would then erase.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -73,8 +82,11 @@ class SemiSupervisedConfig(ObjectiveConfig):
     decode_labels: bool = True
     code_noise: float = 0.0
     categorical_code: str = "centre"
+    unlabelled_codes: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.unlabelled_codes not in UNLABELLED_CODES:
+            raise ValueError(f"unlabelled_codes must be one of {UNLABELLED_CODES}, got {self.unlabelled_codes!r}")
         if self.categorical_code not in CATEGORICAL_CODES:
             raise ValueError(f"categorical_code must be one of {CATEGORICAL_CODES}, got {self.categorical_code!r}")
         if self.num_labelled < 0:
@@ -252,18 +264,28 @@ class SemiSupervisedVAE(VAEObjective):
 
     def hook_latents(self, z: torch.Tensor, mean: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         """Named dims: label codes (plus ``code_noise``) on labelled images (``decode_labels``),
-        else the posterior mean; free dims: the sample z. (M, D) -> (M, D)."""
+        else the posterior mean, or its nearest code (``unlabelled_codes = "snap"``); free dims:
+        the sample z. (M, D) -> (M, D)."""
         assert inputs.labels is not None
         named = []
         for code in self.codes:
             value = self._named(mean, code)
+            if self.config.unlabelled_codes == "snap":
+                value = self._noisy(value + (self._nearest_code(code, value) - value).detach())
             if self.config.decode_labels:
                 known, target = self._targets(code, inputs.labels)
-                if self.config.code_noise > 0:
-                    target = target + self.config.code_noise * torch.randn_like(target)
-                value = torch.where(known[:, None], target, value)
+                value = torch.where(known[:, None], self._noisy(target), value)
             named.append(value)
         return torch.cat([*named, z[:, self.num_named:]], dim=1)
+
+    def _noisy(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes`` plus Gaussian ``code_noise`` (M, k) -> (M, k)."""
+        return codes + self.config.code_noise * torch.randn_like(codes) if self.config.code_noise > 0 else codes
+
+    def _nearest_code(self, code: FactorCode, values: torch.Tensor) -> torch.Tensor:
+        """The row of ``code.table`` nearest to each row of ``values`` (M, k) -> (M, k)."""
+        table = self._on_device(f"table:{code.name}", code.table, values.device)  # (K, k)
+        return table[torch.cdist(values, table).argmin(dim=1)]
 
     def supervised(self, mean: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert inputs.labels is not None
