@@ -13,6 +13,7 @@ from collections.abc import Callable
 from .base import GroundTruthData
 from .color_dsprites import ColorDSprites
 from .dsprites import ProceduralDSprites
+from .dsprites_elsewhere import ElsewhereColorDSprites, ElsewhereDSprites
 from .folder import ImageFolder
 from .idsprites import InfiniteDSpritesData
 from .labelled_folder import LabelledImageFolder
@@ -29,6 +30,8 @@ DATASETS: dict[str, Callable[..., GroundTruthData]] = {
     "dsprites_npz": DSpritesNPZ,
     "shapes3d": Shapes3D,
     "folder": ImageFolder,
+    "dsprites_elsewhere": ElsewhereDSprites,  # held-out renderer of the dSprites grid, not for training
+    "color_dsprites_elsewhere": ElsewhereColorDSprites,
     "idsprites": InfiniteDSpritesData,  # numpy-only module; the idsprites package is imported on construction
     "labelled_folder": LabelledImageFolder,
 }
