@@ -9,6 +9,10 @@ shape while a blob, which no render looks like, is not read as a heart.
 Losses per head: cross-entropy for shape, scale and hues; mean squared error for the
 orientation pair (cos k theta, sin k theta) of the true shape's symmetry k and for the
 offset (pixels) between the centre of mass and the sprite centre.
+
+A reader can also be trained on a union of renderers of one factor grid (``RenderUnion``:
+each image drawn by one of them, chosen uniformly), so that it reads images drawn by other
+conventions (``dsprites_elsewhere``) as well as the training renderer's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,53 @@ from .network import SYMMETRY, centre_crop
 from .reading import EDIT_TOLERANCE, EXACT, AttributeReader, agreement
 
 MAX_BLUR = 1.0
+
+
+class RenderUnion(GroundTruthData):
+    """One factor grid drawn by several renderers: each image comes from one of ``datasets``,
+    chosen uniformly per image. The datasets must share factor names and grids; the union has
+    the first one's (its observations are (N, C, H, W) like theirs)."""
+
+    def __init__(self, datasets: list[GroundTruthData]) -> None:
+        if not datasets:
+            raise ValueError("a union of renderers needs at least one dataset")
+        first = datasets[0]
+        for other in datasets[1:]:
+            same = (tuple(other.factor_names) == tuple(first.factor_names)
+                    and tuple(other.factors_num_values) == tuple(first.factors_num_values)
+                    and tuple(other.observation_shape) == tuple(first.observation_shape)
+                    and all(np.allclose(other.factor_grid(f), first.factor_grid(f)) for f in range(first.num_factors)))
+            if not same:
+                raise ValueError(f"{getattr(other, 'name', other)!r} does not draw the factor grid and image shape "
+                                 f"of {getattr(first, 'name', first)!r}; a reader can only be trained on renderers "
+                                 "of one grid")
+        self.datasets = list(datasets)
+        self.name = "+".join(str(getattr(d, "name", type(d).__name__)) for d in datasets)
+        self.factor_names = tuple(first.factor_names)
+        self.factors_num_values = tuple(first.factors_num_values)
+        self.factor_kinds = tuple(first.factor_kinds)
+        self.observation_shape = tuple(first.observation_shape)
+
+    def factor_grid(self, factor: int) -> np.ndarray:
+        return self.datasets[0].factor_grid(factor)
+
+    def factor_labels(self, factor: int) -> list[str]:
+        return self.datasets[0].factor_labels(factor)
+
+    def circular_symmetry(self, factor: int) -> tuple[int, tuple[int, ...]] | None:
+        return self.datasets[0].circular_symmetry(factor)
+
+    def sample_factors(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        return self.datasets[0].sample_factors(num, rng)
+
+    def sample_observations_from_factors(self, factors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        factors = np.asarray(factors)
+        which = rng.integers(0, len(self.datasets), size=len(factors))
+        out = np.empty((len(factors), *self.observation_shape), np.float32)
+        for j, data in enumerate(self.datasets):
+            if (which == j).any():
+                out[which == j] = data.sample_observations_from_factors(factors[which == j], rng)
+        return out
 
 
 def blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
