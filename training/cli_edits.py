@@ -7,6 +7,12 @@ end. The dataset defaults to ``manifest.provenance["dataset"]``; its attribute r
 the report as JSON and a PNG sheet of edits with the reader's verdicts; see
 ``latentdial.training.edit_success`` for the protocol and every field.
 
+``--sources DATASET`` draws the source images (and the ground truth of the IoU) from another
+dataset of the same factor grid, e.g. ``dsprites_elsewhere`` (the same factors drawn by other
+conventions), so read-back and edits are measured on images the model was not trained on. The
+judge is then, unless ``--reader`` names one, the model dataset's reader trained also on that
+renderer (``latentdial train-reader --dataset dsprites --also dsprites_elsewhere``).
+
 Only the standard library is imported at module level (see latentdial/cli.py).
 """
 
@@ -37,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=128, help="images per RPC (default 128)")
     parser.add_argument("--dataset", default=None,
                         help='dataset name or JSON {"name": ..., options} (default: the manifest\'s provenance)')
+    parser.add_argument("--sources", default=None, metavar="DATASET",
+                        help="draw the source images from this dataset of the same factor grid instead, "
+                             'e.g. dsprites_elsewhere (name or JSON {"name": ..., options}); the judge '
+                             "defaults to the reader trained on both renderers")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -82,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from latentdial.serving.config import ServerConfig
     from latentdial.serving.embedded import EmbeddedServer
     from latentdial.training.edit_sheet import edit_sheet
-    from latentdial.training.edit_success import evaluate_edits
+    from latentdial.training.edit_success import check_same_grid, evaluate_edits
     from latentdial.training.evaluate import resolve_dataset
     from latentdial.training.reader import load_reader
-    from latentdial.training.reader.store import load_file_reader
+    from latentdial.training.reader.store import load_file_reader, reader_key, trained_also
 
     torch.set_num_threads(1)
     model_dir = args.model_dir.resolve()
@@ -102,15 +112,29 @@ def run(args: argparse.Namespace) -> int:
     try:
         dataset = resolve_dataset(spec)
         name_of_data = getattr(dataset, "name", None)
-        reader = load_file_reader(args.reader) if args.reader else load_reader(str(name_of_data),
+    except (ValueError, FileNotFoundError) as e:
+        print(f"latentdial evaluate-edits: dataset {spec!r}: {e}; pass --dataset NAME", file=sys.stderr)
+        return 2
+    source_data, also = None, ()
+    if args.sources is not None:
+        try:
+            source_data = resolve_dataset(args.sources)
+            check_same_grid(dataset, source_data)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"latentdial evaluate-edits: --sources {args.sources!r}: {e}", file=sys.stderr)
+            return 2
+        if getattr(source_data, "name", None) != name_of_data:
+            also = (str(getattr(source_data, "name", None)),)
+    try:
+        reader = load_file_reader(args.reader) if args.reader else load_reader(str(name_of_data), also=also,
                                                                                  progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"latentdial evaluate-edits: dataset {spec!r}: {e}; pass --dataset NAME", file=sys.stderr)
         return 2
     card = FactorCard.from_dict(manifest.factor_card)
     name, version = model_dir.parent.name, model_dir.name
-    kwargs = {"model": name, "version": version, "num": args.num, "seed": args.seed, "batch": args.batch,
-              "progress": not args.quiet}
+    kwargs = {"source_data": source_data, "model": name, "version": version, "num": args.num,
+              "seed": args.seed, "batch": args.batch, "progress": not args.quiet}
     try:
         if args.address:
             with Client(args.address, timeout_s=300.0) as client:
@@ -129,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
               "dataset": spec if isinstance(spec, dict) else {"name": name_of_data}} | result.report
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
-    _print_table(report, f"edit success of {name}/{version} ({report['num']} edits per factor, "
-                         f"judged by the {reader.dataset} attribute reader)")
+    judge = reader_key(reader.dataset, trained_also(reader.metadata))
+    drawn = "" if source_data is None else f", sources drawn by {report['sources']}"
+    _print_table(report, f"edit success of {name}/{version} ({report['num']} edits per factor{drawn}, "
+                         f"judged by the {judge} attribute reader)")
     print(f"wrote {args.out}")
     if result.edits:
         sheet = edit_sheet(result, dataset, args.sheet or args.out.with_suffix(".png"), examples=args.examples)

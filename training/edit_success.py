@@ -24,6 +24,14 @@ model trained on a dataset the reader reads:
 4. Beside it, the absolute IoU of the edited image's foreground with the ground-truth render
    of the edited factors, and of the reconstruction with its source; no normalisation.
 
+**Sources drawn elsewhere** (``source_data=``, ``latentdial evaluate-edits --sources``): the
+source images of step 1 and the ground-truth renders of step 4 come from another dataset
+that draws the same factor grid by other conventions (e.g. ``dsprites_elsewhere``: grey
+levels, other sizes, another heart), while the reader still judges; the read-back of step 2
+is then the model's reconstruction of those foreign images, read against their factors. The
+reader must read that renderer too (the dSprites reader trained also on it:
+``latentdial train-reader --also dsprites_elsewhere``).
+
 A factor the card does not carry (or carries without a calibration table) cannot be
 edited by value: it is reported as such, and it still counts in "others kept" of every
 other edit. Foreground for IoU: the per-pixel maximum over channels above the midpoint
@@ -158,15 +166,35 @@ class EditRun:
     edits: dict[str, FactorEdits]
 
 
+def check_same_grid(dataset: Any, other: Any) -> None:
+    """Raise ``ValueError`` unless ``other`` draws ``dataset``'s factors (names, grids) at its image shape."""
+    name = getattr(other, "name", type(other).__name__)
+    model_name = getattr(dataset, "name", type(dataset).__name__)
+    if tuple(other.factor_names) != tuple(dataset.factor_names):
+        raise ValueError(f"sources {name!r} have factors {tuple(other.factor_names)}, the model's dataset "
+                         f"{model_name!r} has {tuple(dataset.factor_names)}: sources must draw the same factors")
+    for f, factor in enumerate(dataset.factor_names):
+        mine, theirs = np.asarray(dataset.factor_grid(f)), np.asarray(other.factor_grid(f))
+        if mine.shape != theirs.shape or not np.allclose(mine, theirs):
+            raise ValueError(f"sources {name!r} have another grid of {factor} than {model_name!r} "
+                             f"({len(theirs)} values, {len(mine)} expected): sources must draw the same grid")
+    if tuple(other.observation_shape) != tuple(dataset.observation_shape):
+        raise ValueError(f"sources {name!r} draw {tuple(other.observation_shape)} images, the model takes "
+                         f"{tuple(dataset.observation_shape)}")
+
+
 def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: AttributeReader, *,
-                   model: str | None = None, version: str | None = None, num: int = 1000, seed: int = 0,
-                   batch: int = 128, progress: bool = True) -> EditRun:
+                   source_data: Any = None, model: str | None = None, version: str | None = None,
+                   num: int = 1000, seed: int = 0, batch: int = 128, progress: bool = True) -> EditRun:
     """Run the protocol of the module docstring against a server.
 
     Args:
         client: a ``latentdial.client.Client`` (anything with ``reconstruct`` and ``edit``).
         dataset: the model's ``GroundTruthData``, the one ``reader`` was trained on.
         card: the served model's factor card (which factors can be edited by value).
+        source_data: a ``GroundTruthData`` drawing ``dataset``'s factor grid by other conventions;
+            it draws the sources and the ground truth of the IoU instead of ``dataset``
+            (default: ``dataset`` itself).
         num: N sources; every editable factor is edited once per source.
         batch: images per RPC (edits are grouped by target value, one EditAttributes each).
     """
@@ -178,9 +206,12 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
                          f"use the reader of the model's dataset")
     if num < 1 or batch < 1:
         raise ValueError(f"num={num} and batch={batch} must be >= 1")
+    drawn_by = dataset if source_data is None else source_data
+    if source_data is not None:
+        check_same_grid(dataset, source_data)
     rng = np.random.default_rng(seed)
-    factors = dataset.sample_factors(num, rng)  # (N, F)
-    sources = dataset.sample_observations_from_factors(factors, rng)  # (N, C, H, W)
+    factors = drawn_by.sample_factors(num, rng)  # (N, F)
+    sources = drawn_by.sample_observations_from_factors(factors, rng)  # (N, C, H, W)
     ref = {"model": model, "version": version}
     everything = np.arange(num)
     entries = {e.name: e for e in card.factors}
@@ -211,13 +242,14 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
                 edited[c] = _nchw(client.edit(_nhwc(sources[c]), [op], **ref).images)
                 bar.update(len(c))
         reading = reader.read(edited)
-        truth = dataset.sample_observations_from_factors(expected, rng)
+        truth = drawn_by.sample_observations_from_factors(expected, rng)
         agrees = agreement(names, reading, expected, EDIT_TOLERANCE, sources=factors)
         edits[name] = FactorEdits(targets, expected, reading, agrees, iou(edited, truth), edited)
         results[name] = summarise(names, f, edits[name])
     bar.close()
     report = {
         "num": num, "seed": seed,
+        "sources": str(getattr(drawn_by, "name", type(drawn_by).__name__)),
         "tolerance_steps": {n: EDIT_TOLERANCE[n] for n in names},
         "reader": {"dataset": reader.dataset, **{k: _maybe_json(v) for k, v in reader.metadata.items()
                                                  if k != "dataset"}},
