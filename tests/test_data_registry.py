@@ -9,6 +9,7 @@ from latentdial.training.data import DATASETS, BatchStream, ProceduralDSprites, 
 from latentdial.training.data.base import GroundTruthData
 
 NAMES = {"dsprites", "color_dsprites", "noisy_dsprites", "dsprites_npz", "shapes3d", "folder", "idsprites",
+         "dsprites_elsewhere", "color_dsprites_elsewhere",
          "labelled_folder"}
 
 
