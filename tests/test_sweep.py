@@ -1,26 +1,41 @@
-"""`latentdial sweep`: a bounded sweep trains every run for the same budget, scores and ranks them."""
+"""`latentdial sweep`: sweep files and grids, a trial's chunks and resume, ranking, the table and plot.
+
+A trial's body (``train_and_score``) is tested here without Ray; tests/test_tune.py runs trials
+as Ray Tune trials on a real local Ray. The last test runs the command itself, which starts
+and stops its own local Ray.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from latentdial.cli import main as cli_main
-from latentdial.training.config import ConfigError
+from latentdial.training.config import ConfigError, load_config
 from latentdial.training.sweep import (
     RunResult,
     SweepSpec,
+    Trial,
+    check_chunks,
+    chunk_config,
+    line_plot,
+    line_series,
     load_sweep,
     markdown_table,
     rank,
-    run_sweep,
+    select_runs,
+    train_and_score,
+    weights_step,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-#: Small enough that two runs train and score in seconds.
+#: Small enough that a trial trains and scores in seconds.
 EVAL = {"num_train": 200, "num_test": 100}
 
 
@@ -29,13 +44,14 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def _write_sweep(tmp_path: Path, steps: int = 4) -> Path:
+def _write_sweep(tmp_path: Path, steps: int = 4, extra: str = "") -> Path:
     path = tmp_path / "sweep.toml"
     path.write_text(f"""
 steps = {steps}
 seeds = [0]
 metrics = "mig,dci"
 rank_by = ["mig", "dci.disentanglement"]
+{extra}
 
 [[run]]
 name = "beta"
@@ -49,9 +65,16 @@ set = ["objective.name=beta_tcvae"]
     return path
 
 
+def _only_trial(spec: SweepSpec, run: str = "beta") -> Trial:
+    (trial,) = [t for t in spec.trials() if t.run.name == run]
+    return trial
+
+
+# -- sweep files ---------------------------------------------------------------------------------
+
+
 def test_the_shipped_sweep_file_names_every_disentangling_objective_once():
     spec = load_sweep(REPO / "configs" / "sweep" / "dsprites.toml", REPO)
-    from latentdial.training.config import load_config
     from latentdial.training.objectives import OBJECTIVES
 
     objectives = {load_config(r.config, list(r.overrides)).objective_name for r in spec.runs}
@@ -60,68 +83,50 @@ def test_the_shipped_sweep_file_names_every_disentangling_objective_once():
     assert labelled == {"semi_supervised"}
     assert objectives == set(OBJECTIVES) - {"vae"} - labelled
     assert spec.steps >= 1 and spec.rank_by == ("factor_vae.eval_accuracy", "mig", "dci.disentanglement")
+    assert spec.cpus_per_trial == 1 and spec.grid == () and spec.chunk_ends() == [spec.steps]
+    # without a grid, run directories keep their names
+    assert [t.dir_name for t in spec.trials()][:2] == ["beta_vae-s0", "annealed_vae-s0"]
 
 
-def test_a_sweep_trains_each_run_for_the_budget_and_ranks_them_by_the_mean_of_rank_by(tmp_path):
-    spec = load_sweep(_write_sweep(tmp_path), REPO)
-    out = tmp_path / "out"
-    ranked = run_sweep(spec, out, progress=False, eval_overrides=EVAL)
-
-    results = json.loads((out / "sweep.json").read_text())
-    assert {r["name"] for r in results["runs"]} == {"beta", "tc"}
-    for r in results["runs"]:
-        config = json.loads((Path(r["run_dir"]) / "config.json").read_text())
-        assert config["steps"] == 4 and config["seed"] == 0
-        assert set(r["scores"]) >= {"mig", "dci.disentanglement"}
-        assert r["train_seconds"] > 0 and r["eval_seconds"] > 0
-    assert results["runs"][1]["objective"] == "beta_tcvae"
-    for row in ranked:
-        assert row["score"] == pytest.approx((row["mean"]["mig"] + row["mean"]["dci.disentanglement"]) / 2)
-    assert ranked[0]["score"] >= ranked[1]["score"] and results["best"] == ranked[0]["name"]
-    assert (out / "sweep.png").stat().st_size > 0
-    assert ranked[0]["name"] in (out / "sweep.md").read_text()
-
-
-def test_a_finished_run_is_read_back_not_retrained(tmp_path):
-    spec = load_sweep(_write_sweep(tmp_path), REPO)
-    out = tmp_path / "out"
-    run_sweep(spec, out, only=["beta"], progress=False, eval_overrides=EVAL)
-    weights = out / "beta-s0" / "model.safetensors"
-    stamp = weights.stat().st_mtime_ns
-    ranked = run_sweep(spec, out, only=["tc"], progress=False, eval_overrides=EVAL)
-    assert weights.stat().st_mtime_ns == stamp
-    assert {row["name"] for row in ranked} == {"beta", "tc"}
-    first = json.loads((out / "beta-s0" / "sweep_result.json").read_text())
-    again = json.loads((out / "sweep.json").read_text())["runs"]
-    # read back with the timings measured when it was trained
-    assert [r["train_seconds"] for r in again if r["name"] == "beta"] == [first["train_seconds"]] != [None]
+def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds_and_datasets():
+    spec = load_sweep(REPO / "configs" / "sweep" / "label_study.toml", REPO)
+    trials = spec.trials()
+    assert len(trials) == 4 * 3 * 2
+    assert {t.run.config.relative_to(REPO).as_posix() for t in trials} == {
+        "configs/shipped/dsprites.toml", "configs/shipped/color_dsprites.toml"}
+    assert dict(spec.grid) == {"objective.num_labelled": (100, 1000, 10000, 0)} and spec.seeds == (0, 1, 2)
+    assert spec.plot_x() == "objective.num_labelled" and spec.plot.log_x and spec.plot.zero_label == "all"
+    ends = spec.chunk_ends()
+    assert ends[-1] == spec.steps and len(ends) >= 2
+    for trial in trials:
+        check_chunks(trial, spec)  # every chunk but the last ends before the cooldown starts
+    trial = next(t for t in trials if dict(t.params)["objective.num_labelled"] == 1000)
+    last = chunk_config(trial, spec, ends[-1], threads=2)
+    assert last.objective_name == "semi_supervised" and last.objective.num_labelled == 1000
+    assert last.optimizer.cooldown_steps > 0 and last.num_threads == 2
+    for end in ends[:-1]:  # the earlier chunks run at the constant lr
+        assert chunk_config(trial, spec, end).optimizer.cooldown_steps == 0
+        assert end <= spec.steps - last.optimizer.cooldown_steps
 
 
-def test_a_finished_run_whose_metrics_lack_a_rank_by_key_is_evaluated_again_not_retrained(tmp_path):
-    spec = load_sweep(_write_sweep(tmp_path), REPO)
-    out = tmp_path / "out"
-    run_sweep(spec, out, only=["beta"], progress=False, eval_overrides=EVAL)
-    weights, metrics = out / "beta-s0" / "model.safetensors", out / "beta-s0" / "metrics.json"
-    stamp = weights.stat().st_mtime_ns
-    old = json.loads(metrics.read_text())
-    metrics.write_text(json.dumps({k: v for k, v in old.items() if k != "mig"}))  # scored before mig ranked
-
-    ranked = run_sweep(spec, out, only=["beta"], progress=False, eval_overrides=EVAL)
-    assert weights.stat().st_mtime_ns == stamp
-    assert json.loads(metrics.read_text())["mig"] == pytest.approx(old["mig"])
-    assert ranked[0]["name"] == "beta" and ranked[0]["score"] is not None
-
-
-def test_rank_puts_a_run_missing_a_metric_last_and_averages_seeds():
-    def result(name: str, seed: int, **scores: float) -> RunResult:
-        return RunResult(name, seed, "", "beta_vae", [], 1, None, None, scores)
-
-    ranked = rank([result("a", 0, mig=0.2), result("a", 1, mig=0.4), result("b", 0, sap=0.9),
-                   result("c", 0, mig=0.25)], ["mig"])
-    assert [r["name"] for r in ranked] == ["a", "c", "b"]
-    assert ranked[0]["mean"]["mig"] == pytest.approx(0.3) and ranked[0]["seeds"] == [0, 1]
-    table = markdown_table(ranked, ["mig"], 1)
-    assert "**a**" in table and "| 3 | b | beta_vae | 0 | — | — |" in table
+def test_a_grid_over_dotted_keys_is_the_cartesian_product_with_the_seeds(tmp_path):
+    path = _write_sweep(tmp_path, extra="""
+[grid]
+objective.beta = [1.0, 8.0]
+dataset.name = ["dsprites", "noisy_dsprites"]
+""")
+    spec = load_sweep(path, REPO)
+    trials = spec.trials(select_runs(spec, ["beta"]))
+    assert len(trials) == 4
+    names = [t.dir_name for t in trials]
+    assert names[0] == "beta-beta=1.0-name=dsprites-s0" and len(set(names)) == 4
+    assert trials[3].overrides == ("objective.beta=8.0", 'dataset.name="noisy_dsprites"')
+    cfg = chunk_config(trials[3], spec, spec.steps)
+    assert cfg.objective.beta == 8.0 and cfg.dataset["name"] == "noisy_dsprites" and cfg.evaluate is False
+    # `seed` in the grid is the seeds axis
+    (tmp_path / "s.toml").write_text(path.read_text().replace("seeds = [0]\n", "").replace(
+        "[grid]\n", "[grid]\nseed = [3, 4]\n"))
+    assert load_sweep(tmp_path / "s.toml", REPO).seeds == (3, 4)
 
 
 def test_bad_sweep_files_are_rejected_with_what_to_fix(tmp_path):
@@ -139,15 +144,170 @@ def test_bad_sweep_files_are_rejected_with_what_to_fix(tmp_path):
         SweepSpec(runs=(load_sweep(_write_sweep(tmp_path), REPO).runs[0],) * 2, steps=1)
     spec = load_sweep(_write_sweep(tmp_path), REPO)
     with pytest.raises(ConfigError, match=r"unknown runs \['nope'\]"):
-        run_sweep(spec, tmp_path / "o", only=["nope"], progress=False)
+        select_runs(spec, ["nope"])
+    for grid, match in (("steps = [1, 2]", "budget"), ("num_threads = [1]", "cpus-per-trial"),
+                        ("objective.beta = 4", "must be a list")):
+        with pytest.raises(ConfigError, match=match):
+            load_sweep(_write_sweep(tmp_path, extra=f"[grid]\n{grid}\n"), REPO)
+    with pytest.raises(ConfigError, match="both seeds"):
+        load_sweep(_write_sweep(tmp_path, extra="[grid]\nseed = [1]\n"), REPO)
+    with pytest.raises(ConfigError, match="increasing"):
+        load_sweep(_write_sweep(tmp_path, extra="chunks = [3, 2]\n"), REPO)
+    with pytest.raises(ConfigError, match="plot x"):
+        load_sweep(_write_sweep(tmp_path, extra='[grid]\nobjective.beta = [1.0]\n[plot]\nx = "seed"\n'), REPO)
+    # a chunk may not end inside the cooldown: the trainer could not resume it on the same lr line
+    spec = load_sweep(_write_sweep(tmp_path, steps=10, extra="chunks = [4, 8]\n"), REPO)
+    trial = dataclasses.replace(_only_trial(spec), run=dataclasses.replace(
+        spec.runs[0], overrides=("optimizer.cooldown_steps=4",)))
+    with pytest.raises(ConfigError, match=r"chunk end\(s\) \[8\] fall inside the cooldown"):
+        check_chunks(trial, spec)
 
 
-def test_cli_runs_a_sweep_and_prints_the_ranked_table(tmp_path, capsys, monkeypatch):
+# -- one trial, without Ray ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_trial_trains_in_chunks_and_its_cooldown_ends_it_as_if_planned_from_the_start(tmp_path):
+    from latentdial.training.trainer import train
+
+    spec = load_sweep(_write_sweep(tmp_path, extra="chunks = [2]\n"), REPO)
+    run = dataclasses.replace(spec.runs[0], overrides=("optimizer.cooldown_steps=2",))
+    trial = Trial(run, 0, (), "beta")
+    reports: list[dict] = []
+    result = train_and_score(trial, spec, tmp_path / "out", eval_overrides=EVAL, report=reports.append)
+    run_dir = tmp_path / "out" / "beta-s0"
+    assert [(s["from"], s["to"]) for s in result.segments] == [(0, 2), (2, 4)]
+    assert [r["step"] for r in reports] == [2, 4, 4] and reports[-1]["finished"] is True
+    assert set(reports[-1]) >= {"mig", "dci.disentanglement"}
+    assert weights_step(run_dir) == 4 and result.train_seconds > 0 and result.eval_seconds > 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["steps"] == 4 and config["optimizer"]["cooldown_steps"] == 2
+    record = json.loads((run_dir / "sweep_result.json").read_text())
+    assert record["finished"] is True and record["scores"] == pytest.approx(result.scores)
+
+    planned = load_config(run.config, ["steps=4", "optimizer.cooldown_steps=2", "evaluate=false",
+                                       "num_threads=1", "checkpoint_every=4"])
+    train(planned, tmp_path / "planned", progress=False)
+    chunked, straight = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "planned" / "model.safetensors")
+    assert all(torch.equal(chunked[k], straight[k]) for k in straight)
+
+
+@pytest.mark.slow
+def test_a_finished_trial_is_read_back_not_retrained(tmp_path):
+    spec = load_sweep(_write_sweep(tmp_path), REPO)
+    trial = _only_trial(spec)
+    first = train_and_score(trial, spec, tmp_path / "out", eval_overrides=EVAL)
+    weights = tmp_path / "out" / "beta-s0" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    reports: list[dict] = []
+    again = train_and_score(trial, spec, tmp_path / "out", eval_overrides=EVAL, report=reports.append)
+    assert weights.stat().st_mtime_ns == stamp
+    assert again.scores == pytest.approx(first.scores)
+    # read back with the timings measured when it was trained
+    assert again.train_seconds == first.train_seconds is not None and reports[0]["read_back"] is True
+    # a longer budget continues it from its checkpoint rather than starting again
+    longer = dataclasses.replace(spec, steps=6)
+    more = train_and_score(trial, longer, tmp_path / "out", eval_overrides=EVAL)
+    assert [(s["from"], s["to"]) for s in more.segments] == [(0, 4), (4, 6)] and weights_step(weights.parent) == 6
+    # a run directory trained with another config is not read back as this sweep's
+    other = dataclasses.replace(trial, run=dataclasses.replace(trial.run, overrides=("objective.beta=9",)))
+    with pytest.raises(ConfigError, match="was trained with objective"):
+        train_and_score(other, longer, tmp_path / "out", eval_overrides=EVAL)
+
+
+@pytest.mark.slow
+def test_a_finished_trial_whose_metrics_lack_a_rank_by_key_is_evaluated_again_not_retrained(tmp_path):
+    spec = load_sweep(_write_sweep(tmp_path), REPO)
+    trial = _only_trial(spec)
+    train_and_score(trial, spec, tmp_path / "out", eval_overrides=EVAL)
+    weights, metrics = tmp_path / "out" / "beta-s0" / "model.safetensors", tmp_path / "out" / "beta-s0" / "metrics.json"
+    stamp = weights.stat().st_mtime_ns
+    old = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({k: v for k, v in old.items() if k != "mig"}))  # scored before mig ranked
+
+    result = train_and_score(trial, spec, tmp_path / "out", eval_overrides=EVAL)
+    assert weights.stat().st_mtime_ns == stamp
+    assert json.loads(metrics.read_text())["mig"] == pytest.approx(old["mig"]) == pytest.approx(result.scores["mig"])
+
+
+# -- ranking, table, plot --------------------------------------------------------------------------
+
+
+def _result(name: str, seed: int, params: dict | None = None, run: str = "", **scores: float) -> RunResult:
+    return RunResult(name, seed, "", "beta_vae", [], 1, None, None, scores, run=run, params=params or {})
+
+
+def test_rank_puts_a_run_missing_a_metric_last_and_averages_seeds():
+    ranked = rank([_result("a", 0, mig=0.2), _result("a", 1, mig=0.4), _result("b", 0, sap=0.9),
+                   _result("c", 0, mig=0.25)], ["mig"])
+    assert [r["name"] for r in ranked] == ["a", "c", "b"]
+    assert ranked[0]["mean"]["mig"] == pytest.approx(0.3) and ranked[0]["seeds"] == [0, 1]
+    assert ranked[0]["std"]["mig"] == pytest.approx(0.1414, abs=1e-4)
+    table = markdown_table(ranked, ["mig"], 1)
+    assert "| **1** | **a** | **beta_vae** | **0,1** | **0.300 ± 0.141** | **0.300** |" in table
+    assert "| 3 | b | beta_vae | 0 | — | — |" in table
+
+
+def _label_results() -> list[RunResult]:
+    out = []
+    for run, offset in (("dsprites", 0.0), ("color", 0.1)):
+        for n, base in ((100, 0.2), (1000, 0.4), (0, 0.6)):
+            for seed in (0, 1, 2):
+                out.append(_result(f"{run}-num_labelled={n}", seed, {"objective.num_labelled": n}, run,
+                                   mig=base + offset + 0.01 * seed))
+    return out
+
+
+def test_the_table_has_a_column_per_grid_key_and_the_plot_one_line_per_run_with_the_seeds_spread(tmp_path):
+    results = _label_results()
+    table = markdown_table(rank(results, ["mig"]), ["mig"], 6000, ["objective.num_labelled"])
+    assert "| rank | run | num_labelled | objective | seeds | mig | score |" in table
+    assert "| **1** | **color** | **0** | **beta_vae** | **0,1,2** | **0.710 ± 0.010** | **0.710** |" in table
+
+    series = line_series(results, "objective.num_labelled", "mig", [100, 1000, 10000, 0])
+    assert list(series) == ["dsprites", "color"]
+    assert [(x, round(m, 3), round(s, 3), n) for x, m, s, n in series["dsprites"]] == [
+        (100, 0.21, 0.01, 3), (1000, 0.41, 0.01, 3), (0, 0.61, 0.01, 3)]
+
+    spec = SweepSpec(runs=(load_sweep(_write_sweep(tmp_path), REPO).runs[0],), steps=1, rank_by=("mig",),
+                     grid=(("objective.num_labelled", (100, 1000, 10000, 0)),))
+    spec = dataclasses.replace(spec, plot=dataclasses.replace(spec.plot, log_x=True, zero_label="all"))
+    assert line_plot(results, spec, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not line_plot(results, dataclasses.replace(spec, grid=()), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+# -- the command, with its own local Ray ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_runs_a_sweep_on_a_local_ray_it_starts_and_stops(tmp_path, capsys, monkeypatch):
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("Ray is already running in this process")
     monkeypatch.chdir(REPO)
+    ray_results = Path.home() / "ray_results"  # Tune's default home for its records
+    had_ray_results = ray_results.exists()
     path = _write_sweep(tmp_path, steps=2)
     code = cli_main(["sweep", str(path), "--out", str(tmp_path / "out"), "--only", "beta", "--quiet",
-                    "--num-train", "200", "--num-test", "100"])
+                     "--num-train", "200", "--num-test", "100"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "**beta**" in printed and "best: beta" in printed
+    assert (tmp_path / "out" / "beta-s0" / "sweep_result.json").is_file()
+    assert list((tmp_path / "out" / "tune").glob("*/beta-s0"))  # Tune's records under --out
+    assert ray_results.exists() == had_ray_results
+    # the command's Ray is gone: not connected, no process left of its session
+    assert not ray.is_initialized()
+    leftovers = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"latentdial-ray-" in cmdline:
+            leftovers.append(cmdline.replace(b"\0", b" ")[:200])
+    assert not leftovers
     assert cli_main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2

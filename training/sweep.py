@@ -1,33 +1,65 @@
-"""A bounded sweep: train several configs for the same number of steps, score them, rank them.
+"""Sweeps and studies: train a grid of configs for the same budget, score them, rank them, plot them.
 
-A sweep file (``configs/sweep/*.toml``) names the runs and the budget::
+A sweep file (``configs/sweep/*.toml``) names the runs, the grid and the budget::
 
-    steps = 1000                 # every run trains exactly this many steps
-    seeds = [0]                  # each run once per seed
-    num_threads = 1              # torch threads per run
+    steps = 12000                # every trial trains exactly this many steps
+    chunks = [4000, 8000]        # optional: train in resumable chunks ending here (then at steps)
+    seeds = [0, 1, 2]            # each variant once per seed
+    cpus_per_trial = 2           # optional; default: every core of this machine (one trial at a time)
     metrics = "factor_vae,mig,dci"
     rank_by = ["factor_vae.eval_accuracy", "mig", "dci.disentanglement"]
 
+    [grid]                       # optional: any dotted config key -> the values to try
+    objective.num_labelled = [100, 1000, 10000, 0]
+
+    [plot]                       # optional: a metric against a grid key, one line per other key
+    metric = "dci.disentanglement"
+    x = "objective.num_labelled"
+    log_x = true
+    zero_label = "all"           # where x = 0 sits on a log axis (one decade right of the largest x)
+
     [[run]]
-    name = "beta_vae"
-    config = "configs/beta_vae.toml"   # relative to the sweep file's repository root
-    set = ["objective.beta=4"]         # optional --set overrides
+    name = "dsprites"
+    config = "configs/shipped/dsprites.toml"   # relative to the current directory (or --root)
+    set = ["optimizer.cooldown_steps=4000"]     # optional --set overrides of that config
 
-Runs go to ``OUT/<name>-s<seed>/`` (ordinary run directories), results to ``OUT/sweep.json``,
-``OUT/sweep.md`` (the ranked table) and ``OUT/sweep.png`` (one bar group per run). A run
-that already has its metrics is not trained again (and is evaluated again only when its
-metrics lack a ``rank_by`` key), and one with checkpoints is resumed, so an interrupted
-sweep continues where it stopped.
+A trial is one (run, grid point, seed): the cartesian product of the runs, every grid key
+and the seeds (``seed = [...]`` in ``[grid]`` is the same as ``seeds``). Each trial trains
+with the project's trainer into its own run directory ``OUT/<name>-s<seed>/`` (``<name>`` is
+the run's name followed by ``key=value`` for every grid key), then is scored with
+``evaluate_run``. ``latentdial sweep`` runs the trials as Ray Tune trials
+(:mod:`latentdial.training.tune`); :func:`train_and_score` is the body of one and runs
+without Ray too.
 
-The ranking score is the mean of ``rank_by`` over a run's seeds and keys, the
-"choose the best by the metrics" rule of Locatello et al. (2019, sec. 5.3) with the
-metrics given equal weight.
+Chunks: a trial trains to the first chunk end, then resumes to the next, and so on; every
+chunk end leaves a checkpoint and a run directory. An lr cooldown of the run's config
+(``optimizer.cooldown_steps``) belongs to the last chunk: every earlier chunk must end
+before the cooldown starts, and trains at the constant lr, so "train to 8000, then cool
+down over the last 4000" is ``steps = 12000``, ``chunks = [4000, 8000]`` and
+``optimizer.cooldown_steps=4000``.
+
+Resume: a trial whose run directory holds weights of the full budget and every
+``rank_by`` metric is read back, not trained (weights without a ``rank_by`` metric are
+evaluated again); one with checkpoints resumes from the newest in the chunk it belongs to.
+So a sweep that was stopped, or killed, continues where it stopped when it is run again
+with the same ``--out``.
+
+Results go to ``OUT/sweep.json`` (every trial's scores, timings and training segments),
+``OUT/sweep.md`` (the ranked table), ``OUT/sweep.png`` (one bar group per variant) and,
+with a grid, ``OUT/sweep_plot.png`` (the ``[plot]`` metric against the ``[plot]`` key,
+mean over seeds with a +- 1 s.d. band). The ranking score is the mean of ``rank_by`` over
+a variant's seeds and keys, the "choose the best by the metrics" rule of Locatello et al.
+(2019, sec. 5.3) with the metrics given equal weight.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
+import re
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,8 +73,12 @@ log = logging.getLogger("latentdial.sweep")
 RESULTS_JSON = "sweep.json"
 RESULTS_MD = "sweep.md"
 RESULTS_PNG = "sweep.png"
-#: Written into each run directory, so that a later sweep reads back the run's timings too.
+RESULTS_PLOT = "sweep_plot.png"
+#: Written into each run directory after every chunk and after scoring: the trial's record.
 RUN_RESULT = "sweep_result.json"
+#: Keys a grid may not vary: the sweep sets them for every trial.
+RESERVED = {"steps": "the sweep's budget (steps / --steps)", "num_threads": "set from --cpus-per-trial",
+            "evaluate": "the sweep scores every trial itself", "run": "the [[run]] entries"}
 
 
 @dataclass(frozen=True)
@@ -55,15 +91,51 @@ class SweepRun:
 
 
 @dataclass(frozen=True)
+class PlotSpec:
+    """What ``sweep_plot.png`` shows: ``metric`` (default the first ``rank_by`` key) against the
+    grid key ``x`` (default the first grid key), one line per value of every other key."""
+
+    metric: str | None = None
+    x: str | None = None
+    log_x: bool = False
+    zero_label: str | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One (run, grid point, seed) of a sweep."""
+
+    run: SweepRun
+    seed: int
+    params: tuple[tuple[str, Any], ...] = ()
+    #: the variant: the run's name and the grid point, without the seed (seeds are averaged)
+    name: str = ""
+
+    @property
+    def dir_name(self) -> str:
+        return f"{self.name or self.run.name}-s{self.seed}"
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return (*self.run.overrides, *(f"{k}={toml_literal(v)}" for k, v in self.params))
+
+
+@dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep trains and how it scores the runs."""
+    """What a sweep trains and how it scores the trials."""
 
     runs: tuple[SweepRun, ...]
     steps: int
     seeds: tuple[int, ...] = (0,)
-    num_threads: int = 1
+    #: CPUs (Ray resources, and torch threads) of one trial; None: every core of this machine
+    cpus_per_trial: float | None = None
     metrics: str = "factor_vae,mig,dci"
     rank_by: tuple[str, ...] = ("factor_vae.eval_accuracy", "mig", "dci.disentanglement")
+    #: (dotted config key, values), in file order; the cartesian product is the grid
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    #: chunk ends below ``steps`` (``steps`` is always the last)
+    chunks: tuple[int, ...] = ()
+    plot: PlotSpec = PlotSpec()
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -74,15 +146,61 @@ class SweepSpec:
             raise ConfigError("a sweep needs at least one seed")
         if not self.rank_by:
             raise ConfigError("rank_by must name at least one metric key")
+        if self.cpus_per_trial is not None and self.cpus_per_trial <= 0:
+            raise ConfigError(f"cpus_per_trial must be > 0, got {self.cpus_per_trial}")
         names = [r.name for r in self.runs]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ConfigError(f"run names must be unique; repeated: {duplicated}")
+        if any(c < 1 for c in self.chunks) or list(self.chunks) != sorted(set(self.chunks)):
+            raise ConfigError(f"chunks must be increasing positive step counts, got {list(self.chunks)}")
+        for key, values in self.grid:
+            if key in RESERVED or key == "seed":
+                why = RESERVED.get(key, "the seeds axis (seeds = [...])")
+                raise ConfigError(f"grid key {key!r} cannot be varied by a grid: it is {why}")
+            if not values:
+                raise ConfigError(f"grid key {key!r} has no values")
+        keys = self.grid_keys
+        if self.plot.x is not None and self.plot.x not in keys:
+            raise ConfigError(f"plot x {self.plot.x!r} is not a grid key; the grid has {', '.join(keys) or 'none'}")
+
+    @property
+    def grid_keys(self) -> list[str]:
+        return [k for k, _ in self.grid]
+
+    def chunk_ends(self) -> list[int]:
+        """The step every chunk trains to, in order; the last is ``steps``."""
+        return [c for c in self.chunks if c < self.steps] + [self.steps]
+
+    def trials(self, runs: Sequence[SweepRun] | None = None) -> list[Trial]:
+        """Every trial of the sweep (or of ``runs``): run x grid point x seed, in file order."""
+        keys = self.grid_keys
+        labels = short_keys(keys)
+        out = []
+        for run in self.runs if runs is None else runs:
+            for point in itertools.product(*(values for _, values in self.grid)):
+                params = tuple(zip(keys, point, strict=True))
+                name = "-".join([run.name, *(f"{labels[k]}={_name_part(v)}" for k, v in params)])
+                out.extend(Trial(run, seed, params, name) for seed in self.seeds)
+        return out
+
+    def trial(self, run: str, seed: int, params: dict[str, Any]) -> Trial:
+        """The trial of run name ``run``, ``seed`` and grid point ``params`` (as Tune passes them)."""
+        for t in self.trials():
+            if t.run.name == run and t.seed == seed and dict(t.params) == params:
+                return t
+        raise KeyError(f"no trial {run!r} seed {seed} {params} in this sweep")
+
+    def plot_x(self) -> str | None:
+        return self.plot.x or next(iter(self.grid_keys), None)
+
+    def plot_metric(self) -> str:
+        return self.plot.metric or self.rank_by[0]
 
 
 @dataclass
 class RunResult:
-    """The outcome of one (run, seed): its scores and how long it took."""
+    """The outcome of one trial: its scores and how long it took."""
 
     name: str
     seed: int
@@ -93,16 +211,63 @@ class RunResult:
     train_seconds: float | None
     eval_seconds: float | None
     scores: dict[str, float] = field(default_factory=dict)
+    #: the [[run]] entry (``name`` adds the grid point); defaults to ``name``
+    run: str = ""
+    #: the grid point: dotted key -> value
+    params: dict[str, Any] = field(default_factory=dict)
+    #: every training call of the trial: {"from": step, "to": step, "seconds": s}
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.run = self.run or self.name
+
+
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's last part, or the whole key where two keys share a last part."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def toml_literal(value: Any) -> str:
+    """``value`` as a TOML literal for a ``--set`` override."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    raise ConfigError(f"grid value {value!r} is not a TOML number, string, boolean or list")
+
+
+def _name_part(value: Any) -> str:
+    text = toml_literal(value).strip('"') if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+
+
+def _flatten_grid(table: dict[str, Any], prefix: str = "") -> list[tuple[str, tuple[Any, ...]]]:
+    """``[grid]`` with TOML dotted keys (nested tables) -> [(dotted key, values)] in file order."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.extend(_flatten_grid(value, dotted + "."))
+        elif isinstance(value, list):
+            out.append((dotted, tuple(value)))
+        else:
+            raise ConfigError(f"[grid] {dotted} must be a list of values, got {value!r}")
+    return out
 
 
 def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
     """Parse a sweep TOML file; config paths are relative to ``root`` (default: the current directory)."""
     raw = read_toml(path, "sweep file", "configs/sweep/")
-    known = {"steps", "seeds", "num_threads", "metrics", "rank_by", "run"}
+    known = {"steps", "seeds", "chunks", "cpus_per_trial", "num_threads", "metrics", "rank_by", "grid", "plot", "run"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {path}; valid keys: {', '.join(sorted(known))}")
-    root = Path(root) if root is not None else Path.cwd()
+    root = (Path(root) if root is not None else Path.cwd()).resolve()
     runs = []
     for i, entry in enumerate(raw.get("run", [])):
         extra = sorted(set(entry) - {"name", "config", "set"})
@@ -115,124 +280,264 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
         runs.append(SweepRun(str(entry["name"]), config, tuple(entry.get("set", ()))))
     if "steps" not in raw:
         raise ConfigError(f"{path} must set steps (the budget of every run)")
+    grid = _flatten_grid(raw.get("grid", {}))
+    seeds = raw.get("seeds", [0])
+    if any(k == "seed" for k, _ in grid):
+        if "seeds" in raw:
+            raise ConfigError(f"{path} sets both seeds and [grid] seed; keep one")
+        seeds = next(v for k, v in grid if k == "seed")
+        grid = [(k, v) for k, v in grid if k != "seed"]
+    if "cpus_per_trial" in raw and "num_threads" in raw:
+        raise ConfigError(f"{path} sets both cpus_per_trial and num_threads (its older name); keep one")
+    cpus = raw.get("cpus_per_trial", raw.get("num_threads"))
+    plot = raw.get("plot", {})
+    bad = sorted(set(plot) - {"metric", "x", "log_x", "zero_label"})
+    if bad:
+        raise ConfigError(f"unknown key(s) {bad} in [plot] of {path}; valid keys: log_x, metric, x, zero_label")
     return SweepSpec(
-        runs=tuple(runs), steps=int(raw["steps"]), seeds=tuple(int(s) for s in raw.get("seeds", [0])),
-        num_threads=int(raw.get("num_threads", 1)), metrics=str(raw.get("metrics", SweepSpec.metrics)),
-        rank_by=tuple(raw.get("rank_by", SweepSpec.rank_by)),
+        runs=tuple(runs), steps=int(raw["steps"]), seeds=tuple(int(s) for s in seeds),
+        cpus_per_trial=None if cpus is None else float(cpus),
+        metrics=str(raw.get("metrics", SweepSpec.metrics)), rank_by=tuple(raw.get("rank_by", SweepSpec.rank_by)),
+        grid=tuple(grid), chunks=tuple(int(c) for c in raw.get("chunks", ())),
+        plot=PlotSpec(metric=plot.get("metric"), x=plot.get("x"), log_x=bool(plot.get("log_x", False)),
+                      zero_label=plot.get("zero_label")),
     )
 
 
 def run_dir_name(run: SweepRun, seed: int) -> str:
-    return f"{run.name}-s{seed}"
+    """The run directory of ``run`` and ``seed`` in a sweep without a grid."""
+    return Trial(run, seed).dir_name
 
 
-def train_and_score(
-    run: SweepRun, seed: int, spec: SweepSpec, out: Path, *, progress: bool = True,
-    eval_overrides: dict[str, Any] | None = None,
-) -> RunResult:
-    """Train one (run, seed) for ``spec.steps`` steps into ``out/<name>-s<seed>`` and score it.
+# -- one trial -------------------------------------------------------------------------------
 
-    A run directory that already holds metrics for ``spec.steps`` steps is read back, not retrained
-    (weights without every ``rank_by`` metric are evaluated again); one that holds checkpoints is
-    resumed. ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller point counts in tests).
+
+def final_config(trial: Trial, spec: SweepSpec) -> Any:
+    """The trial's resolved config at the full budget (what its last chunk trains)."""
+    return load_config(trial.run.config, [*trial.overrides, f"steps={spec.steps}", f"seed={trial.seed}"])
+
+
+def check_chunks(trial: Trial, spec: SweepSpec) -> None:
+    """Raise ConfigError when a chunk other than the last ends inside the trial's cooldown."""
+    cooldown = final_config(trial, spec).optimizer.cooldown_steps
+    start = spec.steps - cooldown
+    late = [e for e in spec.chunk_ends()[:-1] if cooldown and e > start]
+    if late:
+        raise ConfigError(
+            f"{trial.dir_name}: chunk end(s) {late} fall inside the cooldown (the last {cooldown:,} of "
+            f"{spec.steps:,} steps); every chunk before the last must end by step {max(0, start):,}")
+
+
+def chunk_config(trial: Trial, spec: SweepSpec, end: int, threads: int = 1) -> Any:
+    """The config of the trial's chunk that ends at step ``end``.
+
+    A chunk before the last trains at the constant lr (no cooldown); the last one carries the
+    run's cooldown, which then starts at or after the previous chunk's checkpoint, as the
+    trainer requires of a cooldown added on resume.
     """
-    from latentdial.training.evaluate import evaluate_run
-    from latentdial.training.trainer import checkpoint_paths, train
+    sets = [*trial.overrides, f"steps={end}", f"seed={trial.seed}", "evaluate=false",
+            f"num_threads={max(1, int(threads))}", f"checkpoint_every={max(1, min(spec.steps, 1000))}"]
+    if end < spec.steps:
+        sets.append("optimizer.cooldown_steps=0")
+    return load_config(trial.run.config, sets)
 
-    earlier = finished_result(run, seed, spec, out)
-    if earlier is not None:
-        return earlier
-    cfg = _run_config(run, seed, spec)
-    run_dir = out / run_dir_name(run, seed)
-    train_seconds = _recorded(run_dir).get("train_seconds")
-    if not _trained(run_dir, spec):
-        start = time.perf_counter()
-        train(cfg, run_dir, resume=bool(checkpoint_paths(run_dir)), progress=progress)
-        train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=seed, card=False, progress=progress,
-                             **(eval_overrides or {}))
-    result = RunResult(
-        name=run.name, seed=seed, run_dir=str(run_dir), objective=cfg.objective_name,
-        overrides=list(run.overrides), steps=spec.steps, train_seconds=train_seconds,
-        eval_seconds=time.perf_counter() - start, scores={k: float(v) for k, v in scores.items()},
-    )
-    (run_dir / RUN_RESULT).write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return result
+
+def weights_step(run_dir: Path) -> int | None:
+    """The step recorded in the run's final weights (read from the safetensors header), or None."""
+    from latentdial.training.run_dir import WEIGHTS
+
+    path = Path(run_dir) / WEIGHTS
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    step = header.get("__metadata__", {}).get("step")
+    return int(step) if step is not None else None
+
+
+def newest_checkpoint_step(run_dir: Path) -> int:
+    """The step of the newest checkpoint in ``run_dir`` (0 when there is none)."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+    return int(ckpts[-1].stem.split("_")[1]) if ckpts else 0
 
 
 def _recorded(run_dir: Path) -> dict[str, Any]:
-    """What an earlier sweep recorded in ``run_dir`` (timings), or {}."""
-    path = run_dir / RUN_RESULT
+    """What an earlier session recorded in ``run_dir`` (timings, segments), or {}."""
+    path = Path(run_dir) / RUN_RESULT
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _run_config(run: SweepRun, seed: int, spec: SweepSpec) -> Any:
-    return load_config(run.config, [*run.overrides, f"steps={spec.steps}", f"seed={seed}",
-                                    "evaluate=false", f"num_threads={spec.num_threads}",
-                                    f"checkpoint_every={max(1, min(spec.steps, 1000))}"])
+def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    tmp = Path(run_dir) / (RUN_RESULT + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(Path(run_dir) / RUN_RESULT)
 
 
-def _trained(run_dir: Path, spec: SweepSpec) -> bool:
-    """Whether ``run_dir`` holds finished weights trained for ``spec.steps`` steps."""
-    from latentdial.training.run_dir import CONFIG, WEIGHTS
+def _same_run(run_dir: Path, cfg: Any) -> None:
+    """Refuse to read back a run directory that a different config trained."""
+    from latentdial.training.run_dir import CONFIG
 
-    return (run_dir / WEIGHTS).is_file() and (run_dir / CONFIG).is_file() and \
-        json.loads((run_dir / CONFIG).read_text()).get("steps") == spec.steps
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return
+    saved, now = json.loads(path.read_text()), cfg.to_dict()
+    for key in ("model", "objective", "dataset", "seed", "batch_size", "optimizer"):
+        if saved.get(key) != now.get(key):
+            raise ConfigError(f"{run_dir} was trained with {key} {saved.get(key)!r}, this sweep asks for "
+                              f"{now.get(key)!r}; use another --out or remove that run directory")
 
 
-def finished_result(run: SweepRun, seed: int, spec: SweepSpec, out: Path) -> RunResult | None:
-    """The result of a (run, seed) that an earlier sweep already trained and scored, else None.
+def finished_result(trial: Trial, spec: SweepSpec, out: Path) -> RunResult | None:
+    """The result of a trial that an earlier session already trained and scored, else None.
 
     Scores count only when they hold every ``rank_by`` key: a run scored before the sweep ranked
     by another metric (or by an older evaluation) is evaluated again, not ranked last.
     """
-    from latentdial.training.run_dir import METRICS
+    from latentdial.training.run_dir import CONFIG, METRICS
 
-    run_dir = out / run_dir_name(run, seed)
-    if not (_trained(run_dir, spec) and (run_dir / METRICS).is_file()):
+    run_dir = Path(out) / trial.dir_name
+    if weights_step(run_dir) != spec.steps or not (run_dir / METRICS).is_file():
         return None
+    cfg = final_config(trial, spec)
+    _same_run(run_dir, cfg)
     scores = json.loads((run_dir / METRICS).read_text())
     missing = [k for k in spec.rank_by if k not in scores]
     if missing:
         log.info("sweep: %s has no %s in its metrics; evaluating it again", run_dir, ", ".join(missing))
         return None
     earlier = _recorded(run_dir)
-    return RunResult(name=run.name, seed=seed, run_dir=str(run_dir), objective=_run_config(run, seed, spec)
-                     .objective_name, overrides=list(run.overrides), steps=spec.steps,
-                     train_seconds=earlier.get("train_seconds"), eval_seconds=earlier.get("eval_seconds"),
-                     scores={k: float(v) for k, v in scores.items()})
+    objective = json.loads((run_dir / CONFIG).read_text())["objective"]["name"]
+    return _result(trial, spec, run_dir, objective, earlier, scores)
+
+
+def _result(trial: Trial, spec: SweepSpec, run_dir: Path, objective: str, record: dict[str, Any],
+            scores: dict[str, Any]) -> RunResult:
+    return RunResult(
+        name=trial.name or trial.run.name, seed=trial.seed, run_dir=str(run_dir), objective=objective,
+        overrides=list(trial.overrides), steps=spec.steps, train_seconds=record.get("train_seconds"),
+        eval_seconds=record.get("eval_seconds"), scores={k: float(v) for k, v in scores.items()},
+        run=trial.run.name, params=dict(trial.params), segments=list(record.get("segments", [])),
+    )
+
+
+def train_and_score(
+    trial: Trial, spec: SweepSpec, out: Path, *, threads: int = 1, progress: bool = False,
+    eval_overrides: dict[str, Any] | None = None, report: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult | None:
+    """Train one trial chunk by chunk into ``out/<dir_name>`` and score it; the body of a Tune trial.
+
+    A finished trial is read back (see :func:`finished_result`); an unfinished one resumes from
+    its newest checkpoint. ``report`` gets ``{"step", "finished": False}`` after every chunk and
+    the scores with ``"finished": True`` at the end (Tune's ``tune.report``). Returns None when
+    training stopped before the budget (the config's ``time_limit_s``).
+    ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller point counts in tests).
+    """
+    import torch
+
+    from latentdial.training.evaluate import evaluate_run
+    from latentdial.training.run_dir import METRICS
+    from latentdial.training.trainer import train
+
+    out = Path(out)
+    earlier = finished_result(trial, spec, out)
+    if earlier is not None:
+        if report is not None:
+            report({**earlier.scores, "step": spec.steps, "finished": True, "read_back": True})
+        return earlier
+    run_dir = out / trial.dir_name
+    record = _recorded(run_dir)
+    record.update(name=trial.name, run=trial.run.name, seed=trial.seed, params=dict(trial.params),
+                  steps=spec.steps, finished=False)
+    record.setdefault("segments", [])
+    if weights_step(run_dir) != spec.steps:
+        (run_dir / METRICS).unlink(missing_ok=True)  # scores of fewer steps than these weights will have
+        record.update(scores={}, eval_seconds=None)
+        for end in spec.chunk_ends():
+            start = newest_checkpoint_step(run_dir)
+            if start >= end and (end < spec.steps or weights_step(run_dir) == end):
+                continue  # this chunk was trained by an earlier session
+            cfg = chunk_config(trial, spec, end, threads)
+            began = time.perf_counter()
+            train(cfg, run_dir, resume=start > 0, progress=progress)
+            reached = newest_checkpoint_step(run_dir)
+            record["segments"].append({"from": start, "to": reached, "seconds": time.perf_counter() - began})
+            record["train_seconds"] = sum(s["seconds"] for s in record["segments"])
+            record["objective"] = cfg.objective_name
+            _write_record(run_dir, record)
+            if report is not None:
+                report({"step": reached, "finished": False})
+            if reached < end:
+                log.warning("sweep: %s stopped at step %d of %d; run the sweep again to resume it",
+                            run_dir, reached, end)
+                return None
+    cfg = final_config(trial, spec)
+    torch.set_num_threads(max(1, int(threads)))
+    began = time.perf_counter()
+    scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=trial.seed, card=False, progress=progress,
+                             **(eval_overrides or {}))
+    record.update(eval_seconds=time.perf_counter() - began, scores={k: float(v) for k, v in scores.items()},
+                  finished=True, objective=cfg.objective_name)
+    _write_record(run_dir, record)
+    result = _result(trial, spec, run_dir, cfg.objective_name, record, scores)
+    if report is not None:
+        report({**result.scores, "step": spec.steps, "finished": True, "read_back": False})
+    return result
+
+
+# -- results: ranking, table, figures -----------------------------------------------------------
 
 
 def rank(results: Sequence[RunResult], rank_by: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per run name, its metrics averaged over seeds, best ``score`` first.
+    """One row per variant (run name and grid point), its metrics averaged over seeds, best ``score`` first.
 
-    ``score`` is the mean of the ``rank_by`` keys; a run missing one of them ranks last.
+    ``score`` is the mean of the ``rank_by`` keys; a variant missing one of them ranks last.
+    ``std`` holds each metric's sample standard deviation over seeds (0 for one seed).
     """
     rows: dict[str, dict[str, Any]] = {}
     for r in results:
-        row = rows.setdefault(r.name, {"name": r.name, "objective": r.objective, "overrides": r.overrides,
-                                       "seeds": [], "per_seed": []})
+        row = rows.setdefault(r.name, {"name": r.name, "run": r.run, "params": r.params, "objective": r.objective,
+                                       "overrides": r.overrides, "seeds": [], "per_seed": []})
         row["seeds"].append(r.seed)
         row["per_seed"].append(r.scores)
     for row in rows.values():
         keys = sorted(set().union(*row["per_seed"]))
-        row["mean"] = {k: sum(s[k] for s in row["per_seed"] if k in s) /
-                       max(1, sum(k in s for s in row["per_seed"])) for k in keys}
+        row["mean"], row["std"] = {}, {}
+        for k in keys:
+            values = [s[k] for s in row["per_seed"] if k in s]
+            row["mean"][k], row["std"][k] = _mean_std(values)
         missing = [k for k in rank_by if k not in row["mean"]]
         row["score"] = None if missing else sum(row["mean"][k] for k in rank_by) / len(rank_by)
     return sorted(rows.values(), key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
 
 
-def markdown_table(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], steps: int) -> str:
-    """The ranked rows as a Markdown table (means over seeds), the best in bold."""
-    head = ["rank", "run", "objective", "seeds", *rank_by, "score"]
-    lines = [f"Every run trained {steps:,} steps; metrics are means over seeds; "
-             f"score = mean of {', '.join(rank_by)}.", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(rank_by) + 1)) + "|"]
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def markdown_table(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], steps: int,
+                   grid_keys: Sequence[str] = ()) -> str:
+    """The ranked rows as a Markdown table (means over seeds, +- s.d. for several), the best in bold."""
+    labels = short_keys(grid_keys)
+    head = ["rank", "run", *(labels[k] for k in grid_keys), "objective", "seeds", *rank_by, "score"]
+    lines = [f"Every run trained {steps:,} steps; metrics are means over seeds (+- sample s.d. over "
+             f"several); score = mean of {', '.join(rank_by)}.", "",
+             "| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * (4 + len(grid_keys)) + ["---:"] * (len(rank_by) + 1)) + "|"]
     for i, row in enumerate(ranked, 1):
-        cells = [str(i), row["name"], row["objective"], ",".join(map(str, row["seeds"]))]
-        cells += [f"{row['mean'][k]:.3f}" if k in row["mean"] else "—" for k in rank_by]
+        run = row.get("run", row["name"]) if grid_keys else row["name"]
+        cells = [str(i), run, *(_cell(row.get("params", {}).get(k, "—")) for k in grid_keys),
+                 row["objective"], ",".join(map(str, row["seeds"]))]
+        for k in rank_by:
+            if k not in row["mean"]:
+                cells.append("—")
+            elif sum(k in s for s in row["per_seed"]) > 1:
+                cells.append(f"{row['mean'][k]:.3f} ± {row['std'][k]:.3f}")
+            else:
+                cells.append(f"{row['mean'][k]:.3f}")
         cells.append("—" if row["score"] is None else f"{row['score']:.3f}")
         if i == 1 and row["score"] is not None:
             cells = [f"**{c}**" for c in cells]
@@ -240,8 +545,12 @@ def markdown_table(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], ste
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: Any) -> str:
+    return toml_literal(value).strip('"') if not isinstance(value, str) else value
+
+
 def bar_chart(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], path: Path) -> None:
-    """A grouped bar chart: one group per run (ranked order), one bar per ``rank_by`` metric."""
+    """A grouped bar chart: one group per variant (ranked order), one bar per ``rank_by`` metric."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,50 +573,160 @@ def bar_chart(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], path: Pa
     plt.close(fig)
 
 
+def line_series(results: Sequence[RunResult], x_key: str, metric: str,
+                x_values: Sequence[Any]) -> dict[str, list[tuple[Any, float, float, int]]]:
+    """Per line (the run and every grid key but ``x_key``): [(x, mean, s.d., seeds)] over the seeds,
+    in the order of ``x_values``; points without the metric are left out."""
+    groups: dict[str, dict[Any, list[float]]] = {}
+    for r in results:
+        if x_key not in r.params or metric not in r.scores:
+            continue
+        others = [f"{k}={_cell(v)}" for k, v in r.params.items() if k != x_key]
+        label = ", ".join([r.run, *others])
+        groups.setdefault(label, {}).setdefault(json.dumps(r.params[x_key]), []).append(r.scores[metric])
+    series = {}
+    for label, points in groups.items():
+        series[label] = [(x, *_mean_std(points[json.dumps(x)]), len(points[json.dumps(x)]))
+                         for x in x_values if json.dumps(x) in points]
+    return series
+
+
+def line_plot(results: Sequence[RunResult], spec: SweepSpec, path: Path) -> bool:
+    """``spec``'s plot metric against its plot key, one line per other key, mean over seeds and a
+    +- 1 s.d. band. Returns False (and writes nothing) when the sweep has no grid key."""
+    x_key = spec.plot_x()
+    if x_key is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metric = spec.plot_metric()
+    x_values = list(dict(spec.grid)[x_key])
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_values)
+    log_x = spec.plot.log_x and numeric
+    if numeric:
+        positive = [v for v in x_values if v > 0]
+        zero_at = 10 * max(positive) if log_x and positive else None
+        position = {json.dumps(v): (zero_at if v == 0 and zero_at else float(v)) for v in x_values}
+        if log_x and zero_at is None:
+            log_x = False
+    else:
+        position = {json.dumps(v): float(i) for i, v in enumerate(x_values)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, points in line_series(results, x_key, metric, x_values).items():
+        xs = np.array([position[json.dumps(p[0])] for p in points])
+        order = np.argsort(xs)
+        xs, mean, sd = xs[order], np.array([p[1] for p in points])[order], np.array([p[2] for p in points])[order]
+        seeds = max(p[3] for p in points)
+        (line,) = ax.plot(xs, mean, marker="o", label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+        if seeds > 1:
+            ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+    ticks = sorted(set(position.values()))
+    names = {position[json.dumps(v)]: (spec.plot.zero_label or "0") if (numeric and v == 0 and log_x)
+             else _cell(v) for v in x_values}
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(ticks, [names[t] for t in ticks])
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: mean over seeds, band ± 1 s.d.", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """Write sweep.json, sweep.md and sweep.png into ``out``; return the ranked rows."""
+    """Write sweep.json, sweep.md, sweep.png and (with a grid) sweep_plot.png into ``out``; return
+    the ranked rows."""
+    out = Path(out)
     ranked = rank(results, spec.rank_by)
     payload = {
-        "steps": spec.steps, "seeds": list(spec.seeds), "metrics": spec.metrics, "rank_by": list(spec.rank_by),
+        "steps": spec.steps, "chunks": spec.chunk_ends(), "seeds": list(spec.seeds), "metrics": spec.metrics,
+        "rank_by": list(spec.rank_by), "grid": {k: list(v) for k, v in spec.grid},
+        "plot": {"metric": spec.plot_metric(), "x": spec.plot_x(), "file": RESULTS_PLOT} if spec.grid else None,
         "best": ranked[0]["name"] if ranked and ranked[0]["score"] is not None else None,
         "ranked": ranked, "runs": [asdict(r) for r in results],
     }
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
-    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps))
-    bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
+    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys))
+    if ranked:
+        bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
+        line_plot(results, spec, out / RESULTS_PLOT)
     return ranked
 
 
-def run_sweep(
-    spec: SweepSpec, out: Path, *, only: Sequence[str] | None = None, progress: bool = True,
-    eval_overrides: dict[str, Any] | None = None,
-    on_result: Callable[[RunResult], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train and score every (run, seed) of ``spec`` (or those named in ``only``) into ``out``.
+def collect_results(spec: SweepSpec, out: Path) -> list[RunResult]:
+    """Every trial of ``spec`` that is finished in ``out``, in sweep order."""
+    return [r for t in spec.trials() if (r := finished_result(t, spec, out)) is not None]
 
-    Runs left out by ``only`` still enter the table when an earlier sweep finished them. Results are rewritten after every run, so a sweep stopped half-way still leaves a table
-    of what finished. Returns the ranked rows (see ``rank``).
-    """
+
+def select_runs(spec: SweepSpec, only: Sequence[str] | None) -> list[SweepRun]:
     runs = [r for r in spec.runs if only is None or r.name in only]
     if only is not None and len(runs) != len(set(only)):
         unknown = sorted(set(only) - {r.name for r in spec.runs})
         raise ConfigError(f"--only names unknown runs {unknown}; the sweep has "
                           f"{', '.join(r.name for r in spec.runs)}")
-    out = Path(out)
+    return runs
+
+
+class SweepIncomplete(RuntimeError):
+    """Some trials failed or did not finish (stopped, interrupted); the others' results are written.
+
+    ``errors``: (run directory, message) of each failed trial; ``unfinished``: the run
+    directories of the others that did not finish.
+    """
+
+    def __init__(self, errors: Sequence[tuple[str, str]], unfinished: Sequence[str] = ()) -> None:
+        self.errors, self.unfinished = list(errors), list(unfinished)
+        lines = []
+        if self.errors:
+            lines += [f"{len(self.errors)} trial(s) failed:", *(f"  {name}: {msg}" for name, msg in self.errors)]
+        if self.unfinished:
+            lines.append(f"{len(self.unfinished)} trial(s) did not finish: {', '.join(self.unfinished)}")
+        super().__init__("\n".join([*lines, "run the same command again to resume them"]))
+
+
+def run_sweep(
+    spec: SweepSpec, out: Path, *, only: Sequence[str] | None = None, progress: bool = True,
+    eval_overrides: dict[str, Any] | None = None, address: str | None = None,
+    cpus_per_trial: float | None = None, max_failures: int = 0,
+) -> list[dict[str, Any]]:
+    """Run every trial of ``spec`` (or of the runs named in ``only``) as Ray Tune trials into ``out``.
+
+    A local Ray is started (and stopped) unless Ray is already initialised in this process or
+    ``address`` names a cluster to join (``"auto"``, ``"ray://host:port"``). Trials of runs left
+    out by ``only`` still enter the table when an earlier session finished them. The results
+    are rewritten after every trial, so a sweep stopped half-way still leaves a table of what
+    finished. Returns the ranked rows (see ``rank``); raises :class:`SweepIncomplete` after
+    writing them when trials failed or did not finish (Ctrl-C stops a sweep gracefully).
+    """
+    out = Path(out).resolve()
+    trials = spec.trials(select_runs(spec, only))
+    for trial in trials:
+        check_chunks(trial, spec)
     out.mkdir(parents=True, exist_ok=True)
-    results: list[RunResult] = []
-    ranked: list[dict[str, Any]] = []
-    for run in spec.runs:
-        for seed in spec.seeds:
-            if run not in runs:
-                earlier = finished_result(run, seed, spec, out)
-                if earlier is not None:
-                    results.append(earlier)
-                continue
-            log.info("sweep: %s seed %d (%d steps)", run.name, seed, spec.steps)
-            result = train_and_score(run, seed, spec, out, progress=progress, eval_overrides=eval_overrides)
-            results.append(result)
-            ranked = write_results(out, spec, results)
-            if on_result is not None:
-                on_result(result)
+    pending = [t for t in trials if finished_result(t, spec, out) is None]
+    errors: list[tuple[str, str]] = []
+    if pending:
+        from latentdial.training.tune import run_trials
+
+        errors = run_trials(spec, out, [r.name for r in select_runs(spec, only)], address=address,
+                            cpus_per_trial=cpus_per_trial or spec.cpus_per_trial, progress=progress,
+                            eval_overrides=eval_overrides, max_failures=max_failures,
+                            on_trial_done=lambda: write_results(out, spec, collect_results(spec, out)))
+    else:
+        log.info("sweep: every trial in %s is finished; rewriting the results", out)
+    ranked = write_results(out, spec, collect_results(spec, out))
+    failed = {name for name, _ in errors}
+    unfinished = [t.dir_name for t in trials
+                  if t.dir_name not in failed and finished_result(t, spec, out) is None]
+    if errors or unfinished:
+        raise SweepIncomplete(errors, unfinished)
     return ranked
