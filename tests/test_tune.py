@@ -39,11 +39,13 @@ def local_ray():
     if ray.is_initialized():
         pytest.skip("Ray is already running in this process")
     temp_dir = tempfile.mkdtemp(prefix="ld-test-ray-")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level="warning",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level="warning",
+                 log_to_driver=False)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _spec(tmp_path: Path, text: str):
