@@ -7,6 +7,9 @@
   disappears is unloaded.
 - ``explicit``: start with the repository as ``none`` does; afterwards only the admin RPCs
   ``LoadModel`` and ``UnloadModel`` change what is served (behind the same bearer token).
+  Their names and versions must match :data:`~latentdial.serving.repository.NAME_PATTERN`
+  (INVALID_ARGUMENT otherwise, before the disk is looked at), and a version resolves inside the
+  repository or is refused; no answer names a path outside the repository.
 
 Loading a version: its files are verified against the manifest's sha256, both graphs are
 loaded and warmed (``load_model``, in a thread, while the old versions keep serving), and
@@ -37,7 +40,10 @@ from latentdial.serving.repository import (
     LOADING,
     LoadedModel,
     VersionStatus,
+    check_name,
+    inside,
     load_model,
+    public_reason,
     version_key,
 )
 
@@ -93,11 +99,18 @@ class ModelControl:
         """
         if not name:
             raise InvalidArgument("name the model to load (model.name)")
+        check_name(name, "model.name")
+        if version:
+            check_name(version, "model.version")
         async with self._lock:
             version = version or self._newest_on_disk(name)
             path = self.root / name / version
+            if not inside(path, self.root):  # a symlink that leaves the repository: never followed
+                raise FailedPrecondition(f"model {name}/{version} was refused: its directory resolves outside "
+                                         "the repository (a symlink?)")
             if not (path / MANIFEST_NAME).is_file():
-                raise NotFound(f"{path / MANIFEST_NAME} does not exist; copy the version there first")
+                raise NotFound(f"model {name}/{version} is not in the repository: {name}/{version}/{MANIFEST_NAME} "
+                               "does not exist; copy the version there first")
             self._tried[(name, version)] = fingerprint(path)
             return await self._load(name, version, path)
 
@@ -105,6 +118,9 @@ class ModelControl:
         """Stop serving ``name/version`` (empty: every version of ``name``) after its requests finish."""
         if not name:
             raise InvalidArgument("name the model to unload (model.name)")
+        check_name(name, "model.name")
+        if version:
+            check_name(version, "model.version")
         async with self._lock:
             repo = self.engine.repository
             assert repo is not None
@@ -176,7 +192,8 @@ class ModelControl:
     def _newest_on_disk(self, name: str) -> str:
         versions = [v for n, v, _ in iter_model_dirs(self.root) if n == name]
         if not versions:
-            raise NotFound(f"no version of model {name!r} under {self.root}; expected {self.root}/{name}/<version>/")
+            raise NotFound(f"no version of model {name!r} in the repository; expected "
+                           f"{name}/<version>/{MANIFEST_NAME} in it")
         return max(versions, key=version_key)
 
     async def _load(self, name: str, version: str, path: Path) -> LoadedModel:
@@ -189,11 +206,13 @@ class ModelControl:
         c = self.config
         try:
             m = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: load_model(path, name, version, runtime=c.runtime, max_batch_size=c.max_batch_size))
+                None, lambda: load_model(path, name, version, runtime=c.runtime, max_batch_size=c.max_batch_size,
+                                         root=self.root))
         except Exception as e:  # noqa: BLE001 - any failure refuses this version only
-            reason = str(e).replace("\n", " ")
+            detail = str(e).replace("\n", " ")  # the operator's log keeps the paths
+            reason = public_reason(detail, self.root)  # what clients see: no path outside the repository
             serving = repo.versions(name) if name in repo.models else []
-            log.error("refused model %s/%s: %s; still serving %s", name, version, reason,
+            log.error("refused model %s/%s: %s; still serving %s", name, version, detail,
                       [f"{name}/{v}" for v in serving] or "no version of it")
             self.metrics.model_load_failures.labels(name).inc()
             repo.set_status(name, version, VersionStatus(FAILED, reason))

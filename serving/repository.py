@@ -8,25 +8,64 @@ the one named by the ``default_model`` setting, or in ``<repository>/default`` (
 file holding the model name), or ``"default"`` in ``<repository>/config.json``, or the
 only one; each may pin a version as ``name/version``, and an empty ModelRef then
 resolves to that version even when newer ones are served.
+
+Containment: model names and versions match :data:`NAME_PATTERN`, and a version's directory,
+its manifest and every file the manifest names must resolve (symlinks followed) inside the
+repository; anything else is refused before it is read. Reasons that clients see
+(:func:`public_reason`) name models and paths relative to the repository, never where the
+repository lies on disk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from latentdial.factor_card import FactorCard, FactorCardError
-from latentdial.manifest import Manifest, ManifestError, iter_model_dirs
-from latentdial.serving.errors import NotFound
+from latentdial.manifest import MANIFEST_NAME, Manifest, ManifestError, iter_model_dirs
+from latentdial.serving.errors import InvalidArgument, NotFound
 from latentdial.serving.runtimes import Runtime, RuntimeOptions, load_runtime
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MARKER = "default"
+
+#: What a model name or a version may be: a letter or digit, then up to 63 letters, digits, "_", "."
+#: or "-"; never ".." (docs/api.md#security-model). A name is one directory level of the repository.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "a letter or digit, then up to 63 letters, digits, '_', '.' or '-', without '..'"
+
+
+def valid_name(text: str) -> bool:
+    """True when ``text`` is a valid model name or version (:data:`NAME_PATTERN`, no "..")."""
+    return bool(NAME_PATTERN.fullmatch(text)) and ".." not in text
+
+
+def check_name(text: str, what: str) -> str:
+    """``text`` if it is a valid model name or version, else InvalidArgument (never touches the disk)."""
+    if not valid_name(text):
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        raise InvalidArgument(f"{what} {shown!r} is not valid: use {NAME_RULE}")
+    return text
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when ``path`` resolves (symlinks followed, existing or not) to ``root`` or below it."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def public_reason(reason: str, root: Path | str) -> str:
+    """A refusal reason fit for clients: the repository's own location cut off its paths."""
+    for prefix in {os.path.realpath(root), os.path.abspath(root), str(root)}:
+        if prefix not in ("", ".", os.sep):
+            reason = reason.replace(prefix.rstrip(os.sep) + os.sep, "")
+    return reason
 
 
 @dataclass
@@ -81,11 +120,40 @@ def batch_limit(runtime: Runtime, configured: int) -> int:
     return min(int(configured), int(runtime.max_batch_size))
 
 
+def check_contained(path: Path, name: str, version: str, root: Path) -> None:
+    """ManifestError unless the version directory, its manifest and every file that manifest names
+    resolve inside the repository ``root``. Nothing outside is opened: the manifest is read only
+    once it is known to lie inside, and the files are checked before their existence."""
+    for what, value in (("model name", name), ("version", version)):
+        if not valid_name(value):
+            raise ManifestError(f"{what} {value!r} is not valid ({NAME_RULE})")
+    ref = f"{name}/{version}"
+    if not inside(path, root) or not inside(path / MANIFEST_NAME, root):
+        raise ManifestError(f"model {ref}: its directory or manifest resolves outside the repository (a symlink?)")
+
+
+def check_files_contained(manifest: Manifest, path: Path, name: str, version: str, root: Path) -> None:
+    """ManifestError naming the entry (never the path) when a file of ``manifest`` resolves outside ``root``."""
+    for i, f in enumerate(manifest.files):
+        if not inside(path / f.path, root):
+            raise ManifestError(
+                f"model {name}/{version}: file {i} of its manifest ({f.graph}, {f.precision}) resolves outside "
+                "the repository; a manifest names files inside the model's directory"
+            )
+
+
 def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64,
-               options: RuntimeOptions = SERVING_RUNTIME_OPTIONS) -> LoadedModel:
+               options: RuntimeOptions = SERVING_RUNTIME_OPTIONS, root: Path | None = None) -> LoadedModel:
     """Verify and load one model version, then warm both graphs up to the batch each is served with
-    (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap). Raises ManifestError/RuntimeError."""
+    (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap). Raises ManifestError/RuntimeError.
+
+    ``root`` is the repository (default: two levels above ``path``); the directory, the manifest and
+    every file it names must resolve inside it (:func:`check_contained`).
+    """
+    root = Path(root) if root is not None else Path(path).parent.parent
+    check_contained(path, name, version, root)
     manifest = Manifest.load(path)
+    check_files_contained(manifest, path, name, version, root)
     manifest.verify_files(path)
     card = None
     if manifest.factor_card:
@@ -165,10 +233,10 @@ class ModelRepository:
         failed: dict[str, str] = {}
         for name, version, path in iter_model_dirs(root):
             try:
-                m = load_model(path, name, version, runtime=runtime, max_batch_size=max_batch_size)
+                m = load_model(path, name, version, runtime=runtime, max_batch_size=max_batch_size, root=root)
             except Exception as e:  # noqa: BLE001 - one bad version must not take the rest down
                 log.error("not serving %s/%s: %s", name, version, e)
-                failed[f"{name}/{version}"] = str(e)
+                failed[f"{name}/{version}"] = public_reason(str(e), root)  # clients see it in ListModels
                 continue
             log.info("loaded %s/%s on %s", name, version, m.encoder.describe())
             models.setdefault(name, {})[version] = m
