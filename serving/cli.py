@@ -53,11 +53,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"  model {m.name}/{m.version}{default}: {m.encoder.describe()}", flush=True)
         for name, reason in repo.failed.items():
             print(f"  NOT SERVED {name}: {reason}", flush=True)
+        from latentdial.serving.listener import scheme
+
+        web = scheme(config)
         if handle.http is not None:
-            print(f"  http on http://{config.host}:{handle.http.port}/ (slider page; REST /v1, OIP v2 /v2, /docs)",
+            print(f"  http on {web}://{config.host}:{handle.http.port}/ (slider page; REST /v1, OIP v2 /v2, /docs)",
                   flush=True)
         if handle.metrics_port:
-            print(f"  metrics on http://{config.host}:{handle.metrics_port}/metrics", flush=True)
+            print(f"  metrics on {web}://{config.metrics_host}:{handle.metrics_port}/metrics", flush=True)
+        guards = [g for g, on in (("bearer token", config.token), ("TLS", config.tls),
+                                  ("client certificates", config.tls_client_ca)) if on]
+        plain = " (HTTP and metrics in plain text: http_plaintext)" if config.tls and config.http_plaintext else ""
+        print(f"  guarded by {', '.join(guards) if guards else 'nothing (no token, no TLS)'}{plain}; "
+              f"at most {config.max_in_flight} requests in flight, {config.request_timeout_s:g} s deadline by default",
+              flush=True)
         if config.model_control == "poll":
             print(f"  model control poll: {config.repository} scanned every {config.poll_interval_s:g} s", flush=True)
         elif config.model_control == "explicit":
@@ -67,9 +76,11 @@ def run(args: argparse.Namespace) -> int:
         servable = "" if repo.all() else "; readiness NOT_SERVING until a model version loads"
         print(f"ready: {len(repo.all())} model version(s), {batching}{servable}", flush=True)
 
+    from latentdial.serving.listener import TlsFilesError
+
     try:
         return asyncio.run(serve(config, on_ready=on_ready))
-    except PortInUse as e:
+    except (PortInUse, TlsFilesError) as e:
         print(f"latentdial serve: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

@@ -22,9 +22,12 @@ class ServerConfig:
     """Everything ``latentdial serve`` can be told."""
 
     repository: str = "models"
-    host: str = "0.0.0.0"
+    #: the gRPC and HTTP ports' address: loopback unless told otherwise (containers pass 0.0.0.0)
+    host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9090  # 0 disables the Prometheus endpoint
+    #: the metrics port's address, loopback by default (containers pass 0.0.0.0 for their scrapers)
+    metrics_host: str = "127.0.0.1"
     http: bool = True  # HTTP front door: OIP v2 REST, REST API, slider page, docs, /metrics
     http_port: int = 8000  # 0 picks a free port
     runtime: str = "auto"
@@ -37,11 +40,21 @@ class ServerConfig:
     adaptive_batching: bool = True
     max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
     max_request_items: int = 1024
+    #: requests being handled at once, over every front door; more get RESOURCE_EXHAUSTED / 429
+    max_in_flight: int = 256
+    #: deadline of a request that names none (gRPC without a deadline, HTTP without X-Request-Timeout),
+    #: and the longest an HTTP X-Request-Timeout header may ask for
+    request_timeout_s: float = 60.0
+    #: numbers, strings and arrays one JSON body may hold (each costs about 100 bytes while parsing)
+    max_json_values: int = 262144
     grace_s: float = 10.0
     token: str | None = None  # bearer token; None disables auth
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # given: clients must present a cert signed by it (mTLS)
+    #: with TLS configured, serve the HTTP and metrics ports in plain text anyway (a TLS-terminating
+    #: proxy in front); without it they take the same certificate, key and client CA as gRPC
+    http_plaintext: bool = False
     log_format: str = "text"  # text | json
     workers: int = 1
     model_control: str = "none"  # none | poll | explicit (after Triton's model-control modes)
@@ -58,7 +71,8 @@ class ServerConfig:
         """Raise ValueError with what to fix."""
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
-        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_request_items", "workers"):
+        for name in ("max_batch_size", "max_queue_size", "max_message_mb", "max_request_items", "workers",
+                     "max_in_flight", "max_json_values"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue_delay_ms < 0 or self.grace_s < 0:
@@ -70,12 +84,24 @@ class ServerConfig:
                 "model_control 'explicit' needs one process: with --workers N a LoadModel / UnloadModel "
                 "call reaches one worker only; use --model-control poll with several workers"
             )
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("give both tls_cert and tls_key, or neither")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+
+    @property
+    def tls(self) -> bool:
+        """True when gRPC serves TLS (and so do HTTP and metrics, unless ``http_plaintext``)."""
+        return bool(self.tls_cert)
+
+    @property
+    def http_tls(self) -> bool:
+        """True when the HTTP and metrics ports serve TLS."""
+        return self.tls and not self.http_plaintext
 
     @property
     def max_message_bytes(self) -> int:

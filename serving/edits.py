@@ -13,10 +13,10 @@ import numpy as np
 
 from latentdial.factor_card import DEFAULT_LATENT_RANGE, FactorCard, FactorCardError, FactorEntry
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
+from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_STEPS, MAX_TRAVERSE_TARGETS, MIN_TRAVERSE_STEPS
 
-#: Most edits in one EditAttributes request, and most pins in one Generate request. A model has a
-#: few dozen latent dimensions at most, so more operations than this are a mistake, not a need.
-MAX_EDITS = 64
+__all__ = ["MAX_EDITS", "MAX_TRAVERSE_STEPS", "MAX_TRAVERSE_TARGETS", "Edit", "TraversalPlan", "apply_edits",
+           "check_edit_count", "check_traversal", "generate_latents", "sample_posterior", "traverse"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,22 @@ def check_edit_count(n: int, what: str = "edits") -> None:
         raise InvalidArgument(
             f"{what}: {n} given, more than the limit of {MAX_EDITS} per request; "
             f"combine edits of the same target or send several requests"
+        )
+
+
+def check_traversal(num_dims: int, num_factors: int, steps: int) -> None:
+    """Refuse a traversal's steps and target lists by their sizes alone, before anything is built.
+
+    Called with the lengths of the request's lists, before they are copied or converted.
+    """
+    if not MIN_TRAVERSE_STEPS <= steps <= MAX_TRAVERSE_STEPS:
+        raise InvalidArgument(f"steps={steps} is outside {MIN_TRAVERSE_STEPS}..{MAX_TRAVERSE_STEPS}")
+    if num_dims and num_factors:
+        raise InvalidArgument("give dimensions or factors, not both")
+    if num_dims + num_factors > MAX_TRAVERSE_TARGETS:
+        raise InvalidArgument(
+            f"{'dimensions' if num_dims else 'factors'}: {num_dims + num_factors} targets given, more than the "
+            f"limit of {MAX_TRAVERSE_TARGETS} per request; sweep fewer"
         )
 
 
@@ -149,10 +165,7 @@ def traverse(
     the full circle for a circular one) through the card.
     """
     n, d_total = base.shape
-    if not 2 <= steps <= 64:
-        raise InvalidArgument(f"steps={steps} is outside 2..64")
-    if dims and factors:
-        raise InvalidArgument("give dimensions or factors, not both")
+    check_traversal(len(dims), len(factors), steps)
     if not dims and not factors:
         dims = list(range(d_total))
     setters = []  # per target: (name, values (S,), dims, latents (S, len(dims)))

@@ -7,9 +7,10 @@ they share, so an OIP call and a v1 call of the same graph wait in the same queu
 merged into one batch:
 
 - one :class:`ServedModel` per model version (the loaded model and its two batchers);
-- the limits (``max_request_items``) and the readiness / drain state;
+- the limits (``max_request_items``, ``max_in_flight``) and the readiness / drain state;
 - :meth:`Engine.call`, which wraps every request of every adapter: request id, metrics,
-  readiness, and turning an unexpected exception into :class:`Internal` with a request id;
+  readiness, the cap on requests in flight, the request's deadline, and turning an unexpected
+  exception into :class:`Internal` with a request id;
 - live changes of the served set (:mod:`model_control`): a version resolved by a request is
   held until that request ends, :meth:`Engine.add` serves a warm version at once, and
   :meth:`Engine.retire` stops resolving one and :meth:`Engine.close_retired` closes it once the
@@ -43,14 +44,17 @@ from latentdial.serving.edits import (
     Edit,
     TraversalPlan,
     apply_edits,
+    check_traversal,
     generate_latents,
     sample_posterior,
     traverse,
 )
 from latentdial.serving.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     Internal,
     InvalidArgument,
+    Overloaded,
     ServiceError,
     Unavailable,
 )
@@ -120,6 +124,9 @@ class Source:
     latents: np.ndarray | None = None
 
 
+#: The current request's deadline as ``loop.time()`` (set by :meth:`Engine.call`); None outside a request.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("request_deadline", default=None)
+
 #: The model versions the current request resolved (and holds until it ends); None outside a request.
 _held: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("held_versions", default=None)
 
@@ -132,6 +139,11 @@ def new_request_id(given: str | None = None) -> str:
     if given:
         return given[:64]
     return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+def current_deadline() -> float | None:
+    """The deadline (``loop.time()``) of the request being handled, as :meth:`Engine.call` set it."""
+    return _deadline.get()
 
 
 def _run_graph(runtime: Runtime, inputs: Arrays) -> Arrays:
@@ -148,6 +160,8 @@ class Engine:
         #: graph calls of the batchers only (a queue and a callback per call: the request path)
         self.runtime_threads = RuntimeThreads(4, "runtime")
         self.draining = False
+        #: requests inside :meth:`call` now, over every front door (bounded by ``max_in_flight``)
+        self.in_flight = 0
         self._served: dict[tuple[str, str], ServedModel] = {}
         #: (name, version) -> requests holding it; an Event per version being removed
         self._holders: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -247,30 +261,58 @@ class Engine:
         self.runtime_threads.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------- request wrapper
+    def deadline_after(self, timeout_s: float | None) -> float:
+        """The ``loop.time()`` deadline of a request that asked for ``timeout_s`` seconds (None: the
+        server's ``request_timeout_s``)."""
+        t = self.config.request_timeout_s if timeout_s is None else timeout_s
+        return asyncio.get_running_loop().time() + t
+
     @contextlib.asynccontextmanager
-    async def call(self, name: str, rid: str, *, admit_while_draining: bool = True) -> AsyncIterator[None]:
-        """Wrap one request of any front door: request id, metrics, readiness, error classification.
+    async def call(self, name: str, rid: str, *, admit_while_draining: bool = True,
+                   deadline: float | None = None) -> AsyncIterator[None]:
+        """Wrap one request of any front door: request id, metrics, readiness, the in-flight cap, the
+        deadline, error classification.
 
         Raises :class:`ServiceError` subclasses only (plus CancelledError): an unexpected
         exception is logged with the request id and re-raised as :class:`Internal` without the trace.
         ``admit_while_draining=False`` refuses new work once draining started (HTTP, whose server
-        does not refuse new calls by itself); gRPC lets its own server refuse them.
+        does not refuse new calls by itself); gRPC lets its own server refuse them. A request beyond
+        ``max_in_flight`` is refused at once with :class:`Overloaded` (RESOURCE_EXHAUSTED, HTTP 429).
+        ``deadline`` (``loop.time()``) bounds the whole body: past it the request ends with
+        :class:`DeadlineExceeded`; the domain calls read it with :func:`current_deadline`.
         """
         token = request_id.set(rid)
         held: list[tuple[str, str]] = []
         held_token = _held.set(held)
+        deadline_token = _deadline.set(deadline)
         m = self.metrics
         requests, latency = m.rpc_children(name)
         requests.inc()
         m.in_flight.inc()
         t0 = time.perf_counter()
         code = None
+        admitted = False
         try:
             if self.repository is None:
                 raise Unavailable("the server is still loading models; retry shortly")
             if self.draining and not admit_while_draining:
                 raise Unavailable("the server is draining; retry on another replica")
-            yield
+            cap = self.config.max_in_flight
+            if self.in_flight >= cap:
+                raise Overloaded(
+                    f"the server is handling {self.in_flight} requests, its limit (max_in_flight={cap}); "
+                    "retry shortly or on another replica"
+                )
+            self.in_flight += 1
+            admitted = True
+            if deadline is None:
+                yield
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        yield
+                except TimeoutError:
+                    raise DeadlineExceeded(f"{name}: the request's deadline passed before it finished") from None
         except ServiceError as e:
             code = e.code
             if code is grpc.StatusCode.INTERNAL:
@@ -286,12 +328,15 @@ class Engine:
             code = Internal.code
             raise Internal(f"internal error in {name} (request id {rid}); the server log has the details") from e
         finally:
+            if admitted:
+                self.in_flight -= 1
             m.in_flight.dec()
             latency.observe(time.perf_counter() - t0)
             if code is not None:
                 m.failures.labels(name, code.name).inc()
             request_id.reset(token)
             _held.reset(held_token)
+            _deadline.reset(deadline_token)
             if held:
                 self._release(held)
 
@@ -351,17 +396,21 @@ class Engine:
         if source.images is None and source.latents is None:
             raise InvalidArgument("no source; set images or latents")
         card = s.model.card
-        # validate the plan before spending compute on the source
-        probe = np.zeros((1, s.model.latent_dim), np.float32)
-        _, plan = traverse(probe, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
-        base = await self.source_latents(s, source, deadline)
-        total = len(base) * len(plan.targets) * steps
+        # every size first, from the lists' lengths alone: nothing proportional to them is built before
+        check_traversal(len(dims), len(factors), steps)
+        sources = len(source.images if source.images is not None else source.latents)
+        targets = len(dims) + len(factors) or s.model.latent_dim
+        total = sources * targets * steps
         limit = self.config.max_request_items
         if total > limit:
             raise InvalidArgument(
-                f"the grid has {len(base)} sources x {len(plan.targets)} targets x {steps} steps = {total} "
+                f"the grid has {sources} sources x {targets} targets x {steps} steps = {total} "
                 f"images, more than max_request_items={limit}; sweep fewer"
             )
+        # then the plan (names, ranges) on one row, before spending compute on the source
+        probe = np.zeros((1, s.model.latent_dim), np.float32)
+        traverse(probe, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
+        base = await self.source_latents(s, source, deadline)
         grid, plan = traverse(base, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
         return TraversalResult(await self.decode(s, grid, deadline), len(base), steps, plan)
 

@@ -71,3 +71,10 @@ class UnsupportedMediaType(InvalidArgument):
     """A body whose Content-Type the route does not read (HTTP 415)."""
 
     http_status = 415
+
+
+class Overloaded(ResourceExhausted):
+    """More requests in flight than ``max_in_flight`` (HTTP 429 with ``Retry-After``)."""
+
+    #: seconds the HTTP front door asks the client to wait (``Retry-After``)
+    retry_after_s = 1

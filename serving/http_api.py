@@ -17,23 +17,29 @@ Routes (docs/api.md#http-api):
 
 Errors: the status of :class:`ServiceError` (400, 404, 413, 415, 429, 503, 504, 500) and a JSON
 body ``{"error": "<what to fix>", "code": "INVALID_ARGUMENT", "request_id": "..."}``; ``error``
-is where the OIP REST binding puts the message.
+is where the OIP REST binding puts the message; a 429 carries ``Retry-After``.
+
+Guards (docs/api.md#security-model): the bearer token on every route with data (``/v1``, ``/v2``
+but its health routes, ``/metrics``); the gRPC port's TLS and client CA (:mod:`listener`); the
+engine's cap on requests in flight; a deadline per request (``X-Request-Timeout`` seconds, at most
+and by default ``request_timeout_s``) over the whole request, body reading included; bodies read
+as a stream and refused with 413 once above ``max_message_mb``, JSON ones also once they hold more
+than ``max_json_values`` values or :data:`MAX_JSON_OBJECTS` objects, before any parsing; and list
+lengths in the request models (``max_length``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 import logging
-import socket
+import math
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -45,8 +51,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from latentdial.serving import codec, oip
 from latentdial.serving.config import ServerConfig
-from latentdial.serving.edits import Edit, sample_posterior
-from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
+from latentdial.serving.edits import Edit, check_edit_count, check_traversal, sample_posterior
+from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, current_deadline, new_request_id
 from latentdial.serving.errors import (
     InvalidArgument,
     NotFound,
@@ -55,14 +61,21 @@ from latentdial.serving.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from latentdial.serving.ports import PortInUse, http_port_message, require_free
+from latentdial.serving.listener import TOKEN_HINT, UvicornListener, bearer_ok, bind
+from latentdial.serving.ports import http_port_message
 from latentdial.serving.service import finite
+from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 PNG_TYPE = "image/png"
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: The request's own deadline in seconds (a decimal number > 0); at most ``request_timeout_s``.
+TIMEOUT_HEADER = "X-Request-Timeout"
+#: Most JSON objects (``{``) in one body: a request holds one, plus at most 64 edits or pins, or a few
+#: OIP tensors. Objects are the dearest thing to parse (about 140 bytes each for ``{}``).
+MAX_JSON_OBJECTS = 256
 
 
 # ------------------------------------------------------------ JSON bodies
@@ -89,8 +102,10 @@ class ReconstructBody(EncodeBody):
 
 
 class TraverseBody(SourceBody):
-    dimensions: list[int] = Field(default_factory=list, description="latent dimensions to sweep")
-    factors: list[str] = Field(default_factory=list, description="named factors to sweep")
+    dimensions: list[int] = Field(default_factory=list, description="latent dimensions to sweep",
+                                  max_length=MAX_TRAVERSE_TARGETS)
+    factors: list[str] = Field(default_factory=list, description="named factors to sweep",
+                               max_length=MAX_TRAVERSE_TARGETS)
     start: float | None = None
     stop: float | None = None
     steps: int = Field(10, description="2..64")
@@ -108,7 +123,7 @@ class EditIn(BaseModel):
 
 
 class EditBody(SourceBody):
-    edits: list[EditIn] = Field(default_factory=list, description="applied in order")
+    edits: list[EditIn] = Field(default_factory=list, description="applied in order", max_length=MAX_EDITS)
 
 
 class PinIn(BaseModel):
@@ -125,12 +140,12 @@ class GenerateBody(BaseModel):
     count: int = 1
     seed: int = 0
     temperature: float = 1.0
-    pins: list[PinIn] = Field(default_factory=list)
+    pins: list[PinIn] = Field(default_factory=list, max_length=MAX_EDITS)
 
 
 class InferInputIn(BaseModel):
     name: str
-    shape: list[int]
+    shape: list[int] = Field(max_length=8)
     datatype: str
     parameters: dict[str, Any] = Field(default_factory=dict)
     data: list | None = None
@@ -146,8 +161,8 @@ class InferBody(BaseModel):
 
     id: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[InferInputIn]
-    outputs: list[InferOutputIn] | None = None
+    inputs: list[InferInputIn] = Field(max_length=oip.MAX_TENSORS)
+    outputs: list[InferOutputIn] | None = Field(None, max_length=oip.MAX_TENSORS)
 
 
 _BODIES = (EncodeBody, DecodeBody, ReconstructBody, TraverseBody, EditBody, GenerateBody, InferBody)
@@ -192,9 +207,51 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _parse(model: type[BaseModel], raw: bytes) -> Any:
+class JsonBudget:
+    """Counts what a JSON body holds while it streams in, without parsing it: objects (``{``) and
+    values (``,`` and ``[``: an upper bound on numbers, strings and arrays, since base64 holds neither).
+    Parsing costs about 100 bytes per value and 140 per object, 20 to 50 times the body's bytes, so
+    these bounds, not the byte count, are what keep a small body from costing hundreds of MiB."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.objects = 0
+        self.values = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.objects += chunk.count(b"{")
+        self.values += chunk.count(b",") + chunk.count(b"[")
+        if self.objects > MAX_JSON_OBJECTS:
+            raise PayloadTooLarge(
+                f"the JSON body holds more than {MAX_JSON_OBJECTS} objects; a request takes at most "
+                f"{MAX_EDITS} edits or pins"
+            )
+        if self.values > self.max_values:
+            raise PayloadTooLarge(
+                f"the JSON body holds more than {self.max_values} values, this server's max_json_values; send "
+                "images as PNGs (image/png, or base64 in 'images'), tensors with the OIP binary extension, "
+                "or fewer items"
+            )
+
+
+def _timeout_s(request: Request, cap: float) -> float | None:
+    """The request's ``X-Request-Timeout`` in seconds (at most ``cap``), or None when it has none."""
+    text = request.headers.get(TIMEOUT_HEADER.lower())
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidArgument(f"{TIMEOUT_HEADER}: {text[:40]!r} is not a number of seconds > 0")
+    return min(value, cap)
+
+
+def _parse(model: type[BaseModel], raw: bytes, max_values: int) -> Any:
     if not raw.strip():
         return model()
+    JsonBudget(max_values).add(raw)  # already counted while streaming, except an OIP binary body's head
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:
@@ -236,6 +293,7 @@ def _edits_from_query(request: Request) -> list[Edit]:
 
     A target that is all digits is a latent dimension; a ``set`` value that is not a number is a label.
     """
+    check_edit_count(sum(len(request.query_params.getlist(k)) for k in ("set", "shift", "latent")))
     edits = []
     for key, op in (("set", "set_value"), ("shift", "shift"), ("latent", "set_latent")):
         for item in request.query_params.getlist(key):
@@ -288,57 +346,28 @@ class HttpFrontDoor:
         self.config = config
         self.app = self._build()
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._task = None
+        self._listener: UvicornListener | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> int:
-        """Bind (port 0 picks a free one) and serve. Like gRPC, only the workers of one supervisor
-        (``reuse_port``) share the port; a busy port is PortInUse with one line saying what to do."""
-        import asyncio
-
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted connections inherit TCP_NODELAY on Linux: without it a keep-alive reply written in two
-        # parts waits for the client's delayed ACK (about 40 ms per request)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.config.reuse_port and hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if not self.config.reuse_port:
-            require_free(host, port, http_port_message(host, port))
-        try:
-            sock.bind((host.strip("[]"), port))
-        except OSError as e:
-            sock.close()
-            raise PortInUse(f"{http_port_message(host, port)} ({e})") from None
-        self.port = int(sock.getsockname()[1])
-        cfg = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False,
-            timeout_graceful_shutdown=max(1, int(self.config.grace_s)),
-            limit_concurrency=None, ws="none",
-        )
-        self._server = uvicorn.Server(cfg)
-        self._server.install_signal_handlers = lambda: None  # the gRPC server's serve() owns the signals
-        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]), name="http")
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # raises what stopped it
-                raise OSError("the HTTP server stopped while starting")
-            await asyncio.sleep(0.005)
-        return self.port
+        """Bind (port 0 picks a free one) and serve, over TLS when the server has it (:mod:`listener`).
+        Like gRPC, only the workers of one supervisor (``reuse_port``) share the port; a busy port is
+        PortInUse with one line saying what to do."""
+        sock = bind(host, port, reuse_port=self.config.reuse_port, message=http_port_message(host, port))
+        self._listener = UvicornListener(self.app, sock, self.config, name="http")
+        self.port = self._listener.port
+        return await self._listener.start()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to grace_s), close."""
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        self._server = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
 
     # -------------------------------------------------------------- helpers
     async def _body(self, request: Request) -> bytes:
+        """The body, read as a stream and refused (413) once it passes ``max_message_mb``, or, for a
+        JSON body, :class:`JsonBudget`'s bounds: nothing is parsed before the whole body passed."""
         limit = self.config.max_message_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -346,6 +375,8 @@ class HttpFrontDoor:
                 f"the body has {int(length)} bytes, more than this server's max_message_mb="
                 f"{self.config.max_message_mb}; send fewer or smaller images"
             )
+        is_json = _content_type(request) in ("", JSON_TYPE) and HEADER_LENGTH.lower() not in request.headers
+        budget = JsonBudget(self.config.max_json_values) if is_json else None
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -354,14 +385,21 @@ class HttpFrontDoor:
                     f"the body exceeds this server's max_message_mb={self.config.max_message_mb}; "
                     "send fewer or smaller images"
                 )
+            if budget is not None:
+                budget.add(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _parse(self, model: type[BaseModel], raw: bytes) -> Any:
+        return _parse(model, raw, self.config.max_json_values)
+
     async def _call(self, request: Request, name: str, fn: Callable[[], Awaitable[Response]]) -> Response:
+        """Token, then the engine's call (in-flight cap, deadline over the whole request), then ``fn``."""
         rid = new_request_id(request.headers.get("x-request-id"))
         try:
             self._check_token(request)
-            async with self.engine.call(name, rid, admit_while_draining=False):
+            deadline = self.engine.deadline_after(_timeout_s(request, self.config.request_timeout_s))
+            async with self.engine.call(name, rid, admit_while_draining=False, deadline=deadline):
                 response = await fn()
         except ServiceError as e:
             return error_response(e, rid)
@@ -370,11 +408,8 @@ class HttpFrontDoor:
 
     def _check_token(self, request: Request) -> None:
         token = self.config.token
-        if not token:
-            return
-        got = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(got, f"Bearer {token}".encode()):
-            raise Unauthenticated("missing or wrong bearer token; send the header 'Authorization: Bearer <token>'")
+        if token and not bearer_ok(request.headers.get("authorization"), token):
+            raise Unauthenticated(TOKEN_HINT)
 
     def _served(self, request: Request, model: str) -> ServedModel:
         return self.engine.served(model, request.query_params.get("version", ""))
@@ -388,7 +423,7 @@ class HttpFrontDoor:
             return None, Source(images=codec.images_from_pngs([raw], s.model.image_shape, limit))
         if ctype not in ("", JSON_TYPE):
             raise UnsupportedMediaType(f"Content-Type {ctype!r} is not read here; send {PNG_TYPE} or {JSON_TYPE}")
-        body = _parse(body_model, raw)
+        body = self._parse(body_model, raw)
         return body, self._source(s, body)
 
     def _source(self, s: ServedModel, body: SourceBody) -> Source:
@@ -465,7 +500,12 @@ class HttpFrontDoor:
             )
 
         @app.get("/metrics", include_in_schema=False)
-        async def metrics() -> PlainTextResponse:
+        async def metrics(request: Request) -> Response:
+            rid = new_request_id(request.headers.get("x-request-id"))
+            try:
+                self._check_token(request)  # counts and names of models and routes are data too
+            except ServiceError as e:
+                return error_response(e, rid)
             return PlainTextResponse(engine.metrics.text(), media_type="text/plain; version=0.0.4")
 
         @app.get("/healthz", tags=["health"], summary="200 when ready, 503 while loading, draining or with nothing servable")
@@ -562,7 +602,7 @@ class HttpFrontDoor:
                     raise InvalidArgument("encode takes images or pixels, not latents")
                 sample = body.sample if body else _bool_query(request, "sample")
                 seed = body.seed if body else _int_query(request, "seed", 0)
-                mean, log_var = await engine.encode(s, source.images, None)
+                mean, log_var = await engine.encode(s, source.images, current_deadline())
                 out = {"model": _ref(s), "mean": mean.tolist(), "log_var": log_var.tolist(),
                        "factors": engine.factor_values(s, mean)}
                 if sample:
@@ -578,8 +618,8 @@ class HttpFrontDoor:
                 raw = await self._body(request)
                 if _content_type(request) not in ("", JSON_TYPE):
                     raise UnsupportedMediaType(f"decode reads {JSON_TYPE} latents")
-                z = self._latents(s, _parse(DecodeBody, raw).latents)
-                return self._decoded_response(request, s, Decoded(z, await engine.decode(s, z, None)))
+                z = self._latents(s, self._parse(DecodeBody, raw).latents)
+                return self._decoded_response(request, s, Decoded(z, await engine.decode(s, z, current_deadline())))
             return await self._call(request, "http.decode", go)
 
         @app.post("/v1/models/{model}/reconstruct", tags=["v1"], summary="images -> latents -> images (Reconstruct)",
@@ -592,7 +632,7 @@ class HttpFrontDoor:
                     raise InvalidArgument("reconstruct takes images or pixels, not latents")
                 sample = body.sample if body else _bool_query(request, "sample")
                 seed = body.seed if body else _int_query(request, "seed", 0)
-                d = await engine.reconstruct(s, source.images, sample=sample, seed=seed, deadline=None)
+                d = await engine.reconstruct(s, source.images, sample=sample, seed=seed, deadline=current_deadline())
                 return self._decoded_response(request, s, d)
             return await self._call(request, "http.reconstruct", go)
 
@@ -604,16 +644,17 @@ class HttpFrontDoor:
                 body, source = await self._images_body(request, s, TraverseBody)
                 if body is None:
                     q = request.query_params
+                    steps, dims_text, factors = _int_query(request, "steps", 10), q.getlist("dimensions"), q.getlist("factors")
+                    check_traversal(len(dims_text), len(factors), steps)  # sizes before converting anything
                     try:
-                        dims = [int(d) for d in q.getlist("dimensions")]
+                        dims = [int(d) for d in dims_text]
                     except ValueError:
                         raise InvalidArgument("dimensions: give integers") from None
-                    body = TraverseBody(dimensions=dims, factors=q.getlist("factors"),
-                                        start=_float_query(request, "start", None),
-                                        stop=_float_query(request, "stop", None),
-                                        steps=_int_query(request, "steps", 10))
+                    body = TraverseBody.model_construct(dimensions=dims, factors=factors,
+                                                        start=_float_query(request, "start", None),
+                                                        stop=_float_query(request, "stop", None), steps=steps)
                 t = await engine.traverse(s, source, dims=body.dimensions, factors=body.factors, start=body.start,
-                                          stop=body.stop, steps=body.steps, deadline=None)
+                                          stop=body.stop, steps=body.steps, deadline=current_deadline())
                 if _wants_png(request):
                     rows = t.num_sources * len(t.plan.targets)
                     return Response(grid_png(t.images, rows, t.steps), media_type=PNG_TYPE)
@@ -629,7 +670,7 @@ class HttpFrontDoor:
                 body, source = await self._images_body(request, s, EditBody)
                 edits = (_edits_from_query(request) if body is None
                          else [_edit_from_json(e, i) for i, e in enumerate(body.edits)])
-                return self._decoded_response(request, s, await engine.edit(s, source, edits, None))
+                return self._decoded_response(request, s, await engine.edit(s, source, edits, current_deadline()))
             return await self._call(request, "http.edit", go)
 
         @app.post("/v1/models/{model}/generate", tags=["v1"], summary="seeded prior samples (Generate)",
@@ -640,10 +681,10 @@ class HttpFrontDoor:
                 raw = await self._body(request)
                 if _content_type(request) not in ("", JSON_TYPE):
                     raise UnsupportedMediaType(f"generate reads {JSON_TYPE}")
-                body = _parse(GenerateBody, raw)
+                body = self._parse(GenerateBody, raw)
                 pins = [_pin_from_json(p, i) for i, p in enumerate(body.pins)]
                 d = await engine.generate(s, body.count, seed=body.seed, temperature=finite(body.temperature, "temperature"),
-                                          pins=pins, deadline=None)
+                                          pins=pins, deadline=current_deadline())
                 return self._decoded_response(request, s, d)
             return await self._call(request, "http.generate", go)
 
@@ -706,7 +747,7 @@ class HttpFrontDoor:
             head, blob = raw[:n], raw[n:]
         else:
             head, blob = raw, b""
-        body = _parse(InferBody, head)
+        body = self._parse(InferBody, head)
         inputs: dict[str, np.ndarray] = {}
         offset = 0
         for t in body.inputs:
@@ -726,7 +767,7 @@ class HttpFrontDoor:
         if offset != len(blob):
             raise InvalidArgument(f"the binary part has {len(blob) - offset} bytes no input claims")
         requested = [o.name for o in body.outputs] if body.outputs else []
-        outputs = await oip.infer(self.engine, s, graph, inputs, requested, None)
+        outputs = await oip.infer(self.engine, s, graph, inputs, requested, current_deadline())
         binary_all = bool(body.parameters.get("binary_data_output", False))
         wants_binary = {o.name: bool(o.parameters.get("binary_data", binary_all)) for o in body.outputs or []}
         doc_outputs, blobs = [], []
@@ -755,9 +796,14 @@ def _ref(s: ServedModel) -> dict:
 
 
 def error_response(e: ServiceError, rid: str) -> JSONResponse:
-    """The JSON error body every HTTP route answers with."""
+    """The JSON error body every HTTP route answers with (a 429 says when to retry: ``Retry-After``)."""
+    headers = {"x-request-id": rid}
+    if e.http_status == 429:
+        headers["retry-after"] = str(getattr(e, "retry_after_s", 1))
+    if e.http_status == 401:
+        headers["www-authenticate"] = "Bearer"
     return JSONResponse({"error": e.message, "code": e.code.name, "request_id": rid}, status_code=e.http_status,
-                        headers={"x-request-id": rid})
+                        headers=headers)
 
 
 def _swagger_dir() -> str:

@@ -1,16 +1,19 @@
-"""Prometheus metrics of the service, in a registry of its own (several servers may share a process)."""
+"""Prometheus metrics of the service, in a registry of its own (several servers may share a process).
+
+The metrics port serves :meth:`ServiceMetrics.asgi_app` through :mod:`listener` (uvicorn on the
+server's loop, the gRPC port's TLS, bound to ``metrics_host``, 127.0.0.1 by default), and asks
+for the bearer token when the server has one, like every other route with data.
+"""
 
 from __future__ import annotations
 
-import errno
-
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
 )
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -41,7 +44,6 @@ class ServiceMetrics:
             registry=r,
         )
         self.served_versions = Gauge("latentdial_served_versions", "model versions being served", registry=r)
-        self._http = None
         self._children: dict[str, tuple] = {}
 
     def rpc_children(self, rpc: str) -> tuple:
@@ -62,24 +64,29 @@ class ServiceMetrics:
 
         return observe
 
-    def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
-        """Start the /metrics endpoint on ``port``; returns the port. PortInUse when another process holds it."""
-        from latentdial.serving.ports import PortInUse, metrics_port_message
-
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise PortInUse(metrics_port_message(host, port)) from None
-            raise
-        self._http = server
-        return int(server.server_address[1])
-
-    def stop_http(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
-
     def text(self) -> str:
         return generate_latest(self.registry).decode()
+
+    def asgi_app(self, token: str | None):
+        """The metrics port's app: ``GET /metrics`` (with ``Authorization: Bearer <token>`` when a
+        token is set: 401 otherwise), 404 for any other path."""
+        from latentdial.serving.listener import TOKEN_HINT, bearer_ok
+
+        async def app(scope, receive, send) -> None:
+            if scope["type"] != "http":
+                return
+            status, kind, body, extra = 200, CONTENT_TYPE_LATEST, b"", []
+            if scope["path"] != "/metrics":
+                status, kind, body = 404, "text/plain", b"not found; metrics are at /metrics\n"
+            elif scope["method"] not in ("GET", "HEAD"):
+                status, kind, body = 405, "text/plain", b"use GET /metrics\n"
+            elif token and not bearer_ok(dict(scope["headers"]).get(b"authorization"), token):
+                status, kind, body = 401, "text/plain", (TOKEN_HINT + "\n").encode()
+                extra = [(b"www-authenticate", b"Bearer")]
+            else:
+                body = generate_latest(self.registry)
+            headers = [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode()), *extra]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+        return app

@@ -33,6 +33,15 @@ DATATYPES: dict[str, np.dtype] = {
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
 GRAPH_SUFFIXES = ("encoder", "decoder")
+#: Most input or output tensors one inference request may name (a graph has one input, two outputs at
+#: most); checked on the list's length before any tensor is read.
+MAX_TENSORS = 8
+
+
+def check_tensor_count(n: int, what: str) -> None:
+    """Refuse a request naming more than :data:`MAX_TENSORS` inputs (or outputs)."""
+    if n > MAX_TENSORS:
+        raise InvalidArgument(f"{what}: {n} given, more than the limit of {MAX_TENSORS} per request")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import numpy as np
 from latentdial.inference import grpc_service_pb2 as pb
 from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 from latentdial.serving import oip
-from latentdial.serving.engine import Engine
+from latentdial.serving.engine import Engine, current_deadline
 from latentdial.serving.errors import InvalidArgument, NotFound
-from latentdial.serving.service import grpc_deadline, rpc
+from latentdial.serving.service import rpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: OIP RPCs that answer without a token, like the gRPC health service (load balancers probe them)
@@ -30,6 +30,9 @@ _CONTENTS_FIELD = {
 
 
 def _inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+    oip.check_tensor_count(len(request.inputs), "inputs")
+    oip.check_tensor_count(len(request.raw_input_contents), "raw_input_contents")
+    oip.check_tensor_count(len(request.outputs), "outputs")
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(
@@ -40,6 +43,8 @@ def _inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         what = f"input {t.name!r}"
         if t.name in arrays:
             raise InvalidArgument(f"{what} is given twice")
+        if len(t.shape) > 8:
+            raise InvalidArgument(f"{what}: shape has {len(t.shape)} dims, more than 8")
         if raw:
             if t.HasField("contents"):
                 raise InvalidArgument(f"{what}: send raw_input_contents or typed contents, not both")
@@ -48,7 +53,12 @@ def _inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         field = _CONTENTS_FIELD.get(t.datatype)
         if field is None:
             raise InvalidArgument(f"{what}: datatype {t.datatype!r} has no typed contents; send it raw")
-        arrays[t.name] = oip.array_from_values(list(getattr(t.contents, field)), t.datatype, list(t.shape), what)
+        values = getattr(t.contents, field)  # read once, into the tensor's own dtype: no list of Python numbers
+        try:
+            flat = np.fromiter(values, dtype=oip.DATATYPES[t.datatype], count=len(values))
+        except (TypeError, ValueError, OverflowError) as e:
+            raise InvalidArgument(f"{what}: contents are not {t.datatype} numbers ({e})") from None
+        arrays[t.name] = oip.array_from_values(flat, t.datatype, list(t.shape), what)
     return arrays
 
 
@@ -93,7 +103,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         s, graph = oip.resolve(self.engine, request.model_name, request.model_version)
         outputs = await oip.infer(self.engine, s, graph, _inputs(request), [o.name for o in request.outputs],
-                                  grpc_deadline(context))
+                                  current_deadline())
         resp = pb.ModelInferResponse(model_name=oip.oip_name(s, graph), model_version=s.version, id=request.id)
         for name, a in outputs.items():
             resp.outputs.add(name=name, datatype=oip.datatype_of(a), shape=a.shape)

@@ -11,12 +11,19 @@ so balancers do not route to a replica that would answer NOT_FOUND to everything
 Liveness (service ``liveness``) is SERVING from start-up on: the process answers, whatever
 it serves. ``model/<name>`` and ``model/<name>/<version>`` say whether a model (any version)
 and each version are served; model control (:mod:`model_control`) updates all of them. A port another process holds fails start-up with :class:`PortInUse`.
+
+Security (docs/api.md#security-model): with ``token`` every data and admin RPC needs
+``authorization: Bearer <token>`` (the health service, OIP ServerLive / ServerReady and
+reflection stay open); with ``tls_cert`` / ``tls_key`` the gRPC, HTTP and metrics ports all
+serve TLS, and with ``tls_client_ca`` all demand a client certificate (``http_plaintext``
+alone lets the HTTP and metrics ports speak plain text beside a TLS gRPC port).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -30,12 +37,13 @@ from latentdial.inference import grpc_service_pb2_grpc as oip_pb_grpc
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
 from latentdial.serving.http_api import HttpFrontDoor
+from latentdial.serving.listener import UvicornListener, bind, check_tls_files
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.model_control import ModelControl
 from latentdial.serving.oip_grpc import OPEN_METHODS as OIP_OPEN_METHODS
 from latentdial.serving.oip_grpc import SERVICE_NAME as OIP_SERVICE_NAME
 from latentdial.serving.oip_grpc import InferenceService
-from latentdial.serving.ports import PortInUse, grpc_port_message, require_free
+from latentdial.serving.ports import PortInUse, grpc_port_message, metrics_port_message, require_free
 from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
 from latentdial.v1 import latentdial_pb2 as pb
@@ -93,6 +101,7 @@ class LatentDialServer:
         self.metrics = metrics
         self.port = 0
         self.metrics_port = 0
+        self.metrics_listener: UvicornListener | None = None  # the metrics port, when metrics_port
         self.control: ModelControl | None = None
         self.http: HttpFrontDoor | None = None  # the HTTP front door, when config.http
         self._stopped = False
@@ -141,7 +150,8 @@ class LatentDialServer:
             stops.append(self.http.stop())
         await asyncio.gather(*stops)
         await self.engine.close()
-        self.metrics.stop_http()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -180,9 +190,36 @@ def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
     return port
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_about_plaintext(config: ServerConfig) -> None:
+    """One warning line per port whose bearer token would cross the network in plain text."""
+    if not config.token:
+        return
+    plain = []
+    if not config.tls and not _loopback(config.host):
+        plain.append(f"gRPC{' and HTTP' if config.http else ''} on {config.host}")
+    elif config.tls and config.http and config.http_plaintext and not _loopback(config.host):
+        plain.append(f"HTTP on {config.host} (http_plaintext)")
+    if config.metrics_port and not config.http_tls and not _loopback(config.metrics_host):
+        plain.append(f"metrics on {config.metrics_host}")
+    if plain:
+        log.warning("the bearer token travels in plain text to %s; serve TLS (--tls-cert, --tls-key) "
+                    "or bind to 127.0.0.1", ", ".join(plain))
+
+
 async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None = None) -> tuple[LatentDialServer, int]:
     """Build, bind, start, load models, warm up and report SERVING. Returns (server, bound port)."""
     metrics = metrics or ServiceMetrics()
+    check_tls_files(config)
+    _warn_about_plaintext(config)
     interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
     engine = Engine(config, metrics)
@@ -198,17 +235,23 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     await handle.set_serving(False)
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     # Both ports are taken before anything starts, so a busy one fails with one line and nothing to undo.
+    metrics_sock = None
     try:
         port = _bind(server, config)
         if config.metrics_port:
-            handle.metrics_port = metrics.serve_http(config.metrics_port, config.host)
+            metrics_sock = bind(config.metrics_host, config.metrics_port, reuse_port=False,
+                                message=metrics_port_message(config.metrics_host, config.metrics_port))
     except BaseException:
         await server.stop(None)
         engine.runtime_threads.shutdown(wait=False)
         raise
     handle.port = port
+    if metrics_sock is not None:
+        handle.metrics_listener = UvicornListener(metrics.asgi_app(config.token), metrics_sock, config, name="metrics")
     await server.start()
     try:
+        if handle.metrics_listener is not None:
+            handle.metrics_port = await handle.metrics_listener.start()
         if config.http:
             handle.http = HttpFrontDoor(engine, config)
             await handle.http.start(config.host, config.http_port)

@@ -9,7 +9,6 @@ request id and no trace.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -18,8 +17,8 @@ import grpc
 import numpy as np
 
 from latentdial.serving import codec
-from latentdial.serving.edits import Edit, check_edit_count, sample_posterior
-from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, new_request_id
+from latentdial.serving.edits import Edit, check_edit_count, check_traversal, sample_posterior
+from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, current_deadline, new_request_id
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
 from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
 from latentdial.v1 import latentdial_pb2 as pb
@@ -47,23 +46,26 @@ def grpc_request_id(context: grpc.aio.ServicerContext) -> str:
     return new_request_id()
 
 
-def grpc_deadline(context: grpc.aio.ServicerContext) -> float | None:
-    """The call's deadline as ``loop.time()``, or None."""
-    remaining = context.time_remaining()
-    if remaining is None:
-        return None
-    return asyncio.get_running_loop().time() + remaining
+def grpc_deadline(context: grpc.aio.ServicerContext, engine: Engine) -> float:
+    """The call's deadline as ``loop.time()``: the caller's, or the server's ``request_timeout_s`` from now."""
+    return engine.deadline_after(context.time_remaining())
 
 
-def rpc(name: str):
-    """Wrap a gRPC handler in :meth:`Engine.call` and turn its ServiceError into ``context.abort``."""
+def rpc(name: str, *, deadline: bool = True):
+    """Wrap a gRPC handler in :meth:`Engine.call` and turn its ServiceError into ``context.abort``.
+
+    The handler runs under the call's deadline (the caller's, or ``request_timeout_s`` when it set
+    none), which the domain calls read with :func:`current_deadline`. ``deadline=False`` (the admin
+    RPCs: a load may build engines for minutes) leaves the call to the caller's own deadline.
+    """
 
     def deco(fn):
         @functools.wraps(fn)
         async def wrapper(self, request, context: grpc.aio.ServicerContext):
             rid = grpc_request_id(context)
             try:
-                async with self.engine.call(name, rid):
+                until = grpc_deadline(context, self.engine) if deadline else None
+                async with self.engine.call(name, rid, deadline=until):
                     return await fn(self, request, context)
             except ServiceError as e:
                 context.set_trailing_metadata((("x-request-id", rid),))
@@ -128,12 +130,12 @@ class LatentDialService(pb_grpc.LatentDialServicer):
             ]
         )
 
-    @rpc("LoadModel")
+    @rpc("LoadModel", deadline=False)
     async def LoadModel(self, request, context):
         m = await self._control().load(request.model.name, request.model.version)
         return pb.LoadModelResponse(model=pb.ModelRef(name=m.name, version=m.version))
 
-    @rpc("UnloadModel")
+    @rpc("UnloadModel", deadline=False)
     async def UnloadModel(self, request, context):
         name = request.model.name
         versions = await self._control().unload(name, request.model.version)
@@ -179,7 +181,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
     @rpc("Encode")
     async def Encode(self, request, context):
         s = self._served(request.model)
-        mean, log_var = await self.engine.encode(s, self._images(s, request.images), grpc_deadline(context))
+        mean, log_var = await self.engine.encode(s, self._images(s, request.images), current_deadline())
         resp = pb.EncodeResponse(
             model=self._ref(s), mean=codec.array_to_tensor(mean), log_var=codec.array_to_tensor(log_var)
         )
@@ -191,7 +193,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
     async def Decode(self, request, context):
         s = self._served(request.model)
         codec.check_output_format(request.output_format)
-        images = await self.engine.decode(s, self._latents(s, request.latents), grpc_deadline(context))
+        images = await self.engine.decode(s, self._latents(s, request.latents), current_deadline())
         return pb.DecodeResponse(model=self._ref(s), images=codec.batch_from_images(images, request.output_format))
 
     @rpc("Reconstruct")
@@ -199,7 +201,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         s = self._served(request.model)
         codec.check_output_format(request.output_format)
         d = await self.engine.reconstruct(s, self._images(s, request.images), sample=request.sample,
-                                          seed=request.seed, deadline=grpc_deadline(context))
+                                          seed=request.seed, deadline=current_deadline())
         return pb.ReconstructResponse(**self._decoded(s, d, request.output_format))
 
     @rpc("Traverse")
@@ -208,11 +210,13 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         codec.check_output_format(request.output_format)
         if request.WhichOneof("source") is None:
             raise InvalidArgument("no source; set images or latents")
+        # the lists' sizes before anything is copied out of the message
+        check_traversal(len(request.dimensions), len(request.factors), request.steps or 10)
         t = await self.engine.traverse(
             s, self._source(s, request), dims=list(request.dimensions), factors=list(request.factors),
             start=request.start if request.HasField("start") else None,
             stop=request.stop if request.HasField("stop") else None,
-            steps=request.steps or 10, deadline=grpc_deadline(context),
+            steps=request.steps or 10, deadline=current_deadline(),
         )
         return pb.TraverseResponse(
             model=self._ref(s), images=codec.batch_from_images(t.images, request.output_format),
@@ -226,7 +230,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         codec.check_output_format(request.output_format)
         check_edit_count(len(request.edits))  # before converting thousands of messages
         edits = [_edit_from_proto(e, i) for i, e in enumerate(request.edits)]
-        d = await self.engine.edit(s, self._source(s, request), edits, grpc_deadline(context))
+        d = await self.engine.edit(s, self._source(s, request), edits, current_deadline())
         return pb.EditAttributesResponse(**self._decoded(s, d, request.output_format))
 
     @rpc("Generate")
@@ -237,7 +241,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         check_edit_count(len(request.pins), "pins")
         pins = [_pin_from_proto(p, i) for i, p in enumerate(request.pins)]
         d = await self.engine.generate(s, request.count, seed=request.seed, temperature=temperature, pins=pins,
-                                       deadline=grpc_deadline(context))
+                                       deadline=current_deadline())
         return pb.GenerateResponse(**self._decoded(s, d, request.output_format))
 
 

@@ -170,10 +170,11 @@ class Supervisor:
         require_free(self.config.host, self.config.port, grpc_port_message(self.config.host, self.config.port))
         if getattr(self.config, "http", False):
             require_free(self.config.host, self.config.http_port, http_port_message(self.config.host, self.config.http_port))
+        metrics_host = getattr(self.config, "metrics_host", self.config.host)
         for i in range(self.n):
             port = worker_config(self.config, i).metrics_port
             if port:
-                require_free(self.config.host, port, metrics_port_message(self.config.host, port))
+                require_free(metrics_host, port, metrics_port_message(metrics_host, port))
 
     def _spawn(self, i: int, *, restarted: bool) -> _Worker:
         cfg = worker_config(self.config, i)

@@ -248,13 +248,14 @@ def test_a_full_queue_is_429(tmp_path):
         error_of(r, 429, "queue holds 0 of 1")
 
 
-def test_bearer_token_guards_the_api_but_not_probes_page_docs_or_metrics(tmp_path):
+def test_bearer_token_guards_the_api_and_metrics_but_not_probes_page_or_docs(tmp_path):
     build_toy_model(tmp_path, "toy", "1")
     with ServerThread(make_config(tmp_path, token="s3cret")) as server, httpx.Client(base_url=server.http_url) as http:
-        body = error_of(http.get("/v1/models"), 401, "Authorization: Bearer")
-        assert body["code"] == "UNAUTHENTICATED"
-        assert http.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        for path in ("/v2/health/live", "/v2/health/ready", "/", "/docs", "/openapi.json", "/metrics"):
+        for path in ("/v1/models", "/metrics"):
+            body = error_of(http.get(path), 401, "Authorization: Bearer")
+            assert body["code"] == "UNAUTHENTICATED"
+            assert http.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+        for path in ("/v2/health/live", "/v2/health/ready", "/", "/docs", "/openapi.json"):
             assert http.get(path).status_code == 200, path
 
 
