@@ -25,6 +25,8 @@ def tensor_to_array(t: pb.Tensor, what: str, *, allowed: tuple[int, ...] = (pb.D
         names = " or ".join(_DTYPE_NAMES[a] for a in allowed)
         got = _DTYPE_NAMES.get(t.dtype, "UNSPECIFIED" if t.dtype == 0 else f"unknown ({t.dtype})")
         raise InvalidArgument(f"{what}: dtype {got} is not allowed; send {names}")
+    if len(t.shape) > 8:  # before copying the entries out
+        raise InvalidArgument(f"{what}: shape has {len(t.shape)} entries, more than 8")
     shape = tuple(int(s) for s in t.shape)
     if any(s < 0 for s in shape) or len(shape) > 8:
         raise InvalidArgument(f"{what}: shape {list(shape)} is malformed (negative entry or > 8 dims)")

@@ -46,6 +46,8 @@ from latentdial.serving.oip_grpc import InferenceService
 from latentdial.serving.ports import PortInUse, grpc_port_message, metrics_port_message, require_free
 from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
+from latentdial.serving.wire_guard import WireGuard, add_guarded
+from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -190,6 +192,40 @@ def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
     return port
 
 
+def v1_guards(config: ServerConfig) -> dict[str, WireGuard]:
+    """The limits of the v1 requests, checked on their bytes before they are parsed."""
+    images = {"png": {"images": config.max_request_items}, "tensor": {"shape": 8}}
+    latents = {"shape": 8}
+    specs = {
+        "Encode": (pb.EncodeRequest, {"images": images}),
+        "Reconstruct": (pb.ReconstructRequest, {"images": images}),
+        "Decode": (pb.DecodeRequest, {"latents": latents}),
+        "Traverse": (pb.TraverseRequest, {"images": images, "latents": latents, "dimensions": MAX_TRAVERSE_TARGETS,
+                                          "factors": MAX_TRAVERSE_TARGETS}),
+        "EditAttributes": (pb.EditAttributesRequest, {"images": images, "latents": latents, "edits": MAX_EDITS}),
+        "Generate": (pb.GenerateRequest, {"pins": MAX_EDITS}),
+    }
+    return {name: WireGuard(message.DESCRIPTOR, spec) for name, (message, spec) in specs.items()}
+
+
+def oip_guards(config: ServerConfig) -> dict[str, WireGuard]:
+    """The limits of ModelInfer, checked on its bytes: tensors, shapes, parameters, typed contents."""
+    from latentdial.inference import grpc_service_pb2 as oip_pb
+    from latentdial.serving.oip import MAX_TENSORS
+
+    values = config.max_message_bytes // 4  # a typed content's entries: what the message could hold as FP32
+    contents = {name: values for name in ("bool_contents", "int_contents", "int64_contents", "uint_contents",
+                                          "uint64_contents", "fp32_contents", "fp64_contents")}
+    contents["bytes_contents"] = MAX_TENSORS
+    spec = {
+        "inputs": (MAX_TENSORS, {"shape": 8 * MAX_TENSORS, "parameters": 64, "contents": contents}),
+        "outputs": (MAX_TENSORS, {"parameters": 64}),
+        "raw_input_contents": MAX_TENSORS,
+        "parameters": 64,
+    }
+    return {"ModelInfer": WireGuard(oip_pb.ModelInferRequest.DESCRIPTOR, spec)}
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -224,8 +260,10 @@ async def create_server(config: ServerConfig, *, metrics: ServiceMetrics | None 
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(config))
     engine = Engine(config, metrics)
     service = LatentDialService(engine)
-    pb_grpc.add_LatentDialServicer_to_server(service, server)
-    oip_pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine), server)
+    # each request's repeated fields are counted on the wire before protobuf parses them (wire_guard.py)
+    add_guarded(pb_grpc.add_LatentDialServicer_to_server, service, server, v1_guards(config))
+    add_guarded(oip_pb_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceService(engine), server,
+                oip_guards(config))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

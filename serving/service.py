@@ -21,6 +21,7 @@ from latentdial.serving.edits import Edit, check_edit_count, check_traversal, sa
 from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, current_deadline, new_request_id
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
 from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
+from latentdial.serving.wire_guard import Refused
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -66,6 +67,8 @@ def rpc(name: str, *, deadline: bool = True):
             try:
                 until = grpc_deadline(context, self.engine) if deadline else None
                 async with self.engine.call(name, rid, deadline=until):
+                    if isinstance(request, Refused):  # over a limit on the wire: never parsed (wire_guard.py)
+                        raise InvalidArgument(request.message)
                     return await fn(self, request, context)
             except ServiceError as e:
                 context.set_trailing_metadata((("x-request-id", rid),))

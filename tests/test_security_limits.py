@@ -143,6 +143,46 @@ def test_a_body_of_a_million_empty_edits_is_refused_while_it_streams(child):
         assert c.encode(np.zeros((1, 8, 8, 1), np.uint8)).mean.shape == (1, 4)
 
 
+def test_grpc_counts_repeated_fields_on_the_wire_before_parsing_them(child):
+    """The gRPC door's form of the same attack: 2,000,000 empty edits are 3.8 MiB on the wire and
+    about 120 MiB once protobuf has parsed them, before the handler could count them. Measured here
+    (2-core machine at load 2-3, other work running): the code before the fix raised the server's
+    peak RSS by 131 MiB; now by 11 MiB, the received message itself, which the wire guard refuses
+    unparsed; likewise 1,000,000 empty PNGs, a shape of 100,000 entries and OIP's tensor lists."""
+    from latentdial.inference import grpc_service_pb2 as oip_pb
+    from latentdial.inference import grpc_service_pb2_grpc as oip_grpc
+
+    server, _ = child
+    with grpc.insecure_channel(server.address) as ch:
+        stub, oip = pb_grpc.LatentDialStub(ch), oip_grpc.GRPCInferenceServiceStub(ch)
+        assert stub.EditAttributes(pb.EditAttributesRequest(latents=latents()), timeout=10).latents.shape[0] == 1
+        attacks = {
+            "edits": lambda: stub.EditAttributes(
+                pb.EditAttributesRequest(latents=latents(), edits=[pb.FactorEdit()] * 2_000_000), timeout=30),
+            "pins": lambda: stub.Generate(pb.GenerateRequest(count=1, pins=[pb.FactorPin()] * 1_000_000), timeout=30),
+            "images.png.images": lambda: stub.Encode(
+                pb.EncodeRequest(images=pb.ImageBatch(png=pb.PngImages(images=[b""] * 1_000_000))), timeout=30),
+            "latents.shape": lambda: stub.Decode(
+                pb.DecodeRequest(latents=pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=[1] * 100_000)), timeout=30),
+            "inputs": lambda: oip.ModelInfer(oip_pb.ModelInferRequest(
+                model_name="toy.decoder", inputs=[oip_pb.ModelInferRequest.InferInputTensor()] * 1_000_000),
+                timeout=30),
+        }
+        growth = {}
+        for field, attack in attacks.items():
+            before = mib(server.pid, "VmHWM")
+            with pytest.raises(grpc.RpcError) as info:
+                attack()
+            growth[field] = mib(server.pid, "VmHWM") - before
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert info.value.details().startswith(f"{field}: at least"), info.value.details()
+        assert stub.EditAttributes(pb.EditAttributesRequest(latents=latents(), edits=[pb.FactorEdit(
+            dimension=0, shift=1.0)]), timeout=10).latents.raw == np.array([[1, 0, 0, 0]], np.float32).tobytes()
+    print("\ngRPC, repeated fields refused on the wire: peak RSS " +
+          ", ".join(f"{k} +{v:.1f} MiB" for k, v in growth.items()))
+    assert max(growth.values()) < MAX_GROWTH_MIB, growth
+
+
 # ------------------------------------------------------------- in flight, deadlines --
 def slow_decoder(server: ServerThread, delay_s: float) -> None:
     """Every decoder call of the default model takes ``delay_s`` longer."""

@@ -216,9 +216,10 @@ def test_too_many_edits_or_pins_are_invalid_argument_naming_the_limit(served):
     z = latents(np.zeros((1, 4)))
     ok = c.edit(z, [Edit(dimension=0, shift=1.0)] * MAX_EDITS)
     assert ok.latents[0, 0] == pytest.approx(MAX_EDITS)
-    with pytest.raises(InvalidArgumentError, match=rf"edits: {MAX_EDITS + 1} given.*limit of {MAX_EDITS}"):
+    # counted on the wire before the request is parsed (serving/wire_guard.py): "at least", not how many
+    with pytest.raises(InvalidArgumentError, match=rf"edits: at least {MAX_EDITS + 1} given.*limit of {MAX_EDITS}"):
         c.edit(z, [Edit(dimension=0, shift=1.0)] * (MAX_EDITS + 1))
-    with pytest.raises(InvalidArgumentError, match=rf"pins: 10000 given.*limit of {MAX_EDITS}"):
+    with pytest.raises(InvalidArgumentError, match=rf"pins: at least {MAX_EDITS + 1} given.*limit of {MAX_EDITS}"):
         c.generate(1, pins=[Pin(dimension=0, value=1.0)] * 10_000)
 
 
