@@ -12,7 +12,8 @@ SERVE_VENV ?= .venv-serve
 # tritonclient pins protobuf < 7 and latentdial needs >= 7: the OIP tests run it from its own venv
 TRITON_VENV ?= .venv-tritonclient
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
-ADDRESS ?= 0.0.0.0:50051
+# make serve listens on this machine only; ADDRESS=0.0.0.0:50051 make serve listens on every interface
+ADDRESS ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
 .PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep study ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
