@@ -52,7 +52,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from latentdial.serving import codec, oip
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.edits import Edit, check_edit_count, check_traversal, sample_posterior
-from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, current_deadline, new_request_id
+from latentdial.serving.engine import (
+    Decoded,
+    Engine,
+    ServedModel,
+    Source,
+    current_deadline,
+    new_request_id,
+)
 from latentdial.serving.errors import (
     InvalidArgument,
     NotFound,

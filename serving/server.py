@@ -43,7 +43,12 @@ from latentdial.serving.model_control import ModelControl
 from latentdial.serving.oip_grpc import OPEN_METHODS as OIP_OPEN_METHODS
 from latentdial.serving.oip_grpc import SERVICE_NAME as OIP_SERVICE_NAME
 from latentdial.serving.oip_grpc import InferenceService
-from latentdial.serving.ports import PortInUse, grpc_port_message, metrics_port_message, require_free
+from latentdial.serving.ports import (
+    PortInUse,
+    grpc_port_message,
+    metrics_port_message,
+    require_free,
+)
 from latentdial.serving.repository import READY
 from latentdial.serving.service import LatentDialService
 from latentdial.serving.wire_guard import WireGuard, add_guarded

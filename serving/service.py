@@ -18,7 +18,14 @@ import numpy as np
 
 from latentdial.serving import codec
 from latentdial.serving.edits import Edit, check_edit_count, check_traversal, sample_posterior
-from latentdial.serving.engine import Decoded, Engine, ServedModel, Source, current_deadline, new_request_id
+from latentdial.serving.engine import (
+    Decoded,
+    Engine,
+    ServedModel,
+    Source,
+    current_deadline,
+    new_request_id,
+)
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
 from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
 from latentdial.serving.wire_guard import Refused

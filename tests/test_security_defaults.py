@@ -53,9 +53,10 @@ def guarded(tmp_path_factory):
         yield server
 
 
-def grpc_code(call) -> grpc.StatusCode | None:
+def grpc_code(call, metadata) -> grpc.StatusCode | None:
+    """The status code ``call(metadata)`` fails with, or None when it succeeds."""
     try:
-        call()
+        call(metadata)
     except grpc.RpcError as e:
         return e.code()
     return None
@@ -86,9 +87,9 @@ def test_every_grpc_data_and_admin_rpc_needs_the_token_and_health_does_not(guard
                                                         metadata=md, timeout=5),
         }
         for name, call in calls.items():
-            assert grpc_code(lambda: call(())) == grpc.StatusCode.UNAUTHENTICATED, name
-            assert grpc_code(lambda: call((("authorization", "Bearer wrong"),))) == grpc.StatusCode.UNAUTHENTICATED
-            assert grpc_code(lambda: call((("authorization", f"Bearer {TOKEN}"),))) in (
+            assert grpc_code(call, ()) == grpc.StatusCode.UNAUTHENTICATED, name
+            assert grpc_code(call, (("authorization", "Bearer wrong"),)) == grpc.StatusCode.UNAUTHENTICATED, name
+            assert grpc_code(call, (("authorization", f"Bearer {TOKEN}"),)) in (
                 None, grpc.StatusCode.INVALID_ARGUMENT), name  # past the token (an empty OIP request is invalid)
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
