@@ -19,11 +19,15 @@ from safetensors.torch import load_file
 from latentdial.cli import main as cli_main
 from latentdial.training.config import ConfigError, load_config
 from latentdial.training.sweep import (
+    EditSpec,
     RunResult,
     SweepSpec,
     Trial,
     check_chunks,
     chunk_config,
+    collect_results,
+    edit_columns,
+    final_config,
     line_plot,
     line_series,
     load_sweep,
@@ -32,6 +36,7 @@ from latentdial.training.sweep import (
     select_runs,
     train_and_score,
     weights_step,
+    write_results,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +66,27 @@ config = "configs/smoke.toml"
 name = "tc"
 config = "configs/smoke.toml"
 set = ["objective.name=beta_tcvae"]
+""")
+    return path
+
+
+def write_edit_sweep(tmp_path: Path, num: int = 8, extra: str = "") -> Path:
+    """A smoke-sized semi-supervised sweep on dSprites (every factor named) with ``num`` edits per factor."""
+    path = tmp_path / "edits.toml"
+    path.write_text(f"""
+steps = 4
+seeds = [0]
+metrics = "mig"
+rank_by = ["mig"]
+{extra}
+
+[edits]
+num = {num}
+
+[[run]]
+name = "semi"
+config = "configs/smoke.toml"
+set = ["objective.name=semi_supervised", "model.latent_dim=6", "objective.num_labelled=16"]
 """)
     return path
 
@@ -96,6 +122,10 @@ def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds
         "configs/shipped/dsprites.toml", "configs/shipped/color_dsprites.toml"}
     assert dict(spec.grid) == {"objective.num_labelled": (100, 1000, 10000, 0)} and spec.seeds == (0, 1, 2)
     assert spec.plot_x() == "objective.num_labelled" and spec.plot.log_x and spec.plot.zero_label == "all"
+    # what a user sees: 1,000 edits per factor judged by the dataset's reader, and the metrics at
+    # the reference protocol's sizes
+    assert spec.edits == EditSpec(num=1000, seed=0, reader=None) and spec.metrics_preset == "reference"
+    assert spec.plot_metric() == "edit.shape"
     ends = spec.chunk_ends()
     assert ends[-1] == spec.steps and len(ends) >= 2
     for trial in trials:
@@ -107,6 +137,30 @@ def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds
     for end in ends[:-1]:  # the earlier chunks run at the constant lr
         assert chunk_config(trial, spec, end).optimizer.cooldown_steps == 0
         assert end <= spec.steps - last.optimizer.cooldown_steps
+
+
+def test_the_snap_study_is_the_label_studys_dsprites_half_at_few_labels_with_mean_and_snapped_codes():
+    study = load_sweep(REPO / "configs" / "sweep" / "label_study.toml", REPO)
+    spec = load_sweep(REPO / "configs" / "sweep" / "label_study_snap.toml", REPO)
+    trials = spec.trials()
+    assert len(trials) == 2 * 2 * 3 and spec.seeds == (0, 1, 2)
+    assert dict(spec.grid) == {"objective.num_labelled": (100, 1000), "objective.unlabelled_codes": ("mean", "snap")}
+    assert [r.config for r in spec.runs] == [REPO / "configs" / "shipped" / "dsprites.toml"]
+    same = ("steps", "chunks", "metrics", "metrics_preset", "rank_by", "edits")
+    assert all(getattr(spec, k) == getattr(study, k) for k in same)
+    assert spec.plot_x() == "objective.num_labelled" and spec.plot_metric() == "edit.shape"
+    by_point = {(dict(t.params)["objective.unlabelled_codes"], dict(t.params)["objective.num_labelled"], t.seed): t
+                for t in trials}
+    studied = {(dict(t.params)["objective.num_labelled"], t.seed): t for t in study.trials() if t.run.name == "dsprites"}
+    for (codes, labels, seed), trial in by_point.items():
+        check_chunks(trial, spec)
+        cfg = final_config(trial, spec)
+        assert cfg.objective.unlabelled_codes == codes and cfg.objective.num_labelled == labels
+        # "mean" is the label study's trial itself; "snap" differs from it in that option alone
+        twin = final_config(studied[(labels, seed)], study).to_dict()
+        twin["objective"]["unlabelled_codes"] = codes
+        assert cfg.to_dict() == twin
+    assert trials[-1].dir_name == "dsprites-num_labelled=1000-unlabelled_codes=snap-s2"
 
 
 def test_a_grid_over_dotted_keys_is_the_cartesian_product_with_the_seeds(tmp_path):
@@ -155,6 +209,14 @@ def test_bad_sweep_files_are_rejected_with_what_to_fix(tmp_path):
         load_sweep(_write_sweep(tmp_path, extra="chunks = [3, 2]\n"), REPO)
     with pytest.raises(ConfigError, match="plot x"):
         load_sweep(_write_sweep(tmp_path, extra='[grid]\nobjective.beta = [1.0]\n[plot]\nx = "seed"\n'), REPO)
+    with pytest.raises(ConfigError, match="metrics_preset must be one of"):
+        load_sweep(_write_sweep(tmp_path, extra='metrics_preset = "huge"\n'), REPO)
+    for edits, match in (("num = 0", "num must be >= 1"), ("nmu = 8", r"unknown key\(s\) \['nmu'\] in \[edits\]"),
+                         ('reader = "nope.safetensors"', "reader .*nope.safetensors does not exist")):
+        with pytest.raises(ConfigError, match=match):
+            load_sweep(_write_sweep(tmp_path, extra=f"[edits]\n{edits}\n"), REPO)
+    with pytest.raises(ConfigError, match=r"\['edit.shape'\] are scores of the edit evaluation"):
+        load_sweep(_write_sweep(tmp_path, extra='[plot]\nmetric = "edit.shape"\n'), REPO)
     # a chunk may not end inside the cooldown: the trainer could not resume it on the same lr line
     spec = load_sweep(_write_sweep(tmp_path, steps=10, extra="chunks = [4, 8]\n"), REPO)
     trial = dataclasses.replace(_only_trial(spec), run=dataclasses.replace(
@@ -230,6 +292,70 @@ def test_a_finished_trial_whose_metrics_lack_a_rank_by_key_is_evaluated_again_no
     assert json.loads(metrics.read_text())["mig"] == pytest.approx(old["mig"]) == pytest.approx(result.scores["mig"])
 
 
+@pytest.mark.slow
+def test_a_trial_with_edits_is_exported_judged_through_a_server_and_read_back_without_redoing_them(tmp_path):
+    spec = load_sweep(write_edit_sweep(tmp_path), REPO)
+    (trial,) = spec.trials()
+    out = tmp_path / "out"
+    result = train_and_score(trial, spec, out, eval_overrides=EVAL)
+    run_dir = out / "semi-s0"
+    factors = ["shape", "scale", "orientation", "pos_x", "pos_y"]
+    assert list(result.scores) == ["mig", *(f"edit.{f}" for f in factors), *(f"readback.{f}" for f in factors),
+                                   "readback.all"]
+    assert all(0.0 <= v <= 1.0 for k, v in result.scores.items() if k != "mig")
+    # the figures are evaluate-edits' own report, of the run exported to <run>/model/1 (fp32 ONNX only)
+    report = json.loads((run_dir / "edits.json").read_text())
+    assert report["num"] == 8 and report["model"]["name"] == "model" and report["model"]["version"] == "1"
+    assert result.scores["edit.shape"] == report["factors"]["shape"]["success"]
+    assert result.scores["readback.pos_x"] == report["readback"]["pos_x"]
+    assert (run_dir / "edits.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((run_dir / "model" / "1" / "manifest.json").read_text())
+    assert sorted(f["path"] for f in manifest["files"]) == ["decoder.onnx", "encoder.onnx"]
+    assert {f["precision"] for f in manifest["files"]} == {"fp32"}
+    record = json.loads((run_dir / "sweep_result.json").read_text())
+    assert record["edits"]["asked"] == {"num": 8, "seed": 0, "reader": None} and record["metrics_preset"] == "fast"
+    assert result.edit_seconds == record["edits"]["seconds"] > record["edits"]["export_seconds"] > 0
+
+    # the results: sweep.json and the table carry the edit and read-back columns
+    write_results(out, spec, collect_results(spec, out))
+    table = (out / "sweep.md").read_text()
+    assert ("| rank | run | objective | seeds | mig | score | edit.shape | edit.scale | edit.orientation | edit.pos_x "
+            "| edit.pos_y | readback.shape |") in table and "| readback.all |" in table
+    assert "share of 8 edits of factor F" in table
+    row = next(line for line in table.splitlines() if "semi_supervised" in line)
+    assert f"{result.scores['edit.pos_y']:.3f}" in row and f"{result.scores['readback.all']:.3f}" in row
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["edits"] == {"num": 8, "seed": 0, "reader": None} and saved["metrics_preset"] == "fast"
+    assert saved["runs"][0]["scores"]["edit.orientation"] == result.scores["edit.orientation"]
+
+    # run again: read back, nothing trained, scored, exported or judged again
+    files = [run_dir / "model.safetensors", run_dir / "metrics.json", run_dir / "edits.json",
+             run_dir / "model" / "1" / "encoder.onnx"]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    reports: list[dict] = []
+    again = train_and_score(trial, spec, out, eval_overrides=EVAL, report=reports.append)
+    assert [f.stat().st_mtime_ns for f in files] == stamps and reports[-1]["read_back"] is True
+    assert again.scores == result.scores and again.edit_seconds == result.edit_seconds
+
+    # edits that were never written (a session killed while judging): judged again from the kept
+    # export, the weights and metrics untouched
+    (run_dir / "edits.json").unlink()
+    redone = train_and_score(trial, spec, out, eval_overrides=EVAL)
+    assert [f.stat().st_mtime_ns for f in files[:2] + files[3:]] == stamps[:2] + stamps[3:]
+    assert redone.scores == result.scores  # the same sources and targets (seed 0), the same model
+
+    # other edits asked (--edits 4): judged again; another metrics preset: scored again, edits kept
+    fewer = dataclasses.replace(spec, edits=EditSpec(num=4))
+    train_and_score(trial, fewer, out, eval_overrides=EVAL)
+    assert json.loads((run_dir / "edits.json").read_text())["num"] == 4
+    edits_stamp = (run_dir / "edits.json").stat().st_mtime_ns
+    train_and_score(trial, dataclasses.replace(fewer, metrics_preset="reference"), out, eval_overrides=EVAL)
+    assert (run_dir / "edits.json").stat().st_mtime_ns == edits_stamp
+    assert (run_dir / "metrics.json").stat().st_mtime_ns != stamps[1]
+    assert json.loads((run_dir / "sweep_result.json").read_text())["metrics_preset"] == "reference"
+    assert (run_dir / "model.safetensors").stat().st_mtime_ns == stamps[0]
+
+
 # -- ranking, table, plot --------------------------------------------------------------------------
 
 
@@ -246,6 +372,22 @@ def test_rank_puts_a_run_missing_a_metric_last_and_averages_seeds():
     table = markdown_table(ranked, ["mig"], 1)
     assert "| **1** | **a** | **beta_vae** | **0,1** | **0.300 ± 0.141** | **0.300** |" in table
     assert "| 3 | b | beta_vae | 0 | — | — |" in table
+
+
+def test_edit_columns_follow_the_score_edits_first_with_the_seeds_spread_and_a_dash_where_none():
+    results = [_result("a", 0, mig=0.2, **{"edit.shape": 0.5, "edit.scale": 0.9, "readback.shape": 1.0}),
+               _result("a", 1, mig=0.4, **{"edit.shape": 0.7, "readback.shape": 0.8, "edit.scale": 0.9}),
+               _result("b", 0, mig=0.1)]
+    assert edit_columns(results, ["mig"]) == ["edit.shape", "edit.scale", "readback.shape"]
+    assert edit_columns(results, ["mig", "edit.shape"]) == ["edit.scale", "readback.shape"]
+    columns = edit_columns(results)
+    table = markdown_table(rank(results, ["mig"]), ["mig"], 1, extra=columns, edits=EditSpec(num=1000))
+    assert "| rank | run | objective | seeds | mig | score | edit.shape | edit.scale | readback.shape |" in table
+    assert "|---|---|---|---|---:|---:|---:|---:|---:|" in table and "share of 1,000 edits of factor F" in table
+    assert ("| **1** | **a** | **beta_vae** | **0,1** | **0.300 ± 0.141** | **0.300** | **0.600 ± 0.141** "
+            "| **0.900 ± 0.000** | **0.900 ± 0.141** |") in table
+    assert "| 2 | b | beta_vae | 0 | 0.100 | 0.100 | — | — | — |" in table
+    assert markdown_table(rank(results, ["mig"]), ["mig"], 1).count("edit.") == 0  # no columns unless asked
 
 
 def _label_results() -> list[RunResult]:
@@ -279,6 +421,26 @@ def test_the_table_has_a_column_per_grid_key_and_the_plot_one_line_per_run_with_
 
 
 # -- the command, with its own local Ray ------------------------------------------------------------------
+
+
+def test_cli_preset_and_edits_override_the_sweep_file(tmp_path, monkeypatch, capsys):
+    import latentdial.training.sweep as sweep
+
+    asked: list[SweepSpec] = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec, out, **kwargs: asked.append(spec) or [])
+    monkeypatch.chdir(REPO)
+    study, plain = "configs/sweep/label_study.toml", "configs/sweep/dsprites.toml"
+    out = ["--out", str(tmp_path / "o"), "--quiet"]
+    assert cli_main(["sweep", study, *out, "--edits", "20", "--preset", "fast"]) == 0
+    assert asked[-1].edits == EditSpec(num=20) and asked[-1].metrics_preset == "fast"
+    assert cli_main(["sweep", plain, *out, "--edits", "5"]) == 0  # turns them on
+    assert asked[-1].edits == EditSpec(num=5) and asked[-1].metrics_preset == "fast"
+    assert cli_main(["sweep", study, *out, "--edits", "0", "--plot-metric", "dci.disentanglement"]) == 0
+    assert asked[-1].edits is None and asked[-1].metrics_preset == "reference"
+    # the study plots an edit column: turning edits off alone is refused, saying what to do
+    assert cli_main(["sweep", study, *out, "--edits", "0"]) == 2
+    assert "--plot-metric" in capsys.readouterr().err and len(asked) == 3
+
 
 
 @pytest.mark.slow

@@ -120,6 +120,42 @@ def test_a_killed_sweep_skips_finished_trials_and_resumes_unfinished_ones_from_t
     assert [(r["seed"], weights_step(Path(r["run_dir"]))) for r in runs] == [(0, 4), (1, 4)]
 
 
+def test_a_trial_with_edits_judges_them_through_a_server_in_its_tune_worker_and_a_rerun_reads_them_back(
+        local_ray, tmp_path):
+    # the smoke config as a semi-supervised model, every dSprites factor named; 8 edits per factor
+    (tmp_path / "sweep.toml").write_text("""
+steps = 4
+metrics = "mig"
+rank_by = ["mig"]
+[edits]
+num = 8
+[grid]
+objective.code_noise = [0.05]
+[plot]
+metric = "edit.shape"
+[[run]]
+name = "semi"
+config = "configs/smoke.toml"
+set = ["objective.name=semi_supervised", "model.latent_dim=6", "objective.num_labelled=16"]
+""")
+    spec = load_sweep(tmp_path / "sweep.toml", REPO)
+    out = tmp_path / "out"
+    run_sweep(spec, out, progress=False, eval_overrides=EVAL, cpus_per_trial=1)
+    (run,) = json.loads((out / "sweep.json").read_text())["runs"]
+    run_dir = Path(run["run_dir"])
+    assert run_dir.name == "semi-code_noise=0.05-s0" and (run_dir / "model" / "1" / "manifest.json").is_file()
+    assert json.loads((run_dir / "edits.json").read_text())["num"] == 8
+    assert {"edit.shape", "edit.pos_y", "readback.orientation", "readback.all"} <= set(run["scores"])
+    table = (out / "sweep.md").read_text()
+    assert "| mig | score | edit.shape |" in table and "| readback.all |" in table
+    assert (out / "sweep_plot.png").read_bytes()[:4] == b"\x89PNG"  # the plot's metric is an edit column
+
+    stamp = (run_dir / "edits.json").stat().st_mtime_ns
+    run_sweep(spec, out, progress=False, eval_overrides=EVAL, cpus_per_trial=1)
+    assert (run_dir / "edits.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "sweep.json").read_text())["runs"][0]["scores"] == run["scores"]
+
+
 def test_a_failing_trial_is_reported_and_the_others_are_ranked(local_ray, tmp_path):
     # colour images into a one-channel model: that trial fails at its first step, the other finishes
     spec = _spec(tmp_path, 'steps = 2\n[grid]\ndataset.name = ["dsprites", "color_dsprites"]\n')

@@ -5,6 +5,7 @@ Examples::
     latentdial sweep configs/sweep/dsprites.toml --out runs/sweep
     latentdial sweep configs/sweep/dsprites.toml --out runs/sweep --steps 300 --only beta_vae,ada_gvae
     latentdial sweep configs/sweep/label_study.toml --out runs/label-study          # hours: see the file
+    latentdial sweep configs/sweep/label_study.toml --out runs/try --steps 50 --edits 20 --preset fast
     latentdial sweep configs/sweep/label_study.toml --out /shared/study --address auto --cpus-per-trial 4
 
 A local Ray with every core of this machine runs the trials (one at a time unless
@@ -43,8 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot-metric", default=None, help="metric of sweep_plot.png (default: the file's)")
     parser.add_argument("--plot-x", default=None, help="grid key on sweep_plot.png's x axis (default: the file's)")
     parser.add_argument("--num-train", type=int, default=None,
-                        help="training points of every metric (default: the fast preset's)")
+                        help="training points of every metric (default: the preset's)")
     parser.add_argument("--num-test", type=int, default=None, help="test points of every metric")
+    parser.add_argument("--preset", choices=("fast", "reference"), default=None,
+                        help="sample sizes of the metrics (default: the file's metrics_preset, else fast)")
+    parser.add_argument("--edits", type=int, default=None, metavar="N",
+                        help="edits per factor of every trial's edit evaluation (default: the file's [edits] "
+                             "num; 0 turns it off)")
     parser.add_argument("--quiet", action="store_true", help="no Ray or Tune progress output")
 
 
@@ -52,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from latentdial.training.config import ConfigError
-    from latentdial.training.sweep import RESULTS_MD, SweepIncomplete, load_sweep, run_sweep
+    from latentdial.training.sweep import (
+        RESULTS_MD,
+        EditSpec,
+        SweepIncomplete,
+        load_sweep,
+        run_sweep,
+    )
     from latentdial.training.trainer import TrainingError
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -68,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
             plot = dataclasses.replace(spec.plot, metric=args.plot_metric or spec.plot.metric,
                                        x=args.plot_x or spec.plot.x)
             spec = dataclasses.replace(spec, plot=plot)
+        if args.preset is not None:
+            spec = dataclasses.replace(spec, metrics_preset=args.preset)
+        if args.edits is not None:
+            edits = None if args.edits == 0 else dataclasses.replace(spec.edits or EditSpec(), num=args.edits)
+            spec = dataclasses.replace(spec, edits=edits)
         only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
         sizes = {k: v for k, v in (("num_train", args.num_train), ("num_test", args.num_test)) if v is not None}
         ranked = run_sweep(spec, args.out, only=only, progress=not args.quiet, eval_overrides=sizes,

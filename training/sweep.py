@@ -7,7 +7,13 @@ A sweep file (``configs/sweep/*.toml``) names the runs, the grid and the budget:
     seeds = [0, 1, 2]            # each variant once per seed
     cpus_per_trial = 2           # optional; default: every core of this machine (one trial at a time)
     metrics = "factor_vae,mig,dci"
+    metrics_preset = "reference" # optional: the metrics' sample sizes, "fast" (default) or "reference"
     rank_by = ["factor_vae.eval_accuracy", "mig", "dci.disentanglement"]
+
+    [edits]                      # optional: edit success and read-back of every trial (off without it)
+    num = 1000                   # sources; every factor the card can edit is edited once per source
+    seed = 0                     # optional: of the sources and targets (default 0: the same for every trial)
+    reader = "weights.safetensors"  # optional attribute reader (default: the dataset's, as evaluate-edits)
 
     [grid]                       # optional: any dotted config key -> the values to try
     objective.num_labelled = [100, 1000, 10000, 0]
@@ -27,7 +33,8 @@ A trial is one (run, grid point, seed): the cartesian product of the runs, every
 and the seeds (``seed = [...]`` in ``[grid]`` is the same as ``seeds``). Each trial trains
 with the project's trainer into its own run directory ``OUT/<name>-s<seed>/`` (``<name>`` is
 the run's name followed by ``key=value`` for every grid key), then is scored with
-``evaluate_run``. ``latentdial sweep`` runs the trials as Ray Tune trials
+``evaluate_run`` (at the ``metrics_preset`` sizes) and, with ``[edits]``, exported and
+judged through a real server (:func:`evaluate_trial_edits`). ``latentdial sweep`` runs the trials as Ray Tune trials
 (:mod:`latentdial.training.tune`); :func:`train_and_score` is the body of one and runs
 without Ray too.
 
@@ -38,9 +45,21 @@ before the cooldown starts, and trains at the constant lr, so "train to 8000, th
 down over the last 4000" is ``steps = 12000``, ``chunks = [4000, 8000]`` and
 ``optimizer.cooldown_steps=4000``.
 
-Resume: a trial whose run directory holds weights of the full budget and every
-``rank_by`` metric is read back, not trained (weights without a ``rank_by`` metric are
-evaluated again); one with checkpoints resumes from the newest in the chunk it belongs to.
+Edits (``[edits]``): after the metrics the trial's run is exported to ``<run>/model/1`` (fp32
+ONNX only: ``latentdial export RUN <run>/model/1 --no-torch-program``) and judged by
+``latentdial evaluate-edits <run>/model/1 --num N`` (a server started in the process, the
+dataset's attribute reader), which writes ``<run>/edits.json`` and ``<run>/edits.png``. The
+trial's scores gain ``edit.<factor>`` (edit success) and ``readback.<factor>`` /
+``readback.all`` (reconstructions that read as their source); they can be ranked by, plotted
+and are columns of the table. Both steps run in the trial's process as the commands a user
+would run (``latentdial.cli.main``): the export stage builds on training, so training hands it
+files through its command rather than importing it (docs/architecture.md).
+
+Resume: a trial whose run directory holds weights of the full budget, every ``rank_by``
+metric at the sweep's ``metrics_preset`` and, with ``[edits]``, an ``edits.json`` of the
+asked ``num``, ``seed`` and ``reader`` is read back, not trained; what is missing of those
+(metrics, export, edits) is computed again from the weights, nothing else. One with
+checkpoints resumes from the newest in the chunk it belongs to.
 So a sweep that was stopped, or killed, continues where it stopped when it is run again
 with the same ``--out``.
 
@@ -54,11 +73,14 @@ a variant's seeds and keys, the "choose the best by the metrics" rule of Locatel
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import logging
 import math
 import re
+import shutil
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +101,41 @@ RUN_RESULT = "sweep_result.json"
 #: Keys a grid may not vary: the sweep sets them for every trial.
 RESERVED = {"steps": "the sweep's budget (steps / --steps)", "num_threads": "set from --cpus-per-trial",
             "evaluate": "the sweep scores every trial itself", "run": "the [[run]] entries"}
+#: With ``[edits]``: the report of ``latentdial evaluate-edits`` in each run directory (and its
+#: sheet beside it, ``edits.png``), and the model directory the run is exported to.
+EDITS_JSON = "edits.json"
+EDITS_SHEET = "edits.png"
+EDIT_MODEL = ("model", "1")
+#: Score keys that the edit evaluation adds (``edit.<factor>``, ``readback.<factor>``, ``readback.all``).
+EDIT_PREFIXES = ("edit.", "readback.")
+
+
+def is_edit_key(key: str) -> bool:
+    """True for a score of the edit evaluation rather than of the metrics."""
+    return key.startswith(EDIT_PREFIXES)
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """``[edits]``: every trial's edit success and read-back, as ``latentdial evaluate-edits`` measures them.
+
+    num: source images; every factor the model's card can edit is edited once per source.
+    seed: of the sources and targets; one seed for every trial, so trials are judged on the
+        same sources and their spread over seeds is the models'.
+    reader: attribute reader weights; None: the dataset's (shipped, else cached, else trained).
+    """
+
+    num: int = 1000
+    seed: int = 0
+    reader: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.num < 1:
+            raise ConfigError(f"[edits] num must be >= 1 (edits per factor), got {self.num}")
+
+    def asked(self) -> dict[str, Any]:
+        """What an ``edits.json`` must have been measured with to be read back."""
+        return {"num": self.num, "seed": self.seed, "reader": None if self.reader is None else str(self.reader)}
 
 
 @dataclass(frozen=True)
@@ -136,6 +193,10 @@ class SweepSpec:
     #: chunk ends below ``steps`` (``steps`` is always the last)
     chunks: tuple[int, ...] = ()
     plot: PlotSpec = PlotSpec()
+    #: sample sizes of the metrics: "fast" or "reference" (``compute_all``'s presets; docs/metrics.md)
+    metrics_preset: str = "fast"
+    #: ``[edits]``; None: metrics only
+    edits: EditSpec | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -160,6 +221,14 @@ class SweepSpec:
                 raise ConfigError(f"grid key {key!r} cannot be varied by a grid: it is {why}")
             if not values:
                 raise ConfigError(f"grid key {key!r} has no values")
+        from latentdial.training.metrics import PRESETS
+
+        if self.metrics_preset not in PRESETS:
+            raise ConfigError(f"metrics_preset must be one of {list(PRESETS)}, got {self.metrics_preset!r}")
+        needs_edits = [k for k in (*self.rank_by, self.plot.metric or "") if is_edit_key(k)]
+        if needs_edits and self.edits is None:
+            raise ConfigError(f"{needs_edits} are scores of the edit evaluation, which this sweep does not run: "
+                              "add an [edits] table (or --edits N), or rank and plot by metrics (--plot-metric)")
         keys = self.grid_keys
         if self.plot.x is not None and self.plot.x not in keys:
             raise ConfigError(f"plot x {self.plot.x!r} is not a grid key; the grid has {', '.join(keys) or 'none'}")
@@ -217,6 +286,8 @@ class RunResult:
     params: dict[str, Any] = field(default_factory=dict)
     #: every training call of the trial: {"from": step, "to": step, "seconds": s}
     segments: list[dict[str, Any]] = field(default_factory=list)
+    #: export and edit evaluation, with ``[edits]``
+    edit_seconds: float | None = None
 
     def __post_init__(self) -> None:
         self.run = self.run or self.name
@@ -263,7 +334,8 @@ def _flatten_grid(table: dict[str, Any], prefix: str = "") -> list[tuple[str, tu
 def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
     """Parse a sweep TOML file; config paths are relative to ``root`` (default: the current directory)."""
     raw = read_toml(path, "sweep file", "configs/sweep/")
-    known = {"steps", "seeds", "chunks", "cpus_per_trial", "num_threads", "metrics", "rank_by", "grid", "plot", "run"}
+    known = {"steps", "seeds", "chunks", "cpus_per_trial", "num_threads", "metrics", "metrics_preset", "rank_by",
+             "grid", "plot", "run", "edits"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {path}; valid keys: {', '.join(sorted(known))}")
@@ -301,7 +373,25 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
         grid=tuple(grid), chunks=tuple(int(c) for c in raw.get("chunks", ())),
         plot=PlotSpec(metric=plot.get("metric"), x=plot.get("x"), log_x=bool(plot.get("log_x", False)),
                       zero_label=plot.get("zero_label")),
+        metrics_preset=str(raw.get("metrics_preset", SweepSpec.metrics_preset)),
+        edits=_edit_spec(raw["edits"], path, root) if "edits" in raw else None,
     )
+
+
+def _edit_spec(table: Any, path: Path | str, root: Path) -> EditSpec:
+    """``[edits]`` of a sweep file; a reader path is relative to ``root``, like the configs."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"edits in {path} must be a table ([edits] with num = ...), got {table!r}")
+    bad = sorted(set(table) - {"num", "seed", "reader"})
+    if bad:
+        raise ConfigError(f"unknown key(s) {bad} in [edits] of {path}; valid keys: num, reader, seed")
+    reader = None
+    if table.get("reader") is not None:
+        reader = root / str(table["reader"])
+        if not reader.is_file():
+            raise ConfigError(f"[edits] reader {reader} does not exist")
+    return EditSpec(num=int(table.get("num", EditSpec.num)), seed=int(table.get("seed", EditSpec.seed)),
+                    reader=reader)
 
 
 def run_dir_name(run: SweepRun, seed: int) -> str:
@@ -391,8 +481,10 @@ def _same_run(run_dir: Path, cfg: Any) -> None:
 def finished_result(trial: Trial, spec: SweepSpec, out: Path) -> RunResult | None:
     """The result of a trial that an earlier session already trained and scored, else None.
 
-    Scores count only when they hold every ``rank_by`` key: a run scored before the sweep ranked
-    by another metric (or by an older evaluation) is evaluated again, not ranked last.
+    Scores count only when they hold every ``rank_by`` key at the sweep's ``metrics_preset``: a
+    run scored before the sweep ranked by another metric (or by an older evaluation, or at other
+    sizes) is evaluated again, not ranked last. With ``[edits]`` the trial also needs the
+    ``edits.json`` of the asked edits (:func:`recorded_edits`).
     """
     from latentdial.training.run_dir import CONFIG, METRICS
 
@@ -401,14 +493,61 @@ def finished_result(trial: Trial, spec: SweepSpec, out: Path) -> RunResult | Non
         return None
     cfg = final_config(trial, spec)
     _same_run(run_dir, cfg)
-    scores = json.loads((run_dir / METRICS).read_text())
-    missing = [k for k in spec.rank_by if k not in scores]
+    earlier = _recorded(run_dir)
+    scores = recorded_scores(run_dir, spec, earlier)
+    if scores is None:
+        return None
+    figures: dict[str, float] = {}
+    if spec.edits is not None:
+        found = recorded_edits(run_dir, spec.edits, earlier)
+        if found is None:
+            log.info("sweep: %s has no edit evaluation of %d edits per factor; evaluating its edits",
+                     run_dir, spec.edits.num)
+            return None
+        figures = found
+    objective = json.loads((run_dir / CONFIG).read_text())["objective"]["name"]
+    return _result(trial, spec, run_dir, objective, earlier, {**scores, **figures})
+
+
+def recorded_scores(run_dir: Path, spec: SweepSpec, record: dict[str, Any]) -> dict[str, Any] | None:
+    """``run_dir``'s metrics.json if it has every metric ``rank_by`` names at ``spec``'s preset, else None.
+
+    A run scored without a record of its preset (an older sweep, ``latentdial train``) was scored
+    with the "fast" preset.
+    """
+    from latentdial.training.run_dir import METRICS
+
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None
+    preset = record.get("metrics_preset", "fast")
+    if preset != spec.metrics_preset:
+        log.info("sweep: %s was scored with the %s preset; scoring it with %s", run_dir, preset, spec.metrics_preset)
+        return None
+    scores = json.loads(path.read_text())
+    missing = [k for k in spec.rank_by if k not in scores and not is_edit_key(k)]
     if missing:
         log.info("sweep: %s has no %s in its metrics; evaluating it again", run_dir, ", ".join(missing))
         return None
-    earlier = _recorded(run_dir)
-    objective = json.loads((run_dir / CONFIG).read_text())["objective"]["name"]
-    return _result(trial, spec, run_dir, objective, earlier, scores)
+    return scores
+
+
+def recorded_edits(run_dir: Path, edits: EditSpec, record: dict[str, Any]) -> dict[str, float] | None:
+    """The edit figures of ``run_dir``'s ``edits.json`` when it measured the edits ``edits`` asks for
+    (the trial's record says with which num, seed and reader), else None."""
+    path = Path(run_dir) / EDITS_JSON
+    if not path.is_file() or record.get("edits", {}).get("asked") != edits.asked():
+        return None
+    return edit_figures(json.loads(path.read_text()))
+
+
+def edit_figures(report: dict[str, Any]) -> dict[str, float]:
+    """The scores a sweep takes from an ``evaluate-edits`` report, in the dataset's factor order:
+    ``edit.<factor>`` (success, for every editable factor), ``readback.<factor>`` and ``readback.all``."""
+    out = {f"edit.{name}": float(r["success"]) for name, r in report["factors"].items()
+           if r.get("editable") and r.get("success") is not None}
+    out.update({f"readback.{name}": float(v) for name, v in report["readback"].items() if v is not None})
+    return out
 
 
 def _result(trial: Trial, spec: SweepSpec, run_dir: Path, objective: str, record: dict[str, Any],
@@ -418,25 +557,101 @@ def _result(trial: Trial, spec: SweepSpec, run_dir: Path, objective: str, record
         overrides=list(trial.overrides), steps=spec.steps, train_seconds=record.get("train_seconds"),
         eval_seconds=record.get("eval_seconds"), scores={k: float(v) for k, v in scores.items()},
         run=trial.run.name, params=dict(trial.params), segments=list(record.get("segments", [])),
+        edit_seconds=record.get("edits", {}).get("seconds") if spec.edits is not None else None,
     )
+
+
+class EditEvaluationError(RuntimeError):
+    """Exporting a trial's run or judging its edits failed; the message has the command's error."""
+
+
+def _command(argv: list[str]) -> str:
+    """Run ``latentdial ARGV`` in this process as a user would; return what it printed, raise
+    :class:`EditEvaluationError` with what it printed to stderr when it fails."""
+    from latentdial.cli import main as latentdial
+
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        try:
+            code = latentdial(argv)
+        except SystemExit as e:  # argparse refusing the arguments
+            code = e.code if isinstance(e.code, int) else 2
+    if code != 0:
+        said = errors.getvalue().strip().splitlines()[-5:] or printed.getvalue().strip().splitlines()[-5:]
+        raise EditEvaluationError(f"latentdial {argv[0]} exited {code}: " + " / ".join(said))
+    return printed.getvalue()
+
+
+def _exported(model_dir: Path, steps: int) -> bool:
+    """True when ``model_dir`` holds a verified export of weights trained ``steps`` steps."""
+    from latentdial.manifest import Manifest, ManifestError
+
+    try:
+        manifest = Manifest.load(model_dir)
+        manifest.verify_files(model_dir)
+    except (ManifestError, OSError, ValueError):
+        return False
+    return str((manifest.provenance.get("weights_metadata") or {}).get("step")) == str(steps)
+
+
+def evaluate_trial_edits(run_dir: Path, edits: EditSpec, *, steps: int, progress: bool = False) -> dict[str, Any]:
+    """Export ``run_dir`` to ``<run>/model/1`` and judge its edits as ``latentdial evaluate-edits`` does.
+
+    The export is fp32 ONNX only (no variants, no torch program), and is kept for a later
+    session when its weights are the run's ``steps``. ``evaluate-edits`` starts a server in this
+    process over ``run_dir`` as the model repository, draws ``edits.num`` sources from the run's
+    dataset and judges every edit with the dataset's attribute reader (or ``edits.reader``); it
+    writes ``<run>/edits.json`` and the sheet ``<run>/edits.png``. Returns what the trial's record
+    keeps: the request (``asked``) and the seconds of the export and of the whole step.
+    """
+    run_dir = Path(run_dir)
+    model_dir = run_dir.joinpath(*EDIT_MODEL)
+    began = time.perf_counter()
+    if not _exported(model_dir, steps):
+        shutil.rmtree(model_dir.parent, ignore_errors=True)  # an older export, or one killed half-way
+        printed = _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
+        log.info("sweep: exported %s\n%s", run_dir, printed.rstrip())
+    exported = time.perf_counter() - began
+    (run_dir / EDITS_JSON).unlink(missing_ok=True)
+    argv = ["evaluate-edits", str(model_dir), "--num", str(edits.num), "--seed", str(edits.seed),
+            "--out", str(run_dir / EDITS_JSON), "--sheet", str(run_dir / EDITS_SHEET)]
+    if edits.reader is not None:
+        argv += ["--reader", str(edits.reader)]
+    if not progress:
+        argv.append("--quiet")
+    printed = _command(argv)
+    log.info("sweep: edits of %s\n%s", run_dir, printed.rstrip())
+    return {"asked": edits.asked(), "export_seconds": exported, "seconds": time.perf_counter() - began}
+
+
+def _forget_evaluations(run_dir: Path) -> None:
+    """Drop what was measured on weights that are about to change: metrics, export, edits."""
+    from latentdial.training.run_dir import METRICS
+
+    run_dir = Path(run_dir)
+    for name in (METRICS, EDITS_JSON, EDITS_SHEET):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / EDIT_MODEL[0], ignore_errors=True)
 
 
 def train_and_score(
     trial: Trial, spec: SweepSpec, out: Path, *, threads: int = 1, progress: bool = False,
     eval_overrides: dict[str, Any] | None = None, report: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult | None:
-    """Train one trial chunk by chunk into ``out/<dir_name>`` and score it; the body of a Tune trial.
+    """Train one trial chunk by chunk into ``out/<dir_name>``, score it and (``[edits]``) judge its
+    edits; the body of a Tune trial.
 
     A finished trial is read back (see :func:`finished_result`); an unfinished one resumes from
-    its newest checkpoint. ``report`` gets ``{"step", "finished": False}`` after every chunk and
-    the scores with ``"finished": True`` at the end (Tune's ``tune.report``). Returns None when
-    training stopped before the budget (the config's ``time_limit_s``).
-    ``eval_overrides`` go to ``evaluate_run`` (e.g. smaller point counts in tests).
+    its newest checkpoint, and a trained one computes only what it lacks (metrics, edits).
+    ``report`` gets ``{"step", "finished": False}`` after every chunk and the scores with
+    ``"finished": True`` at the end (Tune's ``tune.report``). Returns None when training
+    stopped before the budget (the config's ``time_limit_s``). ``eval_overrides`` go to
+    ``evaluate_run`` (e.g. smaller point counts in tests).
     """
     import torch
 
     from latentdial.training.evaluate import evaluate_run
-    from latentdial.training.run_dir import METRICS
+    from latentdial.training.run_dir import FACTOR_CARD
     from latentdial.training.trainer import train
 
     out = Path(out)
@@ -451,8 +666,9 @@ def train_and_score(
                   steps=spec.steps, finished=False)
     record.setdefault("segments", [])
     if weights_step(run_dir) != spec.steps:
-        (run_dir / METRICS).unlink(missing_ok=True)  # scores of fewer steps than these weights will have
+        _forget_evaluations(run_dir)  # measured on fewer steps than these weights will have
         record.update(scores={}, eval_seconds=None)
+        record.pop("edits", None)
         for end in spec.chunk_ends():
             start = newest_checkpoint_step(run_dir)
             if start >= end and (end < spec.steps or weights_step(run_dir) == end):
@@ -473,13 +689,29 @@ def train_and_score(
                 return None
     cfg = final_config(trial, spec)
     torch.set_num_threads(max(1, int(threads)))
-    began = time.perf_counter()
-    scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=trial.seed, card=False, progress=progress,
-                             **(eval_overrides or {}))
-    record.update(eval_seconds=time.perf_counter() - began, scores={k: float(v) for k, v in scores.items()},
-                  finished=True, objective=cfg.objective_name)
+    scores = recorded_scores(run_dir, spec, record)
+    # an export carries the factor card, which a trial scored without edits may not have written
+    if scores is None or (spec.edits is not None and not (run_dir / FACTOR_CARD).is_file()):
+        began = time.perf_counter()
+        scores, _ = evaluate_run(run_dir, metrics=spec.metrics, seed=trial.seed, preset=spec.metrics_preset,
+                                 card=spec.edits is not None, progress=progress, **(eval_overrides or {}))
+        record.update(eval_seconds=time.perf_counter() - began, scores={k: float(v) for k, v in scores.items()},
+                      metrics_preset=spec.metrics_preset, objective=cfg.objective_name)
+        _write_record(run_dir, record)
+    figures: dict[str, float] = {}
+    if spec.edits is not None:
+        found = recorded_edits(run_dir, spec.edits, record)
+        if found is None:
+            record.pop("edits", None)
+            record["edits"] = evaluate_trial_edits(run_dir, spec.edits, steps=spec.steps, progress=progress)
+            torch.set_num_threads(max(1, int(threads)))  # evaluate-edits runs on one thread
+            found = recorded_edits(run_dir, spec.edits, record)
+            if found is None:
+                raise EditEvaluationError(f"latentdial evaluate-edits wrote no {run_dir / EDITS_JSON}")
+        figures = found
+    record.update(finished=True, objective=cfg.objective_name)
     _write_record(run_dir, record)
-    result = _result(trial, spec, run_dir, cfg.objective_name, record, scores)
+    result = _result(trial, spec, run_dir, cfg.objective_name, record, {**scores, **figures})
     if report is not None:
         report({**result.scores, "step": spec.steps, "finished": True, "read_back": False})
     return result
@@ -518,31 +750,51 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def edit_columns(results: Sequence[RunResult], rank_by: Sequence[str] = ()) -> list[str]:
+    """The edit evaluation's score keys of ``results`` not already in ``rank_by``: every ``edit.*``,
+    then every ``readback.*``, each in the order the trials' datasets name their factors."""
+    seen = list(dict.fromkeys(k for r in results for k in r.scores if is_edit_key(k) and k not in rank_by))
+    return [k for k in seen if k.startswith("edit.")] + [k for k in seen if not k.startswith("edit.")]
+
+
 def markdown_table(ranked: Sequence[dict[str, Any]], rank_by: Sequence[str], steps: int,
-                   grid_keys: Sequence[str] = ()) -> str:
-    """The ranked rows as a Markdown table (means over seeds, +- s.d. for several), the best in bold."""
+                   grid_keys: Sequence[str] = (), extra: Sequence[str] = (), edits: EditSpec | None = None) -> str:
+    """The ranked rows as a Markdown table (means over seeds, +- s.d. for several), the best in bold.
+
+    ``extra``: score keys shown after the score, e.g. the edit evaluation's (``edits`` says how many
+    edits a factor had, for the note above the table).
+    """
     labels = short_keys(grid_keys)
-    head = ["rank", "run", *(labels[k] for k in grid_keys), "objective", "seeds", *rank_by, "score"]
+    head = ["rank", "run", *(labels[k] for k in grid_keys), "objective", "seeds", *rank_by, "score", *extra]
+    note = ""
+    if edits is not None:
+        note = (f" edit.F: share of {edits.num:,} edits of factor F that the attribute reader judges a "
+                "success (target hit, every other factor kept); readback.F: share of reconstructions whose F "
+                "reads as the source's (all: every factor).")
     lines = [f"Every run trained {steps:,} steps; metrics are means over seeds (+- sample s.d. over "
-             f"several); score = mean of {', '.join(rank_by)}.", "",
+             f"several); score = mean of {', '.join(rank_by)}.{note}", "",
              "| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] * (4 + len(grid_keys)) + ["---:"] * (len(rank_by) + 1)) + "|"]
+             "|" + "|".join(["---"] * (4 + len(grid_keys)) + ["---:"] * (len(rank_by) + 1 + len(extra))) + "|"]
     for i, row in enumerate(ranked, 1):
         run = row.get("run", row["name"]) if grid_keys else row["name"]
         cells = [str(i), run, *(_cell(row.get("params", {}).get(k, "—")) for k in grid_keys),
                  row["objective"], ",".join(map(str, row["seeds"]))]
-        for k in rank_by:
-            if k not in row["mean"]:
-                cells.append("—")
-            elif sum(k in s for s in row["per_seed"]) > 1:
-                cells.append(f"{row['mean'][k]:.3f} ± {row['std'][k]:.3f}")
-            else:
-                cells.append(f"{row['mean'][k]:.3f}")
+        cells += [_mean_cell(row, k) for k in rank_by]
         cells.append("—" if row["score"] is None else f"{row['score']:.3f}")
+        cells += [_mean_cell(row, k) for k in extra]
         if i == 1 and row["score"] is not None:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_cell(row: dict[str, Any], key: str) -> str:
+    """``key``'s mean over the row's seeds, with the s.d. where several seeds have it; "—" where none has."""
+    if key not in row["mean"]:
+        return "—"
+    if sum(key in s for s in row["per_seed"]) > 1:
+        return f"{row['mean'][key]:.3f} ± {row['std'][key]:.3f}"
+    return f"{row['mean'][key]:.3f}"
 
 
 def _cell(value: Any) -> str:
@@ -649,13 +901,15 @@ def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult]) -> l
     ranked = rank(results, spec.rank_by)
     payload = {
         "steps": spec.steps, "chunks": spec.chunk_ends(), "seeds": list(spec.seeds), "metrics": spec.metrics,
+        "metrics_preset": spec.metrics_preset, "edits": None if spec.edits is None else spec.edits.asked(),
         "rank_by": list(spec.rank_by), "grid": {k: list(v) for k, v in spec.grid},
         "plot": {"metric": spec.plot_metric(), "x": spec.plot_x(), "file": RESULTS_PLOT} if spec.grid else None,
         "best": ranked[0]["name"] if ranked and ranked[0]["score"] is not None else None,
         "ranked": ranked, "runs": [asdict(r) for r in results],
     }
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
-    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys))
+    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys,
+                                                 edit_columns(results, spec.rank_by), spec.edits))
     if ranked:
         bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
         line_plot(results, spec, out / RESULTS_PLOT)

@@ -3,7 +3,9 @@
 :func:`run_trials` turns a sweep's runs, grid keys and seeds into one Tune ``grid_search``
 each (their cartesian product is the trial set), asks for ``cpus_per_trial`` CPUs per trial,
 and runs :func:`latentdial.training.sweep.train_and_score` in each: the project's trainer,
-chunk by chunk, then the metrics, reported to Tune after every chunk and at the end.
+chunk by chunk, then the metrics and, with the sweep's ``[edits]``, the export and the edit
+evaluation through a server started in the trial's process, reported to Tune after every
+chunk and at the end.
 
 The run directories under the sweep's ``--out`` are the state of a sweep, not Tune's
 experiment: a finished trial reads its scores back in a moment, an unfinished one resumes
