@@ -13,6 +13,19 @@ conventions), so read-back and edits are measured on images the model was not tr
 judge is then, unless ``--reader`` names one, the model dataset's reader trained also on that
 renderer (``latentdial train-reader --dataset dsprites --also dsprites_elsewhere``).
 
+**A model trained on a labelled folder** (its manifest records ``{"name": "labelled_folder",
+...}``) has no renderer of its own: a folder holds images, it cannot draw one for chosen
+factors. ``--dataset NAME`` names a dataset that renders the folder's factor grid, e.g.
+``--dataset idsprites`` for a folder written by ``latentdial make-folder --dataset idsprites``
+(the same options: ``--dataset '{"name": "idsprites", "num_shapes": 5}'`` for one written with
+``--dataset-option num_shapes=5``). The sources are drawn by it, edits go through the server by
+the card's factor names, and its reader judges (the generic reader for a dataset without a
+dSprites one). The card must name only factors of the renderer, on the renderer's grids (same
+number of values, same values within 1e-9, a circular factor's modulo its period, the same
+labels), and the model must take the renderer's image shape; otherwise it is refused, saying
+which factor differs. A generic reader must have been trained on the dataset's options
+(recorded in its file); ``--reader FILE`` passes another.
+
 Only the standard library is imported at module level (see latentdial/cli.py).
 """
 
@@ -39,10 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="PNG sheet of edits with the reader's verdicts (default: OUT with .png)")
     parser.add_argument("--examples", type=int, default=5, help="edits per factor on the sheet (default 5)")
     parser.add_argument("--reader", type=Path, default=None,
-                        help="attribute reader weights (default: shipped, else cached, else trained now)")
+                        help="attribute reader weights (default: shipped, else cached, else trained now for a "
+                             "dSprites reader; a generic one is trained by latentdial train-reader)")
     parser.add_argument("--batch", type=int, default=128, help="images per RPC (default 128)")
     parser.add_argument("--dataset", default=None,
-                        help='dataset name or JSON {"name": ..., options} (default: the manifest\'s provenance)')
+                        help='dataset name or JSON {"name": ..., options} (default: the manifest\'s provenance); '
+                             "for a model trained on a labelled folder, a dataset that renders the folder's grid, "
+                             "e.g. idsprites")
     parser.add_argument("--sources", default=None, metavar="DATASET",
                         help="draw the source images from this dataset of the same factor grid instead, "
                              'e.g. dsprites_elsewhere (name or JSON {"name": ..., options}); the judge '
@@ -83,6 +99,49 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
+def _name_of(spec: Any) -> str | None:
+    """The registry name of a dataset spec (a name, a JSON string or a {"name": ...} dict)."""
+    if isinstance(spec, str):
+        if spec.lstrip().startswith("{"):
+            try:
+                spec = json.loads(spec)
+            except ValueError:
+                return None
+        else:
+            return spec
+    return spec.get("name") if isinstance(spec, dict) else getattr(spec, "name", None)
+
+
+def _no_renderer(spec: Any) -> str | None:
+    """Why the dataset ``spec`` cannot draw sources for chosen factors (a labelled folder), or None."""
+    from latentdial.training.data import DATASETS
+
+    name = _name_of(spec)
+    factory = DATASETS.get(name) if isinstance(name, str) else None
+    if factory is None or getattr(factory, "renders_from_factors", True):
+        return None
+    return (f"the dataset is {name!r}, which holds images but cannot draw one for chosen factors, so edits "
+            "cannot be drawn from it or judged against it; pass --dataset NAME of a dataset that renders its "
+            "factor grid, e.g. --dataset idsprites for a folder written by `latentdial make-folder --dataset "
+            "idsprites` (give the same options as JSON: --dataset '{\"name\": \"idsprites\", \"num_shapes\": 5}')")
+
+
+def _check_reader_options(reader: Any, name: str, spec: Any) -> None:
+    """Raise ValueError if a generic reader was trained on other options of dataset ``name`` than ``spec``'s."""
+    from latentdial.training.reader.store import dataset_options
+
+    if reader.layout is None or "options" not in reader.metadata:
+        return
+    if isinstance(spec, str):
+        spec = json.loads(spec) if spec.lstrip().startswith("{") else {"name": spec}
+    given = {k: v for k, v in dict(spec).items() if k != "name"} if isinstance(spec, dict) else {}
+    wanted, trained = dataset_options(name, given), json.loads(reader.metadata["options"])
+    if wanted != trained:
+        raise ValueError(f"the {name} reader was trained on {name} with options {trained}, the sources are "
+                         f"drawn with {wanted}; train one on those (latentdial train-reader --dataset {name} "
+                         "--dataset-option KEY=VALUE ... --out FILE) and pass --reader FILE")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -92,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from latentdial.serving.config import ServerConfig
     from latentdial.serving.embedded import EmbeddedServer
     from latentdial.training.edit_sheet import edit_sheet
-    from latentdial.training.edit_success import check_same_grid, evaluate_edits
+    from latentdial.training.edit_success import check_card_grid, check_same_grid, evaluate_edits
     from latentdial.training.evaluate import resolve_dataset
     from latentdial.training.reader import load_reader
     from latentdial.training.reader.store import load_file_reader, reader_key, trained_also
@@ -108,12 +167,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"latentdial evaluate-edits: {model_dir} has no factor card; edits by factor name need one "
               "(export a run evaluated on labelled data)", file=sys.stderr)
         return 2
-    spec = args.dataset if args.dataset is not None else manifest.provenance.get("dataset")
+    trained_on = manifest.provenance.get("dataset")
+    spec = args.dataset if args.dataset is not None else trained_on
+    refusal = _no_renderer(spec)
+    if refusal is not None:
+        print(f"latentdial evaluate-edits: {refusal}", file=sys.stderr)
+        return 2
     try:
         dataset = resolve_dataset(spec)
         name_of_data = getattr(dataset, "name", None)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"latentdial evaluate-edits: dataset {spec!r}: {e}; pass --dataset NAME", file=sys.stderr)
+        return 2
+    # a model judged by another dataset than the one it records, e.g. a folder model by a renderer of its grid
+    elsewhere = trained_on is not None and _name_of(trained_on) != name_of_data
+    card = FactorCard.from_dict(manifest.factor_card)
+    try:
+        check_card_grid(card, dataset, every_name=elsewhere)
+    except ValueError as e:
+        print(f"latentdial evaluate-edits: {model_dir} (trained on {_name_of(trained_on)!r}) against "
+              f"{name_of_data!r}: {e}", file=sys.stderr)
         return 2
     source_data, also = None, ()
     if args.sources is not None:
@@ -128,10 +201,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         reader = load_file_reader(args.reader) if args.reader else load_reader(str(name_of_data), also=also,
                                                                                  progress=not args.quiet)
+        _check_reader_options(reader, str(name_of_data), spec)
     except (ValueError, FileNotFoundError) as e:
         print(f"latentdial evaluate-edits: dataset {spec!r}: {e}; pass --dataset NAME", file=sys.stderr)
         return 2
-    card = FactorCard.from_dict(manifest.factor_card)
+    if tuple(manifest.image_shape) != tuple(dataset.observation_shape):
+        print(f"latentdial evaluate-edits: {model_dir} takes {tuple(manifest.image_shape)} images, "
+              f"{name_of_data!r} draws {tuple(dataset.observation_shape)}; pass --dataset NAME of the model's grid "
+              "and image shape", file=sys.stderr)
+        return 2
     name, version = model_dir.parent.name, model_dir.name
     kwargs = {"source_data": source_data, "model": name, "version": version, "num": args.num,
               "seed": args.seed, "batch": args.batch, "progress": not args.quiet}
@@ -149,12 +227,19 @@ def run(args: argparse.Namespace) -> int:
         where = args.address or "the local server"
         print(f"latentdial evaluate-edits: {type(e).__name__} from {where}: {e}", file=sys.stderr)
         return 2
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        spec = json.loads(spec)  # options given as JSON are recorded as such
     report = {"model": {"name": name, "version": version, "dir": str(args.model_dir)},
               "dataset": spec if isinstance(spec, dict) else {"name": name_of_data}} | result.report
+    if elsewhere:
+        report["model"]["trained_on"] = trained_on
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
     judge = reader_key(reader.dataset, trained_also(reader.metadata))
+    judge += " generic" if reader.layout is not None else ""
     drawn = "" if source_data is None else f", sources drawn by {report['sources']}"
+    if elsewhere and source_data is None:
+        drawn = f", trained on {_name_of(trained_on)}, sources drawn by {report['sources']}"
     _print_table(report, f"edit success of {name}/{version} ({report['num']} edits per factor{drawn}, "
                          f"judged by the {judge} attribute reader)")
     print(f"wrote {args.out}")

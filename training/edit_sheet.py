@@ -69,7 +69,8 @@ def edit_sheet(run: EditRun, dataset: Any, path: Path, *, examples: int = 5, see
             hit = bool(e.agrees[i, f])
             moved = [n for k, n in enumerate(names) if k != f and not e.agrees[i, k]]
             moved_text = ", ".join(moved[:2]) + (f" +{len(moved) - 2}" if len(moved) > 2 else "")
-            read_angle = e.reading.angle[i] if name == "orientation" else None
+            # a dSprites reader reads orientation as an angle (modulo symmetry); the generic one, a grid index
+            read_angle = e.reading.angle[i] if name == "orientation" and e.reading.layout is None else None
             lines = [
                 (f"asked {value_text(dataset, f, e.targets[i])}", GREY),
                 (f"reads {value_text(dataset, f, e.reading.factors[i, f], read_angle)}", GREEN if hit else RED),

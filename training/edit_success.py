@@ -36,6 +36,17 @@ A factor the card does not carry (or carries without a calibration table) cannot
 edited by value: it is reported as such, and it still counts in "others kept" of every
 other edit. Foreground for IoU: the per-pixel maximum over channels above the midpoint
 between the image's median (its background) and 1, i.e. 0.5 for binary dSprites.
+
+**Any rendered dataset.** A dataset without a dSprites reader is judged by its generic
+reader (``training/reader/generic.py``; ``load_reader("idsprites")``), with the tolerance of
+each factor's kind (``EDIT_TOLERANCE_BY_KIND``: categorical exactly, continuous within one
+grid step, circular within two around the circle). Its IoU foreground also counts the pixels
+darker than the background (below half its darkest channel: the black orientation marker of
+``idsprites`` on its grey canvas); the dSprites family keeps the rule above, the one its
+figures were measured with. A model trained on a labelled folder (no renderer) is evaluated
+against a dataset that renders the folder's factor grid (``evaluate-edits --dataset
+idsprites`` for a folder written by ``make-folder --dataset idsprites``): the card's grid must
+be the renderer's (:func:`check_card_grid`).
 """
 
 from __future__ import annotations
@@ -47,41 +58,60 @@ from typing import Any
 import numpy as np
 
 from latentdial.factor_card import FactorCard, FactorEntry
-from latentdial.training.reader import EDIT_TOLERANCE, AttributeReader, Reading, agreement
+from latentdial.training.reader import (  # noqa: F401  EDIT_TOLERANCE: imported from here by callers
+    EDIT_TOLERANCE,
+    AttributeReader,
+    FactorLayout,
+    Reading,
+    agreement,
+)
 from latentdial.training.reader.reading import ORIENTATIONS
 
 
-def foreground(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> (N, H, W) bool: max over channels above (median + 1) / 2."""
-    value = np.asarray(images, np.float64).max(axis=1)
+def foreground(images: np.ndarray, dark: bool = False) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (N, H, W) bool: max over channels above (median + 1) / 2.
+
+    ``dark``: also the pixels whose smallest channel lies below half the median of that
+    smallest channel (darker than the background; never on a black one).
+    """
+    x = np.asarray(images, np.float64)
+    value = x.max(axis=1)
     level = (np.median(value.reshape(len(value), -1), axis=1) + 1.0) / 2.0
-    return value > level[:, None, None]
+    out = value > level[:, None, None]
+    if dark:
+        low = x.min(axis=1)
+        out |= low < (np.median(low.reshape(len(low), -1), axis=1) / 2.0)[:, None, None]
+    return out
 
 
-def iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def iou(pred: np.ndarray, truth: np.ndarray, dark: bool = False) -> np.ndarray:
     """Intersection over union of the foregrounds of two image batches (N, C, H, W), per image.
 
-    Two empty foregrounds count as identical (1.0).
+    Two empty foregrounds count as identical (1.0). ``dark``: see :func:`foreground`.
     """
     if np.shape(pred) != np.shape(truth):
         raise ValueError(f"images to compare have shapes {np.shape(pred)} and {np.shape(truth)}; they must match")
-    p, t = foreground(pred), foreground(truth)
+    p, t = foreground(pred, dark), foreground(truth, dark)
     inter = (p & t).sum(axis=(1, 2))
     union = (p | t).sum(axis=(1, 2))
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def reading_of(names: tuple[str, ...], factors: np.ndarray) -> Reading:
-    """The reading a perfect reader would give for ground-truth ``factors`` (N, F)."""
+def reading_of(names: tuple[str, ...], factors: np.ndarray, layout: FactorLayout | None = None) -> Reading:
+    """The reading a perfect reader would give for ground-truth ``factors`` (N, F): a dSprites
+    reader's, or with ``layout`` the generic reader's of those factors."""
     factors = np.asarray(factors, np.int64)
+    if layout is not None:
+        return Reading(factors, np.zeros(len(factors)), layout)
     angle = ORIENTATIONS[factors[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
     return Reading(factors, angle)
 
 
 def draw_targets(names: tuple[str, ...], num_values: int, factor: int, sources: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
+                 rng: np.random.Generator, layout: FactorLayout | None = None) -> np.ndarray:
     """Per source, a target grid index of ``factor`` drawn uniformly among the values that do not
-    read as the source's value (``EDIT_TOLERANCE``): an edit that changes nothing never hits.
+    read as the source's value (the reader's edit tolerance: ``EDIT_TOLERANCE``, or by kind with
+    the generic reader's ``layout``): an edit that changes nothing never hits.
 
     Args:
         sources: (N, F) int grid indices. Returns: (N,) int64.
@@ -90,7 +120,7 @@ def draw_targets(names: tuple[str, ...], num_values: int, factor: int, sources: 
     for v in range(num_values):
         candidate = sources.copy()
         candidate[:, factor] = v
-        far[:, v] = ~agreement(names, reading_of(names, candidate), sources)[:, factor]
+        far[:, v] = ~agreement(names, reading_of(names, candidate, layout), sources)[:, factor]
     if not far.any(axis=1).all():
         raise ValueError(f"factor {names[factor]} has no value far enough from some source to edit to")
     return np.argmax(rng.random(far.shape) * far, axis=1).astype(np.int64)
@@ -183,6 +213,61 @@ def check_same_grid(dataset: Any, other: Any) -> None:
                          f"{tuple(dataset.observation_shape)}")
 
 
+def check_card_grid(card: FactorCard, dataset: Any, *, every_name: bool = False) -> None:
+    """Raise ``ValueError`` unless ``dataset`` draws the grid of every calibrated factor of ``card``.
+
+    For each such factor that ``dataset`` has: the same kind, the same number of values, the same
+    values within 1e-9 index by index (a circular factor's modulo its period, which must agree
+    too), and for a labelled categorical factor the same labels in the same order (edits ask for
+    a label by the renderer's index). ``every_name``: the card may not name a calibrated factor
+    the dataset lacks either (a model trained elsewhere, e.g. on a labelled folder, judged by a
+    renderer). Factors of the dataset that the card lacks are allowed: they are not edited, and
+    still count in "others kept".
+    """
+    from latentdial.training.factor_card_fit import circular_period
+
+    name = getattr(dataset, "name", type(dataset).__name__)
+    names = tuple(dataset.factor_names)
+    kinds = tuple(getattr(dataset, "factor_kinds", ("continuous",) * len(names)))
+    problems = []
+    for entry in card.factors:
+        if not entry.calibrated:
+            continue
+        if entry.name not in names:
+            if every_name:
+                problems.append(f"{entry.name}: {name!r} has no such factor (its factors: {', '.join(names)})")
+            continue
+        f = names.index(entry.name)
+        grid = np.asarray(dataset.factor_grid(f), np.float64)
+        values = np.asarray(entry.values, np.float64)
+        if entry.kind != kinds[f]:
+            problems.append(f"{entry.name}: {entry.kind} in the card, {kinds[f]} in {name!r}")
+            continue
+        if len(values) != len(grid):
+            problems.append(f"{entry.name}: {len(values)} values in the card, {len(grid)} in {name!r}")
+            continue
+        if entry.kind == "circular":
+            period = circular_period(grid)
+            if entry.period is not None and abs(entry.period - period) > 1e-9:
+                problems.append(f"{entry.name}: period {float(entry.period)!r} in the card, {float(period)!r} "
+                                f"in {name!r}")
+                continue
+            gap = np.abs(np.mod(values - grid + period / 2, period) - period / 2)
+        else:
+            gap = np.abs(values - grid)
+        if gap.max() > 1e-9:
+            k = int(np.argmax(gap))
+            problems.append(f"{entry.name}: value {k} is {float(values[k])!r} in the card, {float(grid[k])!r} "
+                            f"in {name!r}")
+            continue
+        labels = list(dataset.factor_labels(f))
+        if entry.kind == "categorical" and entry.labels and labels and list(entry.labels) != labels:
+            problems.append(f"{entry.name}: labels {list(entry.labels)} in the card, {labels} in {name!r}")
+    if problems:
+        raise ValueError(f"the model's factor card does not have the grid of {name!r}: " + "; ".join(problems)
+                         + ". Edits can only be judged by a renderer of the grid the model learned")
+
+
 def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: AttributeReader, *,
                    source_data: Any = None, model: str | None = None, version: str | None = None,
                    num: int = 1000, seed: int = 0, batch: int = 128, progress: bool = True) -> EditRun:
@@ -190,8 +275,10 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
 
     Args:
         client: a ``latentdial.client.Client`` (anything with ``reconstruct`` and ``edit``).
-        dataset: the model's ``GroundTruthData``, the one ``reader`` was trained on.
-        card: the served model's factor card (which factors can be edited by value).
+        dataset: the model's ``GroundTruthData`` (or, for a model trained on a labelled folder, a
+            renderer of the folder's grid), the one ``reader`` was trained on.
+        card: the served model's factor card (which factors can be edited by value); its factors
+            must have ``dataset``'s grids (:func:`check_card_grid`).
         source_data: a ``GroundTruthData`` drawing ``dataset``'s factor grid by other conventions;
             it draws the sources and the ground truth of the IoU instead of ``dataset``
             (default: ``dataset`` itself).
@@ -204,8 +291,14 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
     if names != reader.factor_names:
         raise ValueError(f"the reader reads {reader.factor_names}, the dataset has {names}: "
                          f"use the reader of the model's dataset")
+    layout = reader.layout
+    if layout is not None and (why := layout.mismatch(dataset)) is not None:
+        raise ValueError(f"the {reader.dataset} reader does not read this dataset: it has {why}")
     if num < 1 or batch < 1:
         raise ValueError(f"num={num} and batch={batch} must be >= 1")
+    check_card_grid(card, dataset)
+    tolerance = reader.tolerance
+    dark = layout is not None  # the generic reader's IoU counts dark foreground too (module docstring)
     drawn_by = dataset if source_data is None else source_data
     if source_data is not None:
         check_same_grid(dataset, source_data)
@@ -222,7 +315,7 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
     for c in _chunks(everything, batch):
         recon[c] = _nchw(client.reconstruct(_nhwc(sources[c]), **ref).images)
         bar.update(len(c))
-    readback = agreement(names, reader.read(recon), factors, EDIT_TOLERANCE)
+    readback = agreement(names, reader.read(recon), factors, tolerance)
 
     results: dict[str, Any] = {}
     edits: dict[str, FactorEdits] = {}
@@ -232,7 +325,7 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
             results[name] = {"editable": False, "reason": reason}
             continue
         grid = np.asarray(dataset.factor_grid(f), np.float64)
-        targets = draw_targets(names, len(grid), f, factors, rng)
+        targets = draw_targets(names, len(grid), f, factors, rng, layout)
         expected = factors.copy()
         expected[:, f] = targets
         edited = np.zeros_like(sources)
@@ -243,19 +336,19 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
                 bar.update(len(c))
         reading = reader.read(edited)
         truth = drawn_by.sample_observations_from_factors(expected, rng)
-        agrees = agreement(names, reading, expected, EDIT_TOLERANCE, sources=factors)
-        edits[name] = FactorEdits(targets, expected, reading, agrees, iou(edited, truth), edited)
+        agrees = agreement(names, reading, expected, tolerance, sources=factors)
+        edits[name] = FactorEdits(targets, expected, reading, agrees, iou(edited, truth, dark), edited)
         results[name] = summarise(names, f, edits[name])
     bar.close()
     report = {
         "num": num, "seed": seed,
         "sources": str(getattr(drawn_by, "name", type(drawn_by).__name__)),
-        "tolerance_steps": {n: EDIT_TOLERANCE[n] for n in names},
+        "tolerance_steps": {n: tolerance[n] for n in names},
         "reader": {"dataset": reader.dataset, **{k: _maybe_json(v) for k, v in reader.metadata.items()
                                                  if k != "dataset"}},
         "readback": {**{n: float(readback[:, i].mean()) for i, n in enumerate(names)},
                      "all": float(readback.all(axis=1).mean())},
-        "recon_iou": float(iou(recon, sources).mean()),
+        "recon_iou": float(iou(recon, sources, dark).mean()),
         "factors": results,
     }
     return EditRun(report, sources, factors, edits)
