@@ -128,11 +128,14 @@ def test_metadata_jsonl_reads_as_the_csv_does(tmp_path):
     assert np.array_equal(load(root, tmp_path).labels, csv_labels)
 
 
-def test_images_no_row_names_are_used_unlabelled(tmp_path):
+def test_images_no_row_names_are_used_unlabelled_unless_they_link_out_of_the_folder(tmp_path):
     root = make_folder(tmp_path / "d", GOOD)
     _image(root / "extra" / "x.jpg", 7)
+    _image(tmp_path / "outside.png", 9)
+    (root / "extra" / "link.png").symlink_to(tmp_path / "outside.png")
     data = load(root, tmp_path)
     assert len(data) == 6 and data.labels[data.files.index("extra/x.jpg")].tolist() == [-1, -1, -1]
+    assert "extra/link.png" not in data.files
 
 
 @pytest.mark.parametrize("mode, size", [("RGB", (16, 16)), ("RGBA", (40, 25)), ("P", (33, 70)), ("L", (300, 200)),

@@ -211,7 +211,8 @@ class LabelledImageFolder(LabelledRows):
             rows.append(_Row(line, name, path, tuple(labels)))
         listed = {r.path for r in rows} | {(self.path / b.file_name).resolve() for b in bad if b.file_name}
         unlisted = sorted(p for p in self.path.rglob("*")
-                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in listed)
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.resolve() not in listed
+                          and p.resolve().is_relative_to(self.path))  # a link out of the folder is not its image
         if unlisted:
             log.info("%s: %d image(s) that metadata does not name are used unlabelled", self.path, len(unlisted))
         rows += [_Row(0, str(p.relative_to(self.path)), p.resolve(), (-1,) * self.num_factors) for p in unlisted]
