@@ -143,6 +143,12 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
         train(_smoke(), tmp_path / "empty", resume=True, progress=False)
 
 
+def test_a_dataset_whose_images_do_not_fit_the_model_is_refused_before_training(tmp_path):
+    cfg = load_config(REPO / "configs" / "smoke.toml", ["dataset.name=color_dsprites"])  # 3 channels, model 1
+    with pytest.raises(TrainingError, match=r"draws \(3, 64, 64\) images .* model takes \(1, 64, 64\)"):
+        Trainer(cfg, tmp_path / "run")
+
+
 def test_resume_with_a_different_objective_is_refused(tmp_path):
     out = train(_smoke("steps=3"), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="'objective' was"):

@@ -83,6 +83,13 @@ class Trainer:
         threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // self.ctx.local_world_size)
         torch.set_num_threads(threads)
         self.dataset = resolve_dataset(cfg.dataset) if dataset is None else dataset
+        want = (cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
+        drawn = getattr(self.dataset, "observation_shape", None)  # a stand-in in tests may not say
+        if drawn is not None and tuple(drawn) != want:
+            raise TrainingError(
+                f"the dataset draws {tuple(drawn)} images (C, H, W) but the model takes "
+                f"{want}: set model.channels / model.image_size to match, or the dataset's channels / image_size"
+            )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         obj_cls = get_objective(cfg.objective_name)
         self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
