@@ -153,6 +153,24 @@ def test_snapped_unlabelled_images_decode_the_nearest_code_with_the_gradient_pas
         _objective(unlabelled_codes="round")
 
 
+def test_snapping_commits_unlabelled_means_to_their_codes_so_they_cannot_drift():
+    objective = _objective(unlabelled_codes="snap", commitment=0.25)
+    labels = torch.full_like(_labels(4), -1)
+    codes = _perfect_mean(objective, _labels(4, seed=2))
+    far = codes.clone()
+    far[:, :6] *= 50.0  # means that drifted far past the outermost codes
+    images = torch.zeros(4, 1, 64, 64)
+    at_code, logs = objective.supervised(codes, Inputs(images=images, labels=labels))
+    assert float(logs["commit"]) == pytest.approx(0.0, abs=1e-9) and float(at_code) == pytest.approx(0.0, abs=1e-9)
+    drifted = far.requires_grad_(True)
+    loss, logs = objective.supervised(drifted, Inputs(images=images, labels=labels))
+    assert float(logs["commit"]) > 100 and float(loss) == pytest.approx(0.25 * float(logs["commit"]))
+    loss.backward()
+    assert (drifted.grad[:, :6] * drifted.detach()[:, :6] >= 0).all()  # descent pulls them back in
+    mean_only, logs = _objective(unlabelled_codes="mean").supervised(far, Inputs(images=images, labels=labels))
+    assert "commit" not in logs and float(mean_only) == 0.0
+
+
 def test_without_decode_labels_the_decoder_reads_the_posterior_mean():
     objective = _objective(decode_labels=False)
     mean, z = torch.randn(4, 10), torch.randn(4, 10)

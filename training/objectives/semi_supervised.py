@@ -73,6 +73,10 @@ class SemiSupervisedConfig(ObjectiveConfig):
         "snap" the decoder only ever reads codes on the named dims, labelled or not, so it
         cannot learn to read information hidden between codes that an edit, which writes an
         exact code, would then erase.
+    commitment: with "snap", the weight of the commitment term ``||mean - sg(code)||^2`` on the
+        named dims of unlabelled images (van den Oord et al. 2017, "Neural Discrete Representation
+        Learning", beta = 0.25 there). Without it the straight-through gradient lets those means
+        drift without bound: a pilot at 1,000 labels stopped with an infinite KL at step 981.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -83,6 +87,7 @@ class SemiSupervisedConfig(ObjectiveConfig):
     code_noise: float = 0.0
     categorical_code: str = "centre"
     unlabelled_codes: str = "mean"
+    commitment: float = 0.25
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -91,8 +96,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
             raise ValueError(f"categorical_code must be one of {CATEGORICAL_CODES}, got {self.categorical_code!r}")
         if self.num_labelled < 0:
             raise ValueError(f"num_labelled must be >= 0 (0 = every image), got {self.num_labelled}")
-        if self.gamma < 0 or self.beta < 0 or self.code_noise < 0:
-            raise ValueError(f"gamma, beta and code_noise must be >= 0, got {self.gamma}, {self.beta}, {self.code_noise}")
+        if self.gamma < 0 or self.beta < 0 or self.code_noise < 0 or self.commitment < 0:
+            raise ValueError(f"gamma, beta, code_noise and commitment must be >= 0, got {self.gamma}, {self.beta}, "
+                             f"{self.code_noise}, {self.commitment}")
 
 
 @dataclass(frozen=True)
@@ -309,7 +315,22 @@ class SemiSupervisedVAE(VAEObjective):
             term = (per_row * known).sum() / known.sum().clamp(min=1)
             logs[f"sup_{code.name}"] = term
             total = total + term
-        return self.config.gamma * total, logs
+        loss = self.config.gamma * total
+        if self.config.unlabelled_codes == "snap" and self.config.commitment > 0:
+            commit = self._commitment(mean, inputs.labels)
+            logs["commit"] = commit
+            loss = loss + self.config.commitment * commit
+        return loss, logs
+
+    def _commitment(self, mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Sum over factors of the mean over unlabelled rows of ||named mean - sg(nearest code)||^2: ()."""
+        total = mean.new_zeros(())
+        for code in self.codes:
+            unknown = labels[:, code.column] < 0  # (M,)
+            u = self._named(mean, code)
+            per_row = (u - self._nearest_code(code, u).detach()).pow(2).sum(dim=1)
+            total = total + (per_row * unknown).sum() / unknown.sum().clamp(min=1)
+        return total
 
     def regularizer(self, kl, mean, log_var, z, step):
         free = gaussian_kl(mean[:, self.num_named:], log_var[:, self.num_named:]).sum(dim=1).mean()
