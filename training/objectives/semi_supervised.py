@@ -76,7 +76,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
     commitment: with "snap", the weight of the commitment term ``||mean - sg(code)||^2`` on the
         named dims of unlabelled images (van den Oord et al. 2017, "Neural Discrete Representation
         Learning", beta = 0.25 there). Without it the straight-through gradient lets those means
-        drift without bound: a pilot at 1,000 labels stopped with an infinite KL at step 981.
+        drift without bound: a pilot at 1,000 labels stopped with an infinite KL at step 981. With
+        it at 0.25 a second pilot still stopped, at step 1,282: "snap" is not yet stable at the
+        default recipe's lr 5e-4 (docs/training.md, the snap study).
     """
 
     factors: list[str] = field(default_factory=list)
