@@ -444,12 +444,26 @@ def test_cli_preset_and_edits_override_the_sweep_file(tmp_path, monkeypatch, cap
 
 
 @pytest.mark.slow
+def _ray_session_processes() -> dict[str, bytes]:
+    """pid -> command line of every process of a Ray session that the sweep command starts."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"latentdial-ray-" in cmdline:
+            found[pid] = cmdline.replace(b"\0", b" ")[:200]
+    return found
+
+
 def test_cli_runs_a_sweep_on_a_local_ray_it_starts_and_stops(tmp_path, capsys, monkeypatch):
     import ray
 
     if ray.is_initialized():
         pytest.skip("Ray is already running in this process")
     monkeypatch.chdir(REPO)
+    before = _ray_session_processes()  # another Ray on this machine (a study running) is not ours
     ray_results = Path.home() / "ray_results"  # Tune's default home for its records
     had_ray_results = ray_results.exists()
     path = _write_sweep(tmp_path, steps=2)
@@ -463,13 +477,6 @@ def test_cli_runs_a_sweep_on_a_local_ray_it_starts_and_stops(tmp_path, capsys, m
     assert ray_results.exists() == had_ray_results
     # the command's Ray is gone: not connected, no process left of its session
     assert not ray.is_initialized()
-    leftovers = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"latentdial-ray-" in cmdline:
-            leftovers.append(cmdline.replace(b"\0", b" ")[:200])
+    leftovers = {pid: cmd for pid, cmd in _ray_session_processes().items() if pid not in before}
     assert not leftovers
     assert cli_main(["sweep", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
