@@ -213,6 +213,10 @@ def test_nan_loss_raises_naming_the_step_and_term():
     with pytest.raises(NonFiniteLossError, match="step 12") as err:
         BetaVAE(_model()).loss(x, step=12)
     assert err.value.term in {"loss", "recon"}
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # as a Ray trial's failure reaches the sweep
+    assert (type(again), again.step, again.term, str(again)) == (NonFiniteLossError, 12, err.value.term, str(err.value))
 
 
 def test_unknown_objective_lists_the_valid_ones():

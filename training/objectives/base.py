@@ -59,6 +59,11 @@ class NonFiniteLossError(FloatingPointError):
             f"regulariser weight, or check the data for NaN/inf"
         )
 
+    def __reduce__(self) -> tuple:
+        """Pickle by the constructor's arguments, so the error crosses processes (a Ray trial's
+        failure reaches the sweep as itself, not as a TypeError from unpickling)."""
+        return type(self), (self.step, self.term, self.value)
+
 
 @dataclass
 class Inputs:
