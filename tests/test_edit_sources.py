@@ -4,12 +4,12 @@ the same factor grid (``source_data=``, ``evaluate-edits --sources``) while the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures.oracle_model import build_oracle, calibrate_card, dsprites_card
+from fixtures.standin import StandIn
 
 from latentdial.cli import main
 from latentdial.manifest import Manifest
@@ -33,50 +33,6 @@ def reader():
 def both_reader():
     """The dSprites reader trained also on the elsewhere renderer (shipped beside the plain one)."""
     return load_reader("dsprites", also=ALSO, train=False)
-
-
-@dataclass
-class _Images:
-    images: np.ndarray
-
-
-class StandIn:
-    """A model client that recognises the evaluation's sources by their pixels (drawn by
-    ``sources``, with the evaluation's own first draws), applies each edit to their factors and
-    draws the result with ``draw(factors) -> (N, C, H, W)``. A source it was not shown, e.g. one
-    drawn by another renderer, is a KeyError."""
-
-    def __init__(self, sources, draw, num: int, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        factors = sources.sample_factors(num, rng)
-        images = sources.sample_observations_from_factors(factors, rng)
-        self.lookup = {self._key(x): f for x, f in zip(images, factors, strict=True)}
-        self.sources, self.draw = sources, draw
-        self.seen = 0
-
-    @staticmethod
-    def _key(x: np.ndarray) -> bytes:
-        return np.asarray(x, np.float32).round(3).tobytes()
-
-    def _factors(self, nhwc: np.ndarray) -> np.ndarray:
-        self.seen += len(nhwc)
-        return np.stack([self.lookup[self._key(x.transpose(2, 0, 1))] for x in nhwc])
-
-    def _out(self, factors: np.ndarray) -> _Images:
-        return _Images(self.draw(factors).transpose(0, 2, 3, 1))
-
-    def reconstruct(self, images, **_):
-        return self._out(self._factors(images))
-
-    def edit(self, images, edits, **_):
-        factors = self._factors(images).copy()
-        for e in edits:
-            f = self.sources.factor_names.index(e.factor)
-            if e.set_label is not None:
-                factors[:, f] = self.sources.factor_labels(f).index(e.set_label)
-            else:
-                factors[:, f] = int(np.argmin(np.abs(self.sources.factor_grid(f) - e.set_value)))
-        return self._out(factors)
 
 
 def _run(reader, draw, *, sources, num=200, seed=0):

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures.oracle_model import build_oracle, calibrate_card, dsprites_card
 from fixtures.server import ServerThread, make_config
+from fixtures.standin import StandIn
 from fixtures.toy_model import build_toy_model
 
 from latentdial.cli import main
@@ -38,52 +38,6 @@ def reader():
 
 
 # ---------------------------------------------------- stand-in models --
-@dataclass
-class _Images:
-    images: np.ndarray
-
-
-class StandIn:
-    """A client of a model that draws ``draw(factors) -> (N, C, H, W)`` for what it was asked.
-
-    It recognises its sources by their pixels (the evaluation renders them from the dataset),
-    applies an edit to their factors, and draws the result: ``draw = dataset render`` is a
-    perfect model, a disc drawer is a model that draws every shape as a blob.
-    """
-
-    def __init__(self, dataset, draw, num: int, seed: int, edits: bool = True) -> None:
-        rng = np.random.default_rng(seed)  # the evaluation's own first draw
-        factors = dataset.sample_factors(num, rng)
-        images = dataset.sample_observations_from_factors(factors, rng)
-        self.lookup = {self._key(x): f for x, f in zip(images, factors, strict=True)}
-        self.dataset, self.draw, self.edits = dataset, draw, edits
-
-    @staticmethod
-    def _key(x: np.ndarray) -> bytes:
-        return np.asarray(x, np.float32).round(3).tobytes()
-
-    def _factors(self, nhwc: np.ndarray) -> np.ndarray:
-        return np.stack([self.lookup[self._key(x.transpose(2, 0, 1))] for x in nhwc])
-
-    def _out(self, factors: np.ndarray) -> _Images:
-        return _Images(self.draw(factors).transpose(0, 2, 3, 1))
-
-    def reconstruct(self, images, **_):
-        return self._out(self._factors(images))
-
-    def edit(self, images, edits, **_):
-        if not self.edits:
-            return _Images(np.asarray(images))
-        factors = self._factors(images).copy()
-        for e in edits:
-            f = self.dataset.factor_names.index(e.factor)
-            if e.set_label is not None:
-                factors[:, f] = self.dataset.factor_labels(f).index(e.set_label)
-            else:
-                factors[:, f] = int(np.argmin(np.abs(self.dataset.factor_grid(f) - e.set_value)))
-        return self._out(factors)
-
-
 def discs(factors: np.ndarray) -> np.ndarray:
     """Soft discs where the sprites are, growing with scale: a model that draws every shape as a blob."""
     yy, xx = np.mgrid[0:64, 0:64]

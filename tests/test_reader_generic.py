@@ -5,12 +5,12 @@ on a labelled folder judged against the renderer of the folder's grid."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures.standin import StandIn
 
 from latentdial.training.data.base import GroundTruthData
 from latentdial.training.reader import (
@@ -253,53 +253,18 @@ def test_a_card_of_another_grid_is_refused_naming_the_factor(folder, idsprites, 
 
 
 # ------------------------------------------------------ edits of a folder model --
-@dataclass
-class _Images:
-    images: np.ndarray
-
-
-class Perfect:
-    """A client of a model that draws exactly what it is asked: it knows its sources by their pixels."""
-
-    def __init__(self, data, num: int, seed: int, edits: bool = True) -> None:
-        rng = np.random.default_rng(seed)  # the evaluation's own first draws
-        factors = data.sample_factors(num, rng)
-        images = data.sample_observations_from_factors(factors, rng)
-        self.lookup = {x.round(3).tobytes(): f for x, f in zip(images, factors, strict=True)}
-        self.data, self.edits = data, edits
-
-    def _factors(self, nhwc):
-        return np.stack([self.lookup[x.transpose(2, 0, 1).round(3).tobytes()] for x in nhwc])
-
-    def _draw(self, factors):
-        return _Images(self.data.sample_observations_from_factors(factors).transpose(0, 2, 3, 1))
-
-    def reconstruct(self, images, **_):
-        return self._draw(self._factors(images))
-
-    def edit(self, images, edits, **_):
-        factors = self._factors(images).copy()
-        for e in edits if self.edits else []:
-            f = self.data.factor_names.index(e.factor)
-            if e.set_label is not None:
-                factors[:, f] = self.data.factor_labels(f).index(e.set_label)
-            else:
-                factors[:, f] = int(np.argmin(np.abs(self.data.factor_grid(f) - e.set_value)))
-        return self._draw(factors)
-
-
 def test_a_folder_model_that_draws_the_truth_succeeds_and_one_that_does_nothing_never_hits(
         folder, idsprites, idsprites_reader):
     from latentdial.training.edit_success import evaluate_edits
 
     card = folder_card(folder)
-    r = evaluate_edits(Perfect(idsprites, 60, 0), idsprites, card, idsprites_reader, num=60, batch=64,
+    r = evaluate_edits(StandIn(idsprites, num=60, seed=0), idsprites, card, idsprites_reader, num=60, batch=64,
                        progress=False).report
     assert r["tolerance_steps"] == {"shape": 0, "color": 0, "scale": 1, "orientation": 2, "pos_x": 1, "pos_y": 1}
     assert r["readback"]["all"] >= 0.95 and r["recon_iou"] == 1.0
     for name, f in r["factors"].items():
         assert f["editable"] and f["success"] >= 0.95 and f["iou"] == 1.0, (name, f)
-    r = evaluate_edits(Perfect(idsprites, 40, 1, edits=False), idsprites, card, idsprites_reader, num=40,
+    r = evaluate_edits(StandIn(idsprites, num=40, seed=1, edits=False), idsprites, card, idsprites_reader, num=40,
                        seed=1, batch=64, progress=False).report
     for name, f in r["factors"].items():
         assert f["target_hit"] <= 0.05 and f["others_kept"] >= 0.9, (name, f)
