@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 
 from latentdial.serving.batcher import Arrays, DynamicBatcher
@@ -51,6 +50,7 @@ from latentdial.serving.edits import (
 )
 from latentdial.serving.errors import (
     DeadlineExceeded,
+    ErrorKind,
     FailedPrecondition,
     Internal,
     InvalidArgument,
@@ -314,18 +314,18 @@ class Engine:
                 except TimeoutError:
                     raise DeadlineExceeded(f"{name}: the request's deadline passed before it finished") from None
         except ServiceError as e:
-            code = e.code
-            if code is grpc.StatusCode.INTERNAL:
+            code = e.kind
+            if code is ErrorKind.INTERNAL:
                 log.error("%s -> INTERNAL (request id %s): %s", name, rid, e.message)
             else:
                 log.debug("%s -> %s: %s", name, code.name, e.message)
             raise
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            code = ErrorKind.CANCELLED
             raise
         except Exception as e:
             log.exception("%s failed (request id %s)", name, rid)
-            code = Internal.code
+            code = ErrorKind.INTERNAL
             raise Internal(f"internal error in {name} (request id {rid}); the server log has the details") from e
         finally:
             if admitted:

@@ -1,20 +1,36 @@
-"""Errors the service raises, each tied to a gRPC status code (docs/api.md, "Error codes").
+"""The core's errors: each names a transport-free :class:`ErrorKind` and a message that says what to fix.
 
-Handlers raise these; ``service.rpc`` turns them into ``context.abort(code, message)``.
-Anything else becomes INTERNAL with a request id and no stack trace.
+The engine and the domain calls raise these and know no wire format (docs/api.md, "Error codes").
+Each front door maps the kind onto its own status: the gRPC doors with
+:func:`latentdial.serving.grpc_call.status_code`, the HTTP door with
+:func:`latentdial.serving.http.errors.http_status` (a 429 carries ``Retry-After``). Anything
+unexpected becomes :class:`Internal` with a request id and no stack trace (:meth:`Engine.call`).
 """
 
 from __future__ import annotations
 
-import grpc
+import enum
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong, in the core's own words; the names are those of google.rpc.Code."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+    #: the caller went away; never raised as a ServiceError, only counted (metrics)
+    CANCELLED = "CANCELLED"
 
 
 class ServiceError(Exception):
-    """An error with a status code and a message that says what to fix."""
+    """An error with a kind and a message that says what to fix."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    #: the HTTP status of the same error (google.rpc.Code's mapping), for the HTTP front door
-    http_status: int = 500
+    kind: ErrorKind = ErrorKind.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -22,59 +38,43 @@ class ServiceError(Exception):
 
 
 class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
+    kind = ErrorKind.INVALID_ARGUMENT
 
 
 class NotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
-    http_status = 404
+    kind = ErrorKind.NOT_FOUND
 
 
 class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 400
+    kind = ErrorKind.FAILED_PRECONDITION
 
 
 class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
+    kind = ErrorKind.RESOURCE_EXHAUSTED
 
 
 class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
+    kind = ErrorKind.UNAUTHENTICATED
 
 
 class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 504
+    kind = ErrorKind.DEADLINE_EXCEEDED
 
 
 class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
+    kind = ErrorKind.UNAVAILABLE
 
 
 class Internal(ServiceError):
-    code = grpc.StatusCode.INTERNAL
-    http_status = 500
+    kind = ErrorKind.INTERNAL
 
 
 class PayloadTooLarge(ResourceExhausted):
-    """A request body above ``max_message_mb`` (HTTP 413; RESOURCE_EXHAUSTED like gRPC's own limit)."""
-
-    http_status = 413
-
-
-class UnsupportedMediaType(InvalidArgument):
-    """A body whose Content-Type the route does not read (HTTP 415)."""
-
-    http_status = 415
+    """A request body above ``max_message_mb`` (RESOURCE_EXHAUSTED like gRPC's own limit; HTTP says 413)."""
 
 
 class Overloaded(ResourceExhausted):
-    """More requests in flight than ``max_in_flight`` (HTTP 429 with ``Retry-After``)."""
+    """More requests in flight than ``max_in_flight``; the client should retry after :attr:`retry_after_s`."""
 
-    #: seconds the HTTP front door asks the client to wait (``Retry-After``)
+    #: seconds a client is asked to wait before retrying (HTTP's ``Retry-After``)
     retry_after_s = 1

@@ -61,12 +61,12 @@ from latentdial.serving.engine import (
     new_request_id,
 )
 from latentdial.serving.errors import (
+    ErrorKind,
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
     ServiceError,
     Unauthenticated,
-    UnsupportedMediaType,
 )
 from latentdial.serving.listener import TOKEN_HINT, UvicornListener, bearer_ok, bind
 from latentdial.serving.ports import http_port_message
@@ -802,14 +802,36 @@ def _ref(s: ServedModel) -> dict:
     return {"name": s.name, "version": s.version}
 
 
+class UnsupportedMediaType(InvalidArgument):
+    """A body whose Content-Type the route does not read (HTTP 415)."""
+
+
+#: the core's error kinds as HTTP statuses (google.rpc.Code's mapping)
+HTTP_STATUSES: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: 400, ErrorKind.NOT_FOUND: 404, ErrorKind.FAILED_PRECONDITION: 400,
+    ErrorKind.RESOURCE_EXHAUSTED: 429, ErrorKind.UNAUTHENTICATED: 401, ErrorKind.DEADLINE_EXCEEDED: 504,
+    ErrorKind.UNAVAILABLE: 503, ErrorKind.INTERNAL: 500, ErrorKind.CANCELLED: 499,
+}
+
+
+def http_status(e: ServiceError) -> int:
+    """The HTTP status of a core error: by its kind, finer for a body too large (413) or of the wrong type (415)."""
+    if isinstance(e, PayloadTooLarge):
+        return 413
+    if isinstance(e, UnsupportedMediaType):
+        return 415
+    return HTTP_STATUSES[e.kind]
+
+
 def error_response(e: ServiceError, rid: str) -> JSONResponse:
     """The JSON error body every HTTP route answers with (a 429 says when to retry: ``Retry-After``)."""
+    status = http_status(e)
     headers = {"x-request-id": rid}
-    if e.http_status == 429:
+    if status == 429:
         headers["retry-after"] = str(getattr(e, "retry_after_s", 1))
-    if e.http_status == 401:
+    if status == 401:
         headers["www-authenticate"] = "Bearer"
-    return JSONResponse({"error": e.message, "code": e.code.name, "request_id": rid}, status_code=e.http_status,
+    return JSONResponse({"error": e.message, "code": e.kind.name, "request_id": rid}, status_code=status,
                         headers=headers)
 
 

@@ -15,7 +15,7 @@ from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 from latentdial.serving import oip
 from latentdial.serving.engine import Engine, current_deadline
 from latentdial.serving.errors import InvalidArgument, NotFound
-from latentdial.serving.service import rpc
+from latentdial.serving.grpc_call import rpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: OIP RPCs that answer without a token, like the gRPC health service (load balancers probe them)

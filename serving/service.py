@@ -9,11 +9,9 @@ request id and no trace.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 
-import grpc
 import numpy as np
 
 from latentdial.serving import codec
@@ -24,11 +22,10 @@ from latentdial.serving.engine import (
     ServedModel,
     Source,
     current_deadline,
-    new_request_id,
 )
-from latentdial.serving.errors import FailedPrecondition, InvalidArgument, ServiceError
+from latentdial.serving.errors import FailedPrecondition, InvalidArgument
+from latentdial.serving.grpc_call import rpc
 from latentdial.serving.repository import DRAINING, FAILED, LOADING, READY
-from latentdial.serving.wire_guard import Refused
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -44,46 +41,6 @@ _VERSION_STATES = {
     LOADING: pb.VERSION_STATE_LOADING, READY: pb.VERSION_STATE_READY,
     DRAINING: pb.VERSION_STATE_DRAINING, FAILED: pb.VERSION_STATE_FAILED,
 }
-
-
-def grpc_request_id(context: grpc.aio.ServicerContext) -> str:
-    """The caller's ``x-request-id`` metadata, or a new id."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and value:
-            return new_request_id(value)
-    return new_request_id()
-
-
-def grpc_deadline(context: grpc.aio.ServicerContext, engine: Engine) -> float:
-    """The call's deadline as ``loop.time()``: the caller's, or the server's ``request_timeout_s`` from now."""
-    return engine.deadline_after(context.time_remaining())
-
-
-def rpc(name: str, *, deadline: bool = True):
-    """Wrap a gRPC handler in :meth:`Engine.call` and turn its ServiceError into ``context.abort``.
-
-    The handler runs under the call's deadline (the caller's, or ``request_timeout_s`` when it set
-    none), which the domain calls read with :func:`current_deadline`. ``deadline=False`` (the admin
-    RPCs: a load may build engines for minutes) leaves the call to the caller's own deadline.
-    """
-
-    def deco(fn):
-        @functools.wraps(fn)
-        async def wrapper(self, request, context: grpc.aio.ServicerContext):
-            rid = grpc_request_id(context)
-            try:
-                until = grpc_deadline(context, self.engine) if deadline else None
-                async with self.engine.call(name, rid, deadline=until):
-                    if isinstance(request, Refused):  # over a limit on the wire: never parsed (wire_guard.py)
-                        raise InvalidArgument(request.message)
-                    return await fn(self, request, context)
-            except ServiceError as e:
-                context.set_trailing_metadata((("x-request-id", rid),))
-                await context.abort(e.code, e.message)
-
-        return wrapper
-
-    return deco
 
 
 class LatentDialService(pb_grpc.LatentDialServicer):
