@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentdial.training.augment import AugmentConfig
 from latentdial.training.model import ModelConfig
 from latentdial.training.objectives import ObjectiveConfig, get_objective
 
@@ -113,6 +114,10 @@ class TrainConfig:
     num_threads: int = 0  # torch intra-op threads; 0 = all cores / local world size
     time_limit_s: float = 0.0  # stop at a checkpoint once training has run this long; 0 = no limit
     cuda_graph: bool = True  # on one CUDA device, replay graph-safe steps from a CUDA graph
+    # start from these weights instead of random ones: a run directory or an exported model
+    # version (models/<name>/<version>); the architecture must match (run_dir.initial_weights)
+    init_from: str = ""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the encoder's input views
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -130,6 +135,7 @@ class TrainConfig:
         top["model"] = self.model.to_dict()
         top["objective"] = {"name": self.objective_name, **dataclasses.asdict(self.objective)}
         top["optimizer"] = dataclasses.asdict(self.optimizer)
+        top["augment"] = self.augment.to_dict()
         return top
 
     @classmethod
@@ -141,7 +147,7 @@ class TrainConfig:
         kwargs: dict[str, Any] = {}
         hints = typing.get_type_hints(cls)
         for name, value in raw.items():
-            if name in ("dataset", "model", "objective", "optimizer"):
+            if name in ("dataset", "model", "objective", "optimizer", "augment"):
                 continue
             kwargs[name] = _coerce(name, value, hints[name])
         dataset = raw.get("dataset", {"name": "dsprites"})
@@ -150,6 +156,7 @@ class TrainConfig:
         kwargs["dataset"] = dict(dataset)
         kwargs["model"] = _dataclass_from("model", ModelConfig, raw.get("model", {}))
         kwargs["optimizer"] = _dataclass_from("optimizer", OptimizerConfig, raw.get("optimizer", {}))
+        kwargs["augment"] = _dataclass_from("augment", AugmentConfig, raw.get("augment", {}))
         objective = dict(raw.get("objective", {}))
         name = objective.pop("name", "beta_vae")
         try:
@@ -174,7 +181,13 @@ def _dataclass_from(where: str, cls: type, raw: Any) -> Any:
     fields_ = {f.name for f in dataclasses.fields(cls)}
     _reject_unknown(f"[{where}]", raw, fields_)
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()})
+    values = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in raw.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a table's own check (e.g. AugmentConfig's ranges)
+        raise ConfigError(str(e)) from None
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:

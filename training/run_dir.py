@@ -69,6 +69,28 @@ def load_run(run_dir: Path, *, map_location: str = "cpu") -> LoadedRun:
     return LoadedRun(run_dir, model, config, card, metrics, metadata)
 
 
+def initial_weights(source: Path) -> dict[str, torch.Tensor]:
+    """The ``encoder.*`` / ``decoder.*`` weights to start a run from (``init_from``).
+
+    ``source`` is a finished run directory (its ``model.safetensors``) or an exported model
+    version (``models/<name>/<version>``: the ``encoder.pt2`` and ``decoder.pt2`` programs
+    export writes beside the ONNX graphs, which carry the same state-dict names).
+    """
+    source = Path(source)
+    if (source / WEIGHTS).is_file():
+        return load_file(str(source / WEIGHTS), device="cpu")
+    programs = [source / f"{graph}.pt2" for graph in ("encoder", "decoder")]
+    if all(p.is_file() for p in programs):
+        state: dict[str, torch.Tensor] = {}
+        for program in programs:
+            state.update({k: v.detach().cpu() for k, v in torch.export.load(str(program)).state_dict.items()})
+        return state
+    raise FileNotFoundError(
+        f"init_from: {source} is neither a finished run (no {WEIGHTS}) nor an exported model version "
+        f"with encoder.pt2 and decoder.pt2 (export without --no-programs)"
+    )
+
+
 def representation_fn(model: VAEModel, *, batch_size: int = 256):
     """A numpy representation function for metrics: (N, C, H, W) float32 -> (N, D) posterior means."""
     import numpy as np

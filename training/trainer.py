@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from latentdial.provenance import code_version
+from latentdial.training.augment import AugmentConfig, build_encoder_view
 from latentdial.training.config import ConfigError, OptimizerConfig, TrainConfig
 from latentdial.training.distributed import (
     DistContext,
@@ -38,10 +39,10 @@ from latentdial.training.distributed import (
 )
 from latentdial.training.evaluate import evaluate_run, resolve_dataset
 from latentdial.training.graphed_step import GraphedStep
-from latentdial.training.model import build_model
+from latentdial.training.model import VAEModel, build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
 from latentdial.training.objectives.base import check_finite
-from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, save_weights
+from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, initial_weights, save_weights
 
 log = logging.getLogger("latentdial.train")
 CHECKPOINTS = "checkpoints"
@@ -92,10 +93,15 @@ class Trainer:
             )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         obj_cls = get_objective(cfg.objective_name)
-        self.objective: VAEObjective = obj_cls(build_model(cfg.model), cfg.objective).to(self.ctx.device)
+        model = build_model(cfg.model)
+        if cfg.init_from:
+            _start_from(model, Path(cfg.init_from))
+        self.objective: VAEObjective = obj_cls(model, cfg.objective).to(self.ctx.device)
+        self.objective.encoder_view = build_encoder_view(cfg.augment, cfg.model.image_size)
         self.objective.attach_dataset(self.dataset)
+        # the encoder's random views pick images by a data-dependent mask: not capturable
         use_graph = (cfg.cuda_graph and self.ctx.device.startswith("cuda") and self.ctx.world_size == 1
-                     and obj_cls.graph_safe)
+                     and obj_cls.graph_safe and not cfg.augment.enabled)
         # a captured Adam step reads its lr from a device tensor, so a cooldown can change it
         self._lr_tensor = use_graph and cfg.optimizer.cooldown_steps > 0
         self.optimizer = torch.optim.Adam(
@@ -156,7 +162,8 @@ class Trainer:
         """Restore everything ``save_checkpoint`` wrote; the config must match but for ``steps``."""
         state = torch.load(path, map_location=self.ctx.device, weights_only=False)
         saved, now = state["config"], self.cfg.to_dict()
-        for key in ("model", "objective", "dataset", "seed", "batch_size"):
+        saved = {"augment": AugmentConfig().to_dict(), "init_from": "", **saved}  # older runs had neither
+        for key in ("model", "objective", "dataset", "seed", "batch_size", "augment", "init_from"):
             if saved.get(key) != now.get(key):
                 raise ConfigError(
                     f"cannot resume from {path}: '{key}' was {saved.get(key)!r}, now {now.get(key)!r}; "
@@ -290,6 +297,20 @@ class Trainer:
             f"training stopped: loss term {error.term!r} is {error.value} at step {error.step}; {where}. "
             "Lower optimizer.lr or the regulariser weight and resume with --resume."
         ) from error
+
+
+def _start_from(model: VAEModel, source: Path) -> None:
+    """Load ``init_from``'s weights into ``model``, or say which names or shapes disagree."""
+    state = initial_weights(source)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"init_from: the weights of {source} do not fit this run's [model] "
+            f"({model.config.architecture}, {model.config.channels} channel(s), latent_dim "
+            f"{model.config.latent_dim}): {e}"
+        ) from None
+    log.info("starting from the weights of %s", source)
 
 
 def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool = True) -> Path:

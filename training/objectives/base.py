@@ -149,6 +149,9 @@ class VAEObjective(nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
         self.model = model
         self.config = config
+        #: (N, C, H, W) -> (N, C, H, W): the encoder's view of the images (training/augment.py);
+        #: the decoder always reconstructs the clean images. None: the encoder sees them as they are.
+        self.encoder_view: nn.Module | None = None
 
     # -- hooks variants override -------------------------------------------------------
     def inputs(self, batch: Batch) -> Inputs:
@@ -197,13 +200,13 @@ class VAEObjective(nn.Module):
     def loss_terms(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss (), every logged term as a () tensor) for one batch, with no host sync.
 
-        The template: inputs -> encode -> hook_posterior -> sample -> hook_latents -> decode;
+        The template: inputs -> (the encoder's view) -> encode -> hook_posterior -> sample -> hook_latents -> decode;
         loss = recon + regularizer (+ supervised), each summed within an example and
         averaged over examples.
         """
         inputs = self.inputs(batch)
         x, group = inputs.images, inputs.per_example
-        mean, log_var = self.model.encoder(x)  # (M, D)
+        mean, log_var = self.model.encoder(x if self.encoder_view is None else self.encoder_view(x))  # (M, D)
         mean, log_var, posterior_terms = self.hook_posterior(mean, log_var, inputs)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)  # (M, D)
         logits = self.model.decoder(self.hook_latents(z, mean, inputs))
