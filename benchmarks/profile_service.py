@@ -66,7 +66,8 @@ def main() -> int:
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--out", type=Path, default=bench.ROOT / "reports" / "profile")
     args = p.parse_args()
-    spy = shutil.which("py-spy")
+    # beside this interpreter first: `make profile-service` runs the venv's python without activating it
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         p.error("py-spy is not installed: pip install py-spy")
 
