@@ -10,7 +10,10 @@ varints, without decoding them) and stops at the first count past its limit, so 
 a walk of at most ``limit + 1`` entries. A request within every limit is then parsed as usual.
 
 A refused request reaches its handler as a :class:`Refused` instead of a message, and the
-handler's wrapper answers INVALID_ARGUMENT (:func:`latentdial.serving.service.rpc`).
+handler's wrapper answers INVALID_ARGUMENT (:func:`latentdial.serving.grpc_call.rpc`). Bytes that
+protobuf cannot parse as the method's message are refused the same way, on every method
+:func:`add_guarded` registers, guarded or not: grpc would answer a parser's exception with
+UNKNOWN (and the exception's class name), as though the server had failed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Union
 
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError
 
 #: A spec names fields of a message: a limit on a repeated field's entries, a spec for a submessage
 #: (walked into; protobuf merges repeated occurrences of it, so their counts add up), or both.
@@ -155,16 +159,33 @@ def _over(f: _Field, seen: int | None) -> str:
     return f"{f.path}: at least {seen or f.limit + 1} given, more than the limit of {f.limit} per request"
 
 
-def guarded_deserializer(deserialize: Callable[[bytes], Any], guard: WireGuard) -> Callable[[bytes], Any]:
-    """``deserialize`` behind ``guard``: a :class:`Refused` for a request over a limit, else the message."""
+def refusing_deserializer(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserialize`` (a generated ``Message.FromString``) that returns a :class:`Refused` for bytes
+    that are not such a message instead of raising."""
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = descriptor.full_name if descriptor is not None else "request"
 
     def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as e:
+            return Refused(f"the request is not a valid {name} message ({e})")
+
+    return parse
+
+
+def guarded_deserializer(deserialize: Callable[[bytes], Any], guard: WireGuard) -> Callable[[bytes], Any]:
+    """``deserialize`` behind ``guard``: a :class:`Refused` for a request over a limit or not parseable,
+    else the message."""
+    parse = refusing_deserializer(deserialize)
+
+    def guarded(data: bytes) -> Any:
         problem = guard.problem(data)
         if problem is not None:
             return Refused(problem)
-        return deserialize(data)
+        return parse(data)
 
-    return parse
+    return guarded
 
 
 class _Capture:
@@ -186,7 +207,7 @@ class _Capture:
 def add_guarded(add_to_server: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server,
                 guards: Mapping[str, WireGuard]) -> None:
     """Register ``servicer`` as the generated ``add_to_server`` would, with ``guards[method]`` in front of
-    each named method's request parser."""
+    each named method's request parser, and every parser refusing bytes it cannot parse."""
     capture = _Capture()
     add_to_server(servicer, capture)
     if capture.service is None or not capture.handlers:
@@ -195,8 +216,8 @@ def add_guarded(add_to_server: Callable[[Any, Any], None], servicer: Any, server
     if unknown:
         raise KeyError(f"no such methods to guard: {sorted(unknown)}")
     handlers = {
-        name: h._replace(request_deserializer=guarded_deserializer(h.request_deserializer, guards[name]))
-        if name in guards else h
+        name: h._replace(request_deserializer=guarded_deserializer(h.request_deserializer, guards[name])
+                         if name in guards else refusing_deserializer(h.request_deserializer))
         for name, h in capture.handlers.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.service, handlers),))
