@@ -1,0 +1,156 @@
+"""Hostile payloads on both doors: malformed PNGs, PNG headers and tensor shapes that declare huge
+sizes, nesting 100,000 deep (JSON arrays on HTTP, protobuf groups on gRPC), empty bodies.
+
+Each gets a client error (HTTP 4xx with a JSON error, gRPC INVALID_ARGUMENT) that says what is
+wrong; the server's resident set rises by less than :data:`MAX_RSS_GROWTH_MIB` over all of them
+(a decoder that trusted a header would allocate 4 GiB for one 2^31 x 2^31 grey PNG), and the next
+well-formed request on each door is answered.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from fixtures.attack import BenignClient, RssWatch
+from fixtures.png import png_declaring
+from PIL import Image
+
+from latentdial.inference import grpc_service_pb2 as oip_pb
+from latentdial.inference import grpc_service_pb2_grpc as oip_grpc
+from latentdial.v1 import latentdial_pb2 as pb
+from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+#: The most the server's resident set may rise over every payload of a test.
+MAX_RSS_GROWTH_MIB = 64.0
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+#: 100,000 nested groups of an unknown field: protobuf gives up at its recursion limit
+DEEP_PROTOBUF = b"\x0b" * 100_000 + b"\x0c" * 100_000
+
+
+def _png(side: int = 8) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+BAD_PNGS = {
+    "declares 30000 x 30000": png_declaring(30_000, 30_000),
+    "declares 2^31-1 x 2^31-1": png_declaring(2**31 - 1, 2**31 - 1),
+    "declares 1 x 10^8": png_declaring(1, 10**8),
+    "truncated": _png()[:40],
+    "magic then noise": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+    "not a PNG": b"GIF89a" + bytes(64),
+    "64 x 64, not the model's 8 x 8": _png(64),
+}
+IMAGE_ROUTES = ["encode", "reconstruct", "edit", "traverse"]
+JSON_ROUTES = ["/v1/models/toy/encode", "/v1/models/toy/decode", "/v1/models/toy/reconstruct",
+               "/v1/models/toy/traverse", "/v1/models/toy/edit", "/v1/models/toy/generate",
+               "/v2/models/toy.decoder/infer"]
+HUGE = 2**62
+
+
+def _oip_input(shape: list[int], **kw) -> dict:
+    return {"inputs": [{"name": "latents", "shape": shape, "datatype": "FP32", **kw}]}
+
+
+def http_attacks() -> list[tuple[str, str, str, bytes]]:
+    """(what, route, content type, body)."""
+    out = [(f"PNG {what} to {route}", f"/v1/models/toy/{route}", "image/png", blob)
+           for what, blob in BAD_PNGS.items() for route in IMAGE_ROUTES]
+    for route in JSON_ROUTES:
+        out += [
+            ("JSON nested 100,000 deep", route, "application/json", DEEP_JSON),
+            ("latents nested 100,000 deep", route, "application/json", b'{"latents": ' + DEEP_JSON + b"}"),
+            ("pixels nested 100,000 deep", route, "application/json", b'{"pixels": ' + DEEP_JSON + b"}"),
+            ("OIP data nested 100,000 deep", route, "application/json",
+             b'{"inputs": [{"name": "latents", "shape": [1, 4], "datatype": "FP32", "data": ' + DEEP_JSON + b"}]}"),
+        ]
+    infer = "/v2/models/toy.decoder/infer"
+    for shape in ([HUGE, HUGE], [2**31 - 1] * 8, [1] * 9, [-1, 4], [0, 4]):
+        out.append((f"OIP shape {shape[:3]}", infer, "application/json", json.dumps(_oip_input(shape, data=[0.0] * 4)).encode()))
+    head = json.dumps(_oip_input([HUGE, 4], parameters={"binary_data_size": 16})).encode()
+    out.append(("OIP binary shape 2^62 x 4", infer, "application/octet-stream", head + bytes(16)))
+    out.append(("ragged pixels", "/v1/models/toy/encode", "application/json",
+                b'{"pixels": [[[[0]]], ' + b"[[[0, 0]]], " * 1000 + b"[[[0]]]]}"))
+    return out
+
+
+def test_hostile_http_payloads_get_a_client_error_and_cost_no_memory(served):
+    attacks = http_attacks()
+    with RssWatch(served.pid) as rss, httpx.Client(base_url=served.http_url, timeout=30) as http:
+        for what, route, ctype, body in attacks:
+            extra = {"Inference-Header-Content-Length": str(len(body) - 16)} if ctype == "application/octet-stream" else {}
+            r = http.post(route, content=body, headers={"Content-Type": ctype, **extra})
+            assert r.status_code in (400, 413, 415), (what, route, r.status_code, r.text[:300])
+            assert r.json()["error"] and r.json()["code"] in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"), (what, r.text)
+    print(f"\n{len(attacks)} hostile HTTP payloads: {rss}")
+    served.assert_alive()
+    assert rss.growth < MAX_RSS_GROWTH_MIB, str(rss)
+    with BenignClient(served.address, served.http_url) as benign:
+        assert set(benign.measure(3)["http"].outcomes) == {200}
+
+
+def _tensor(shape: list[int], raw: bytes = bytes(16)) -> pb.Tensor:
+    return pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=shape, raw=raw)
+
+
+def grpc_attacks(v1: pb_grpc.LatentDialStub, oip: oip_grpc.GRPCInferenceServiceStub) -> dict:
+    """what -> a call that must fail with INVALID_ARGUMENT."""
+    Input = oip_pb.ModelInferRequest.InferInputTensor
+    out = {f"PNG {what}": (lambda blob=blob: v1.Encode(pb.EncodeRequest(images=pb.ImageBatch(
+        png=pb.PngImages(images=[blob]))), timeout=30)) for what, blob in BAD_PNGS.items()}
+    for shape in ([HUGE, HUGE], [2**31 - 1] * 8, [1] * 9, [0, 4]):
+        out[f"v1 latents shape {shape[:3]}"] = lambda shape=shape: v1.Decode(
+            pb.DecodeRequest(latents=_tensor(shape)), timeout=30)
+        out[f"v1 images shape {shape[:3]}"] = lambda shape=shape: v1.Encode(
+            pb.EncodeRequest(images=pb.ImageBatch(tensor=_tensor(shape))), timeout=30)
+        out[f"OIP raw shape {shape[:3]}"] = lambda shape=shape: oip.ModelInfer(oip_pb.ModelInferRequest(
+            model_name="toy.decoder", inputs=[Input(name="latents", datatype="FP32", shape=shape)],
+            raw_input_contents=[bytes(16)]), timeout=30)
+        out[f"OIP contents shape {shape[:3]}"] = lambda shape=shape: oip.ModelInfer(oip_pb.ModelInferRequest(
+            model_name="toy.decoder", inputs=[Input(name="latents", datatype="FP32", shape=shape,
+                                                   contents=oip_pb.InferTensorContents(fp32_contents=[0.0] * 4))]),
+            timeout=30)
+    return out
+
+
+def test_hostile_grpc_payloads_get_invalid_argument_and_cost_no_memory(served):
+    with grpc.insecure_channel(served.address) as ch:
+        v1, oip = pb_grpc.LatentDialStub(ch), oip_grpc.GRPCInferenceServiceStub(ch)
+        attacks = grpc_attacks(v1, oip)
+        for path in ("/latentdial.v1.LatentDial/Encode", "/inference.GRPCInferenceService/ModelInfer"):
+            raw = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+            attacks[f"{path}: 100,000 nested groups"] = lambda raw=raw: raw(DEEP_PROTOBUF, timeout=30)
+        with RssWatch(served.pid) as rss:
+            for what, call in attacks.items():
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, info.value.code(),
+                                                                               info.value.details())
+                assert info.value.details(), what
+    print(f"\n{len(attacks)} hostile gRPC payloads: {rss}")
+    served.assert_alive()
+    assert rss.growth < MAX_RSS_GROWTH_MIB, str(rss)
+    with BenignClient(served.address, served.http_url) as benign:
+        assert set(benign.measure(3)["grpc"].outcomes) == {"OK"}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect: an empty body on a route whose JSON body has a required field (decode: latents; OIP infer: "
+    "inputs) answers 500 INTERNAL. serving/http/call.py parse() (http_api.py _parse before the split) "
+    "returns model() for an empty body outside its try, so pydantic's ValidationError escapes. Fix: "
+    "validate {} inside the try. Remove this marker and empty_body_defect in "
+    "test_fuzz_http_schemathesis.py / EMPTY_BODY_DEFECT in conftest.py with the fix."))
+def test_an_empty_body_where_one_is_required_is_a_client_error(served):
+    with httpx.Client(base_url=served.http_url, timeout=30) as http:
+        for route in ("/v1/models/toy/decode", "/v2/models/toy.decoder/infer"):
+            for ctype in ("application/json", "image/png"):
+                r = http.post(route, content=b"", headers={"Content-Type": ctype})
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT", (route, ctype, r.text)
