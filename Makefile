@@ -11,12 +11,15 @@ VENV ?= .venv
 SERVE_VENV ?= .venv-serve
 # tritonclient pins protobuf < 7 and latentdial needs >= 7: the OIP tests run it from its own venv
 TRITON_VENV ?= .venv-tritonclient
+# make bench-peers: Triton through PyTriton (ships the tritonserver binary) and KServe, each in its own venv
+PYTRITON_VENV ?= .venv-pytriton
+KSERVE_VENV ?= .venv-kserve
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 # make serve listens on this machine only; ADDRESS=0.0.0.0:50051 make serve listens on every interface
 ADDRESS ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors protos lint sweep study study-snap ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors bench-peers pytriton-venv kserve-venv protos lint sweep study study-snap ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -78,6 +81,27 @@ profile-service: $(VENV)/.installed
 # single-image encode over v1 gRPC, OIP gRPC and OIP HTTP (binary) at 1, 8, 64 callers, side by side
 bench-frontdoors: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_frontdoors.py
+
+# latentdial beside Triton (PyTriton) and KServe's ModelServer on the same machine, in the same run, on the
+# default model's ONNX graphs: OIP gRPC (tritonclient) and latentdial's v1 Encode, 1/8/64 callers, batch 1
+# and 64; about 4 minutes (BENCH_PEERS_ARGS=--long for the published table: about 35 minutes, quiet machine).
+# Writes reports/bench_peers/bench_peers.{md,json}.
+BENCH_PEERS_ARGS ?=
+bench-peers: $(VENV)/.installed $(TRITON_VENV)/.installed $(PYTRITON_VENV)/.installed $(KSERVE_VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_peers.py $(BENCH_PEERS_ARGS)
+
+pytriton-venv: $(PYTRITON_VENV)/.installed
+$(PYTRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/python -m pip install $(PIP_FLAGS) nvidia-pytriton==0.7.0 onnxruntime==1.32.0 numpy
+	touch $@
+
+# kserve pins its own protobuf and grpcio; kept apart from latentdial's
+kserve-venv: $(KSERVE_VENV)/.installed
+$(KSERVE_VENV)/.installed:
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) kserve==0.21.0 onnxruntime==1.32.0 numpy
+	touch $@
 
 bench-train: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_train.py
@@ -166,4 +190,4 @@ container-check: $(CONTAINER_VENV)/.installed
 	$(CONTAINER_VENV)/bin/python scripts/container_check.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) $(TRITON_VENV) $(CONTAINER_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(TRITON_VENV) $(PYTRITON_VENV) $(KSERVE_VENV) $(CONTAINER_VENV) build *.egg-info .pytest_cache

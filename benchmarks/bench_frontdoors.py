@@ -34,6 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from closed_loop import drive, percentile_ms  # noqa: E402
 
 DOORS = ("v1-grpc", "oip-grpc", "oip-http")
 
@@ -73,33 +76,6 @@ def bodies(model: str) -> dict[str, bytes]:
             "oip-http": head + x.tobytes(), "oip-http-header": str(len(head)).encode()}
 
 
-async def _drive(call, callers: int, duration: float, warmup: float) -> tuple[int, int, list[float]]:
-    """``callers`` loops calling ``call()`` for warmup + duration seconds; counts only the measured part."""
-    latencies: list[float] = []
-    errors = 0
-    loop = asyncio.get_running_loop()
-    t_measure = loop.time() + warmup
-    t_end = t_measure + duration
-
-    async def worker():
-        nonlocal errors
-        while True:
-            t0 = loop.time()
-            if t0 >= t_end:
-                return
-            try:
-                await call()
-            except Exception:  # noqa: BLE001 - counted, the cell goes on
-                if t0 >= t_measure:
-                    errors += 1
-                continue
-            if t0 >= t_measure:
-                latencies.append(loop.time() - t0)
-
-    await asyncio.gather(*(worker() for _ in range(callers)))
-    return len(latencies), errors, latencies
-
-
 async def run_cell(door: str, model: str, grpc_address: str, http_url: str, body: dict[str, bytes], callers: int,
                    duration: float, warmup: float) -> Cell:
     if door == "oip-http":
@@ -115,7 +91,7 @@ async def run_cell(door: str, model: str, grpc_address: str, http_url: str, body
                 r = await client.post(path, content=body[door], headers=headers)
                 r.raise_for_status()
 
-            n, errors, lat = await _drive(call, callers, duration, warmup)
+            n, errors, lat = await drive(call, callers, duration, warmup)
     else:
         import grpc
 
@@ -127,13 +103,9 @@ async def run_cell(door: str, model: str, grpc_address: str, http_url: str, body
             async def call():
                 await stub(body[door], timeout=30)
 
-            n, errors, lat = await _drive(call, callers, duration, warmup)
-    ms = sorted(x * 1e3 for x in lat) or [float("nan")]
-
-    def pct(p: float) -> float:
-        return ms[min(len(ms) - 1, int(p * len(ms)))]
-
-    return Cell(model, door, callers, n, duration, errors, pct(0.50), pct(0.95), pct(0.99))
+            n, errors, lat = await drive(call, callers, duration, warmup)
+    return Cell(model, door, callers, n, duration, errors, percentile_ms(lat, 0.50), percentile_ms(lat, 0.95),
+                percentile_ms(lat, 0.99))
 
 
 def start_server(repo: Path) -> tuple[subprocess.Popen, str, str]:

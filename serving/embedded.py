@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from latentdial.serving.config import ServerConfig
     from latentdial.serving.server import LatentDialServer
 
-__all__ = ["EmbeddedServer", "ServerProcess", "ServerStartError", "free_port", "health_status", "wait_serving"]
+__all__ = ["EmbeddedServer", "ServerProcess", "ServerStartError", "free_port", "health_status", "terminate",
+           "wait_serving"]
 
 
 class ServerStartError(RuntimeError):
@@ -124,6 +125,18 @@ def wait_serving(address: str, timeout_s: float, proc: subprocess.Popen | None =
     raise ServerStartError(f"{address} not SERVING after {timeout_s:.0f} s (last status {status})")
 
 
+def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM a child, wait up to ``timeout_s`` for it to exit, then SIGKILL it. Returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ServerProcess:
     """``python -m latentdial.cli serve`` on 127.0.0.1:<free port>, SERVING on start, stopped on exit.
 
@@ -187,13 +200,7 @@ class ServerProcess:
         """SIGTERM, wait for the graceful drain, then SIGKILL. Returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=self.grace_s + 10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, self.grace_s + 10)
         if self._log is not None:
             self._log.close()
             self._log = None
