@@ -1,23 +1,25 @@
-"""The engine every front door calls: served models, batchers, limits and the domain calls on numpy.
+"""The engine under every front door: served models, batchers, limits, readiness, and each request's frame.
 
-The v1 gRPC API (:mod:`service`), the Open Inference Protocol over gRPC (:mod:`oip_grpc`) and
-HTTP (:mod:`http`) are adapters: they translate their wire format into numpy arrays, validate
-them with :mod:`codec`, call the engine and translate the answer back. The engine owns what
-they share, so an OIP call and a v1 call of the same graph wait in the same queue and are
-merged into one batch:
+The front doors (gRPC v1 :mod:`service`, OIP gRPC :mod:`oip_grpc`, the HTTP routes of
+:mod:`latentdial.serving.http`) are adapters: they translate their wire format into the typed
+requests of :mod:`requests`, call :mod:`dataplane` inside :meth:`Engine.call` and write the typed
+results back. The engine owns what they share, so an OIP call and a v1 call of the same graph
+wait in the same queue and are merged into one batch:
 
 - one :class:`ServedModel` per model version (the loaded model and its two batchers);
 - the limits (``max_request_items``, ``max_in_flight``) and the readiness / drain state;
-- :meth:`Engine.call`, which wraps every request of every adapter: request id, metrics,
-  readiness, the cap on requests in flight, the request's deadline, and turning an unexpected
-  exception into :class:`Internal` with a request id;
+- :meth:`Engine.call`, which wraps every request of every door: request id, metrics,
+  readiness, the cap on requests in flight, the request's deadline (:meth:`deadline_after`
+  turns a door's timeout into it, capped by nothing but the caller), and turning an
+  unexpected exception into :class:`Internal` with a request id;
+- the graph calls on numpy (:meth:`encode`, :meth:`decode`, :meth:`run_graph`) through the batchers;
 - live changes of the served set (:mod:`model_control`): a version resolved by a request is
   held until that request ends, :meth:`Engine.add` serves a warm version at once, and
   :meth:`Engine.retire` stops resolving one and :meth:`Engine.close_retired` closes it once the
   requests that hold it have ended.
 
-Shapes: images enter the domain calls as (N, C, H, W) float32 in [0, 1] (already validated by
-:mod:`codec`) and leave as (N, C, H, W) float32; latents are (N, D) float32.
+Shapes: images enter as (N, C, H, W) float32 in [0, 1] (already validated by :mod:`codec`) and
+leave as (N, C, H, W) float32; latents are (N, D) float32. No wire format is known here.
 """
 
 from __future__ import annotations
@@ -39,19 +41,9 @@ import numpy as np
 
 from latentdial.serving.batcher import Arrays, DynamicBatcher
 from latentdial.serving.config import ServerConfig
-from latentdial.serving.edits import (
-    Edit,
-    TraversalPlan,
-    apply_edits,
-    check_traversal,
-    generate_latents,
-    sample_posterior,
-    traverse,
-)
 from latentdial.serving.errors import (
     DeadlineExceeded,
     ErrorKind,
-    FailedPrecondition,
     Internal,
     InvalidArgument,
     Overloaded,
@@ -96,32 +88,6 @@ class ServedModel:
     def runtime(self, graph: str) -> Runtime:
         """The runtime behind ``graph``; its ``run`` is looked up at every batch."""
         return self.model.encoder if graph == "encoder" else self.model.decoder
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """Latents (N, D) and the images (N, C, H, W) float32 they decode to."""
-
-    latents: np.ndarray
-    images: np.ndarray
-
-
-@dataclass(frozen=True)
-class TraversalResult:
-    """A traversal grid: images (N*T*S, C, H, W) in the order (n*T + t)*S + s, and what was swept."""
-
-    images: np.ndarray
-    num_sources: int
-    steps: int
-    plan: TraversalPlan
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the latents of Traverse / EditAttributes come from: images (N, C, H, W) or latents (N, D)."""
-
-    images: np.ndarray | None = None
-    latents: np.ndarray | None = None
 
 
 #: The current request's deadline as ``loop.time()`` (set by :meth:`Engine.call`); None outside a request.
@@ -261,10 +227,13 @@ class Engine:
         self.runtime_threads.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------- request wrapper
-    def deadline_after(self, timeout_s: float | None) -> float:
-        """The ``loop.time()`` deadline of a request that asked for ``timeout_s`` seconds (None: the
-        server's ``request_timeout_s``)."""
-        t = self.config.request_timeout_s if timeout_s is None else timeout_s
+    def deadline_after(self, timeout_s: float | None, *, capped: bool = False) -> float:
+        """The ``loop.time()`` deadline of a request that asked for ``timeout_s`` seconds: the one rule of
+        every door. None: the server's ``request_timeout_s``; ``capped`` (a timeout the caller wrote in a
+        header, HTTP's ``X-Request-Timeout``): at most ``request_timeout_s``. A gRPC caller's own deadline
+        is its channel's business and is kept as it is."""
+        default = self.config.request_timeout_s
+        t = default if timeout_s is None else min(timeout_s, default) if capped else timeout_s
         return asyncio.get_running_loop().time() + t
 
     @contextlib.asynccontextmanager
@@ -360,7 +329,7 @@ class Engine:
     def max_request_items(self) -> int:
         return self.config.max_request_items
 
-    # ---------------------------------------------------------- domain calls
+    # ------------------------------------------------------------ graph calls
     async def run_graph(self, s: ServedModel, graph: str, inputs: Arrays, deadline: float | None) -> Arrays:
         """Run one graph on validated inputs through its batcher (what OIP ModelInfer calls)."""
         return await s.batcher(graph).submit(inputs, deadline=deadline)
@@ -374,120 +343,3 @@ class Engine:
         """latents (N, D) -> images (N, C, H, W) float32 in [0, 1]."""
         out = await s.decoder.submit({"latents": np.ascontiguousarray(z, np.float32)}, deadline=deadline)
         return out["images"]
-
-    async def reconstruct(self, s: ServedModel, images: np.ndarray, *, sample: bool, seed: int,
-                          deadline: float | None) -> Decoded:
-        """Encode, take the mean (or a seeded posterior sample), decode."""
-        mean, log_var = await self.encode(s, images, deadline)
-        z = sample_posterior(mean, log_var, seed) if sample else mean
-        return Decoded(z, await self.decode(s, z, deadline))
-
-    async def source_latents(self, s: ServedModel, source: Source, deadline: float | None) -> np.ndarray:
-        if source.images is not None:
-            return (await self.encode(s, source.images, deadline))[0]
-        if source.latents is not None:
-            return source.latents
-        raise InvalidArgument("no source; set images or latents")
-
-    async def traverse(self, s: ServedModel, source: Source, *, dims: list[int], factors: list[str],
-                       start: float | None, stop: float | None, steps: int,
-                       deadline: float | None) -> TraversalResult:
-        """Sweep dimensions or named factors from each source; the grid order is (n*T + t)*S + s."""
-        if source.images is None and source.latents is None:
-            raise InvalidArgument("no source; set images or latents")
-        card = s.model.card
-        # every size first, from the lists' lengths alone: nothing proportional to them is built before
-        check_traversal(len(dims), len(factors), steps)
-        sources = len(source.images if source.images is not None else source.latents)
-        targets = len(dims) + len(factors) or s.model.latent_dim
-        total = sources * targets * steps
-        limit = self.config.max_request_items
-        if total > limit:
-            raise InvalidArgument(
-                f"the grid has {sources} sources x {targets} targets x {steps} steps = {total} "
-                f"images, more than max_request_items={limit}; sweep fewer"
-            )
-        # then the plan (names, ranges) on one row, before spending compute on the source
-        probe = np.zeros((1, s.model.latent_dim), np.float32)
-        traverse(probe, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
-        base = await self.source_latents(s, source, deadline)
-        grid, plan = traverse(base, dims=dims, factors=factors, start=start, stop=stop, steps=steps, card=card)
-        return TraversalResult(await self.decode(s, grid, deadline), len(base), steps, plan)
-
-    async def edit(self, s: ServedModel, source: Source, edits: list[Edit], deadline: float | None) -> Decoded:
-        """Apply ``edits`` in order to the source's latents and decode."""
-        apply_edits(np.zeros((1, s.model.latent_dim), np.float32), edits, s.model.card)  # validate before compute
-        z = apply_edits(await self.source_latents(s, source, deadline), edits, s.model.card)
-        return Decoded(z, await self.decode(s, z, deadline))
-
-    async def generate(self, s: ServedModel, count: int, *, seed: int, temperature: float, pins: list[Edit],
-                       deadline: float | None) -> Decoded:
-        """Seeded prior samples (count, D) with ``pins`` applied, decoded."""
-        limit = self.config.max_request_items
-        if not 1 <= count <= limit:
-            raise InvalidArgument(f"count={count} is outside 1..{limit} (max_request_items)")
-        z = generate_latents(count, s.model.latent_dim, seed=seed, temperature=temperature, pins=pins,
-                             card=s.model.card)
-        return Decoded(z, await self.decode(s, z, deadline))
-
-    def factor_values(self, s: ServedModel, z: np.ndarray) -> dict[str, list[float]]:
-        """Each named factor's value in every row of latents z (N, D), in factor units.
-
-        Calibrated factors read the nearest calibration-table entry; hand-named ones report
-        their first dimension's latent value.
-        """
-        card = s.model.card
-        if card is None:
-            return {}
-        out = {}
-        for f in card.factors:
-            v = f.value_from_latents(z) if f.calibrated else np.asarray(z)[:, f.dims[0]]
-            out[f.name] = [float(x) for x in v]
-        return out
-
-    async def ground_truth(self, s: ServedModel, count: int, seed: int) -> np.ndarray:
-        """``count`` images (N, C, H, W) float32 from the model's own ground-truth dataset.
-
-        The dataset is the one named in the manifest's provenance. Procedural datasets are pure
-        numpy (``training/data/``), imported here lazily and never pulling torch; a dataset that
-        needs files this server does not have is FailedPrecondition.
-        """
-        limit = self.config.max_request_items
-        if not 1 <= count <= limit:
-            raise InvalidArgument(f"count={count} is outside 1..{limit} (max_request_items)")
-        name = _dataset_name(s.model.manifest.provenance)
-        if not name:
-            raise FailedPrecondition(f"{s.name}/{s.version}: the manifest names no training dataset to sample")
-        sampler = _GROUND_TRUTH.get(name)
-        if sampler is None:
-            try:
-                from latentdial.training.data import get_dataset  # numpy only; no torch
-
-                sampler = _GROUND_TRUTH[name] = get_dataset(name)
-            except Exception as e:  # noqa: BLE001 - any failure means: cannot sample here
-                raise FailedPrecondition(
-                    f"{s.name}/{s.version}: its dataset {name!r} cannot be sampled on this server ({e}); "
-                    "upload an image instead"
-                ) from e
-        # the loop's default pool: the runtime threads are for graphs only
-        x = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(sampler.sample_observations, count, np.random.default_rng(seed))
-        )
-        x = np.asarray(x, np.float32)
-        if x.shape[1:] != tuple(s.model.image_shape):
-            raise FailedPrecondition(
-                f"{s.name}/{s.version}: dataset {name!r} draws {list(x.shape[1:])} images but the model "
-                f"takes {list(s.model.image_shape)}; upload an image instead"
-            )
-        return x
-
-
-#: dataset name -> dataset object, built once per process
-_GROUND_TRUTH: dict[str, object] = {}
-
-
-def _dataset_name(provenance: dict) -> str | None:
-    d = provenance.get("dataset")
-    if isinstance(d, dict):
-        d = d.get("name")
-    return d if isinstance(d, str) and d else None

@@ -13,7 +13,6 @@ The socket is bound before anything starts, so a busy port fails start-up with o
 from __future__ import annotations
 
 import asyncio
-import hmac
 import socket
 import ssl
 from typing import Any
@@ -22,15 +21,6 @@ import uvicorn
 
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.ports import PortInUse, require_free
-
-#: What a missing or wrong token gets told on the HTTP-speaking ports.
-TOKEN_HINT = "missing or wrong bearer token; send the header 'Authorization: Bearer <token>'"
-
-
-def bearer_ok(header: bytes | str | None, token: str) -> bool:
-    """True when an ``authorization`` header value is ``Bearer <token>`` (constant-time compare)."""
-    got = header.encode() if isinstance(header, str) else (header or b"")
-    return hmac.compare_digest(got, f"Bearer {token}".encode())
 
 
 def bind(host: str, port: int, *, reuse_port: bool, message: str) -> socket.socket:

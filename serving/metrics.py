@@ -70,7 +70,7 @@ class ServiceMetrics:
     def asgi_app(self, token: str | None):
         """The metrics port's app: ``GET /metrics`` (with ``Authorization: Bearer <token>`` when a
         token is set: 401 otherwise), 404 for any other path."""
-        from latentdial.serving.listener import TOKEN_HINT, bearer_ok
+        from latentdial.serving.auth import TOKEN_HINT, bearer_ok
 
         async def app(scope, receive, send) -> None:
             if scope["type"] != "http":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentdial.serving import codec
-from latentdial.serving.engine import Engine, ServedModel
+from latentdial.serving.engine import Engine, ServedModel, current_deadline
 from latentdial.serving.errors import InvalidArgument, NotFound
 
 SERVER_NAME = "latentdial"
@@ -152,8 +152,10 @@ def datatype_of(a: np.ndarray) -> str:
 
 
 async def infer(engine: Engine, s: ServedModel, graph: str, inputs: dict[str, np.ndarray],
-                requested: list[str], deadline: float | None) -> dict[str, np.ndarray]:
-    """Run one OIP model: named input arrays -> named output arrays (all, or the requested ones, in order)."""
+                requested: list[str]) -> dict[str, np.ndarray]:
+    """Run one OIP model: named input arrays -> named output arrays (all, or the requested ones, in order),
+    under the request's deadline."""
+    deadline = current_deadline()
     specs_in, specs_out = signature(s, graph)
     want = {t.name for t in specs_in}
     if set(inputs) != want:

@@ -13,7 +13,7 @@ import numpy as np
 from latentdial.inference import grpc_service_pb2 as pb
 from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 from latentdial.serving import oip
-from latentdial.serving.engine import Engine, current_deadline
+from latentdial.serving.engine import Engine
 from latentdial.serving.errors import InvalidArgument, NotFound
 from latentdial.serving.grpc_call import rpc
 
@@ -102,8 +102,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @rpc("oip.ModelInfer")
     async def ModelInfer(self, request, context):
         s, graph = oip.resolve(self.engine, request.model_name, request.model_version)
-        outputs = await oip.infer(self.engine, s, graph, _inputs(request), [o.name for o in request.outputs],
-                                  current_deadline())
+        outputs = await oip.infer(self.engine, s, graph, _inputs(request), [o.name for o in request.outputs])
         resp = pb.ModelInferResponse(model_name=oip.oip_name(s, graph), model_version=s.version, id=request.id)
         for name, a in outputs.items():
             resp.outputs.add(name=name, datatype=oip.datatype_of(a), shape=a.shape)

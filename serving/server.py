@@ -22,7 +22,6 @@ alone lets the HTTP and metrics ports speak plain text beside a TLS gRPC port).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import logging
 import signal
@@ -34,9 +33,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from latentdial.inference import grpc_service_pb2_grpc as oip_pb_grpc
+from latentdial.serving.auth import GRPC_TOKEN_HINT, bearer_ok
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.engine import Engine
-from latentdial.serving.http_api import HttpFrontDoor
+from latentdial.serving.http.app import HttpFrontDoor
 from latentdial.serving.listener import UvicornListener, bind, check_tls_files
 from latentdial.serving.metrics import ServiceMetrics
 from latentdial.serving.model_control import ModelControl
@@ -70,13 +70,10 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Rejects calls without ``authorization: Bearer <token>`` metadata with UNAUTHENTICATED."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token
 
         async def deny(request, context):
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong bearer token; send metadata 'authorization: Bearer <token>'",
-            )
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, GRPC_TOKEN_HINT)
 
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
 
@@ -88,10 +85,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         if details.method.startswith(_OPEN_PREFIXES):
             return await continuation(details)
         for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                got = value.encode() if isinstance(value, str) else value
-                if hmac.compare_digest(got, self._expected):
-                    return await continuation(details)
+            if key == "authorization" and bearer_ok(value, self._token):
+                return await continuation(details)
         return self._deny
 
 

@@ -1,0 +1,105 @@
+"""The JSON bodies of the HTTP routes: their validation and their OpenAPI schemas.
+
+These describe the wire, like the proto's messages; the routes turn them into the core's typed
+requests (:mod:`latentdial.serving.requests`). List lengths are bounded here (``max_length``) so an
+oversized list is refused while it is parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from latentdial.serving import oip
+from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
+
+
+class SourceBody(BaseModel):
+    """Images or latents. Give one of ``images`` (base64 PNGs), ``pixels`` or ``latents``."""
+
+    images: list[str] | None = Field(None, description="base64-encoded PNGs, one per image")
+    pixels: list | None = Field(None, description="(N, H, W, C) nested lists, uint8 or float32 in [0, 1]")
+    dtype: Literal["uint8", "float32"] = Field("float32", description="the type of `pixels`")
+    latents: list[list[float]] | None = Field(None, description="(N, D) latents")
+
+
+class EncodeBody(SourceBody):
+    sample: bool = Field(False, description="also draw z = mean + exp(log_var / 2) * eps")
+    seed: int = 0
+
+
+class DecodeBody(BaseModel):
+    latents: list[list[float]] = Field(description="(N, D) latents")
+
+
+class ReconstructBody(EncodeBody):
+    pass
+
+
+class TraverseBody(SourceBody):
+    dimensions: list[int] = Field(default_factory=list, description="latent dimensions to sweep",
+                                  max_length=MAX_TRAVERSE_TARGETS)
+    factors: list[str] = Field(default_factory=list, description="named factors to sweep",
+                               max_length=MAX_TRAVERSE_TARGETS)
+    start: float | None = None
+    stop: float | None = None
+    steps: int = Field(10, description="2..64")
+
+
+class EditIn(BaseModel):
+    """One edit: a target (``factor`` or ``dimension``) and exactly one operation."""
+
+    factor: str | None = None
+    dimension: int | None = None
+    set_value: float | None = None
+    shift: float | None = None
+    set_latent: float | None = None
+    set_label: str | None = None
+
+
+class EditBody(SourceBody):
+    edits: list[EditIn] = Field(default_factory=list, description="applied in order", max_length=MAX_EDITS)
+
+
+class PinIn(BaseModel):
+    """One pinned factor or dimension: exactly one of ``value``, ``latent``, ``label``."""
+
+    factor: str | None = None
+    dimension: int | None = None
+    value: float | None = None
+    latent: float | None = None
+    label: str | None = None
+
+
+class GenerateBody(BaseModel):
+    count: int = 1
+    seed: int = 0
+    temperature: float = 1.0
+    pins: list[PinIn] = Field(default_factory=list, max_length=MAX_EDITS)
+
+
+class InferInputIn(BaseModel):
+    name: str
+    shape: list[int] = Field(max_length=8)
+    datatype: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: list | None = None
+
+
+class InferOutputIn(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferBody(BaseModel):
+    """An OIP v2 inference request (the JSON part when the binary extension is used)."""
+
+    id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[InferInputIn] = Field(max_length=oip.MAX_TENSORS)
+    outputs: list[InferOutputIn] | None = Field(None, max_length=oip.MAX_TENSORS)
+
+
+#: every body with a schema in the OpenAPI document
+BODIES = (EncodeBody, DecodeBody, ReconstructBody, TraverseBody, EditBody, GenerateBody, InferBody)

@@ -1,0 +1,158 @@
+"""One HTTP request's frame, shared by every route module: token, deadline, engine call, body, errors.
+
+:meth:`HttpCall.run` asks the core's questions in the core's order before a route does any work:
+the bearer token (:func:`latentdial.serving.auth.check_bearer`), the deadline (``X-Request-Timeout``
+read here, decided by :meth:`Engine.deadline_after`), then :meth:`Engine.call` (readiness, drain,
+the cap on requests in flight, the deadline over the whole request, body reading included). A
+:class:`ServiceError` becomes the JSON error of :mod:`.errors`.
+
+Bodies are read as a stream and refused (413) once above ``max_message_mb``; a JSON body also
+once it holds more than ``max_json_values`` values or :data:`MAX_JSON_OBJECTS` objects, counted
+while it streams in and before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from latentdial.serving.auth import check_bearer
+from latentdial.serving.config import ServerConfig
+from latentdial.serving.dataplane import DataPlane
+from latentdial.serving.engine import Engine, ServedModel, new_request_id
+from latentdial.serving.errors import InvalidArgument, PayloadTooLarge, ServiceError
+from latentdial.serving.http.errors import error_response
+from latentdial.serving.requests import ModelRef
+from latentdial.v1 import MAX_EDITS
+
+JSON_TYPE = "application/json"
+PNG_TYPE = "image/png"
+#: the OIP binary extension's header: the JSON part's length in bytes
+HEADER_LENGTH = "Inference-Header-Content-Length"
+#: The request's own deadline in seconds (a decimal number > 0); at most ``request_timeout_s``.
+TIMEOUT_HEADER = "X-Request-Timeout"
+#: Most JSON objects (``{``) in one body: a request holds one, plus at most 64 edits or pins, or a few
+#: OIP tensors. Objects are the dearest thing to parse (about 140 bytes each for ``{}``).
+MAX_JSON_OBJECTS = 256
+
+
+class JsonBudget:
+    """Counts what a JSON body holds while it streams in, without parsing it: objects (``{``) and
+    values (``,`` and ``[``: an upper bound on numbers, strings and arrays, since base64 holds neither).
+    Parsing costs about 100 bytes per value and 140 per object, 20 to 50 times the body's bytes, so
+    these bounds, not the byte count, are what keep a small body from costing hundreds of MiB."""
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.objects = 0
+        self.values = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.objects += chunk.count(b"{")
+        self.values += chunk.count(b",") + chunk.count(b"[")
+        if self.objects > MAX_JSON_OBJECTS:
+            raise PayloadTooLarge(
+                f"the JSON body holds more than {MAX_JSON_OBJECTS} objects; a request takes at most "
+                f"{MAX_EDITS} edits or pins"
+            )
+        if self.values > self.max_values:
+            raise PayloadTooLarge(
+                f"the JSON body holds more than {self.max_values} values, this server's max_json_values; send "
+                "images as PNGs (image/png, or base64 in 'images'), tensors with the OIP binary extension, "
+                "or fewer items"
+            )
+
+
+def content_type(request: Request) -> str:
+    """The request's media type, lower case, without parameters."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def timeout_s(request: Request) -> float | None:
+    """The request's ``X-Request-Timeout`` in seconds, or None when it has none."""
+    text = request.headers.get(TIMEOUT_HEADER.lower())
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidArgument(f"{TIMEOUT_HEADER}: {text[:40]!r} is not a number of seconds > 0")
+    return value
+
+
+def parse(model: type[BaseModel], raw: bytes, max_values: int) -> Any:
+    """A JSON body as ``model`` (empty: its defaults); InvalidArgument names the first problems."""
+    if not raw.strip():
+        return model()
+    JsonBudget(max_values).add(raw)  # already counted while streaming, except an OIP binary body's head
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()[:5]
+        )
+        raise InvalidArgument(f"the JSON body is not a valid {model.__name__}: {problems}") from None
+
+
+class HttpCall:
+    """What every HTTP route needs of the server: the engine, the data plane, the limits, the frame."""
+
+    def __init__(self, engine: Engine, config: ServerConfig) -> None:
+        self.engine = engine
+        self.plane = DataPlane(engine)
+        self.config = config
+
+    async def run(self, request: Request, name: str, fn: Callable[[], Awaitable[Response]]) -> Response:
+        """Token, then the engine's call (in-flight cap, deadline over the whole request), then ``fn``."""
+        rid = new_request_id(request.headers.get("x-request-id"))
+        try:
+            self.check_token(request)
+            deadline = self.engine.deadline_after(timeout_s(request), capped=True)
+            async with self.engine.call(name, rid, admit_while_draining=False, deadline=deadline):
+                response = await fn()
+        except ServiceError as e:
+            return error_response(e, rid)
+        response.headers["x-request-id"] = rid
+        return response
+
+    def check_token(self, request: Request) -> None:
+        check_bearer(request.headers.get("authorization"), self.config.token)
+
+    def served(self, request: Request, model: str) -> ServedModel:
+        """The model version a route names (``?version=`` optional)."""
+        return self.plane.served(ModelRef(model, request.query_params.get("version", "")))
+
+    async def body(self, request: Request) -> bytes:
+        """The body, read as a stream and refused (413) once it passes ``max_message_mb``, or, for a
+        JSON body, :class:`JsonBudget`'s bounds: nothing is parsed before the whole body passed."""
+        limit = self.config.max_message_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(
+                f"the body has {int(length)} bytes, more than this server's max_message_mb="
+                f"{self.config.max_message_mb}; send fewer or smaller images"
+            )
+        is_json = content_type(request) in ("", JSON_TYPE) and HEADER_LENGTH.lower() not in request.headers
+        budget = JsonBudget(self.config.max_json_values) if is_json else None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the body exceeds this server's max_message_mb={self.config.max_message_mb}; "
+                    "send fewer or smaller images"
+                )
+            if budget is not None:
+                budget.add(chunk)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def parse(self, model: type[BaseModel], raw: bytes) -> Any:
+        return parse(model, raw, self.config.max_json_values)

@@ -1,0 +1,143 @@
+"""The core's typed requests: what every front door turns its wire format into before calling.
+
+A door resolves the model (:meth:`Engine.served`), reads its wire format into numpy with
+:mod:`codec` (shapes checked against that model), builds one of these and hands it to
+:mod:`dataplane`. Nothing here knows gRPC, JSON or HTTP; every door builds the same request
+for the same call, so a limit or a check on it exists once.
+
+Edits and pins arrive in three wire shapes (the proto's oneofs, JSON objects, query pairs);
+each door gathers a target and its operations and calls :func:`edit_of` or :func:`pin_of`,
+the one place that says what a well-formed edit is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentdial.serving.edits import EDIT_OPS, PIN_OPS, Edit
+from latentdial.serving.errors import InvalidArgument
+
+#: the number of steps of a traversal that names none
+DEFAULT_TRAVERSE_STEPS = 10
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model reference: empty name = the default model, empty version = its newest."""
+
+    name: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the latents of Traverse / EditAttributes come from: images (N, C, H, W) or latents (N, D)."""
+
+    images: np.ndarray | None = None
+    latents: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        """How many sources (N); InvalidArgument when neither images nor latents were given."""
+        if self.images is not None:
+            return len(self.images)
+        if self.latents is not None:
+            return len(self.latents)
+        raise InvalidArgument("no source; set images or latents")
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """Images (N, C, H, W) float32 in [0, 1] -> posterior; ``sample`` also draws z with ``seed``;
+    ``factor_values`` also reads each named factor's value from the mean."""
+
+    images: np.ndarray
+    sample: bool = False
+    seed: int = 0
+    factor_values: bool = False
+
+
+@dataclass(frozen=True)
+class ReconstructRequest:
+    """Encode, take the mean (or a seeded posterior sample), decode."""
+
+    images: np.ndarray
+    sample: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TraverseRequest:
+    """Sweep ``dims`` or ``factors`` (not both; neither: every dimension) from each source."""
+
+    source: Source
+    dims: list[int] = field(default_factory=list)
+    factors: list[str] = field(default_factory=list)
+    start: float | None = None
+    stop: float | None = None
+    steps: int = DEFAULT_TRAVERSE_STEPS
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """Apply ``edits`` in order to the source's latents and decode."""
+
+    source: Source
+    edits: list[Edit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """``count`` seeded prior samples at ``temperature`` with ``pins`` (set_* edits) applied."""
+
+    count: int = 1
+    seed: int = 0
+    temperature: float = 1.0
+    pins: list[Edit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SamplesRequest:
+    """``count`` images from the model's own ground-truth dataset."""
+
+    count: int = 1
+    seed: int = 0
+
+
+def finite(v: float, what: str) -> float:
+    """``v`` as a float, or InvalidArgument if it is NaN or infinite."""
+    if not np.isfinite(v):
+        raise InvalidArgument(f"{what}: value {v} is not finite")
+    return float(v)
+
+
+def _target(factor: str | None, dimension: int | None, what: str) -> tuple[str | None, int | None]:
+    if (factor is None) == (dimension is None):
+        raise InvalidArgument(f"{what}: give exactly one target, factor or dimension")
+    return factor, (None if dimension is None else int(dimension))
+
+
+def _one(given: Mapping[str, float | str | None], names: tuple[str, ...], what: str) -> tuple[str, float | str]:
+    ops = {k: v for k, v in given.items() if v is not None}
+    if len(ops) != 1:
+        raise InvalidArgument(f"{what}: give exactly one of {', '.join(names)}; got {sorted(ops)}")
+    (name, value), = ops.items()
+    return name, value
+
+
+def edit_of(factor: str | None, dimension: int | None, ops: Mapping[str, float | str | None], what: str) -> Edit:
+    """One edit from a target and its operations by name (``set_value``, ``shift``, ``set_latent``,
+    ``set_label``; None = not given): exactly one target, exactly one operation, a finite number."""
+    target = _target(factor, dimension, what)
+    op, value = _one(ops, EDIT_OPS, what)
+    return Edit(*target, op, str(value) if op == "set_label" else finite(float(value), what))
+
+
+def pin_of(factor: str | None, dimension: int | None, pinned: Mapping[str, float | str | None], what: str) -> Edit:
+    """One pin of Generate (``value``, ``latent`` or ``label``) as the set_* edit it is."""
+    target = _target(factor, dimension, what)
+    kind, value = _one(pinned, tuple(PIN_OPS), what)
+    return Edit(*target, PIN_OPS[kind], str(value) if kind == "label" else finite(float(value), what))
