@@ -137,8 +137,9 @@ class CompiledEdits:
         z = np.array(latents, dtype=np.float32, copy=True)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise InvalidArgument(f"latents: shape {list(z.shape)}, the edits were compiled for (N, {self.latent_dim})")
-        for step in self.steps:
-            step(z)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+            for step in self.steps:
+                step(z)
         if not np.isfinite(z).all():
             raise InvalidArgument("the edits produce latents outside float32's range; use smaller values")
         return z
