@@ -109,6 +109,19 @@ def tag(rows: list[dict[str, Any]], server: str, protocol: str) -> list[dict[str
     return [r | {"server": server, "protocol": protocol} for r in rows]
 
 
+def latentdial_flags(cells: list[dict[str, Any]]) -> list[str]:
+    """``latentdial serve`` flags for the plan: a queue that holds every caller's request at once.
+
+    Triton and KServe queue without a limit; latentdial refuses (RESOURCE_EXHAUSTED) what its
+    queue (1,024 items by default) cannot hold, e.g. 64 callers x 64 images. Raising the limit to
+    the plan's most outstanding items makes all three queue everything, so a cell compares speed
+    and not admission policies.
+    """
+    most = max(c["batch"] * c["callers"] for c in cells)
+    return ["--max-request-items", str(max(1024, max(c["batch"] for c in cells))),
+            "--max-queue-size", str(max(1024, most))]
+
+
 def measure_latentdial(model_dir: Path, cells: list[dict[str, Any]], args: argparse.Namespace,
                        work: Path) -> list[dict[str, Any]]:
     """``latentdial serve`` on a repository holding only this model version; OIP, then v1 Encode."""
@@ -119,8 +132,8 @@ def measure_latentdial(model_dir: Path, cells: list[dict[str, Any]], args: argpa
         shutil.copytree(model_dir, repo / model_dir.parent.name / model_dir.name)
     v1_cells = [c for c in cells if c["graph"] == "encoder"]
     try:
-        server = ServerProcess(repository=repo, args=["--max-request-items", "1024"], log_path=work / "latentdial.log", cwd=work,
-                               startup_timeout_s=120).start()
+        server = ServerProcess(repository=repo, args=latentdial_flags(cells), log_path=work / "latentdial.log",
+                               cwd=work, startup_timeout_s=120).start()
     except ServerStartError as e:
         return (tag([c | {"status": f"server failed: {e}"} for c in cells], "latentdial", "oip-grpc")
                 + tag([c | {"status": f"server failed: {e}"} for c in v1_cells], "latentdial", "v1-grpc"))
@@ -219,7 +232,8 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
                       "grpc.aio with a pre-serialised request (latentdial v1 Encode, FLOAT32)",
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                        f"{len(os.sched_getaffinity(0))} usable CPUs, clients and servers share them",
-            "img/s": "images encoded or decoded per second (req/s x batch)"}
+            "img/s": "images encoded or decoded per second (req/s x batch)",
+            "latentdial flags": " ".join(latentdial_flags(cells))}
     return median_rows(rounds), meta
 
 

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 
 
 async def drive(call: Callable[[], Awaitable[object]], callers: int, duration: float,
-                warmup: float) -> tuple[int, int, list[float]]:
+                warmup: float, error_kinds: dict[str, int] | None = None) -> tuple[int, int, list[float]]:
     """``callers`` loops calling ``call()`` for warmup + duration seconds.
 
     Returns (measured calls that succeeded, measured calls that raised, their latencies in s).
+    ``error_kinds``, when given, counts the measured failures by their message's first 160 characters.
     """
     latencies: list[float] = []
     errors = 0
@@ -32,9 +33,12 @@ async def drive(call: Callable[[], Awaitable[object]], callers: int, duration: f
                 return
             try:
                 await call()
-            except Exception:  # noqa: BLE001 - counted, the cell goes on
+            except Exception as e:  # noqa: BLE001 - counted, the cell goes on
                 if t0 >= t_measure:
                     errors += 1
+                    if error_kinds is not None:
+                        kind = f"{type(e).__name__}: {e}"[:160]
+                        error_kinds[kind] = error_kinds.get(kind, 0) + 1
                 continue
             if t0 >= t_measure:
                 latencies.append(loop.time() - t0)

@@ -95,8 +95,10 @@ async def run_plan(protocol: str, address: str, plan: list[dict[str, Any]], dura
         for cell in plan:
             call = make(conn, cell)
             await call()  # fails loudly here if the server does not answer this cell at all
-            n, errors, lat = await drive(call, cell["callers"], duration, warmup)
-            print(json.dumps(cell | summary(n, errors, lat, duration, cell["batch"])), flush=True)
+            kinds: dict[str, int] = {}
+            n, errors, lat = await drive(call, cell["callers"], duration, warmup, kinds)
+            print(json.dumps(cell | summary(n, errors, lat, duration, cell["batch"]) | {"error_kinds": kinds}),
+                  flush=True)
     finally:
         await conn.close()
 

@@ -155,3 +155,10 @@ def test_peer_column_measured_end_to_end(tmp_path, peer):
     rows = json.loads((tmp_path / "bench_peers.json").read_text())["rows"]
     assert {r["graph"] for r in rows} == {"encoder", "decoder"}
     assert all(report.measured(r) and r["errors"] == 0 and r["server"] == peer for r in rows), rows
+
+
+def test_latentdial_queue_holds_every_callers_request():
+    cells = bench_peers.plan("m", ["encoder"], [1, 64], [1, 8, 64], [64, 64, 1], 6)
+    flags = bench_peers.latentdial_flags(cells)
+    assert flags[flags.index("--max-queue-size") + 1] == str(64 * 64)
+    assert int(flags[flags.index("--max-request-items") + 1]) >= 64
