@@ -33,7 +33,7 @@ from latentdial.serving.requests import (
     edit_of,
     pin_of,
 )
-from latentdial.serving.results import Decoded, FactorInfo
+from latentdial.serving.results import Decoded, FactorInfo, VersionState
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
@@ -91,8 +91,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
             models=[
                 pb.ModelSummary(
                     name=m.name, versions=m.versions, latest_version=m.latest_version, is_default=m.is_default,
-                    version_status=[pb.VersionStatus(version=v.version, state=_VERSION_STATES[v.state], reason=v.reason)
-                                    for v in m.version_states],
+                    version_status=_states_proto(m.version_states),
                     default_version=m.default_version,
                 )
                 for m in self.plane.list_models()
@@ -131,7 +130,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
             batching=pb.BatchingInfo(max_batch_size=b.max_batch_size, max_queue_delay_ms=b.max_queue_delay_ms,
                                      max_queue_size=b.max_queue_size, enabled=b.enabled),
             provenance={k: v if isinstance(v, str) else json.dumps(v) for k, v in info.provenance.items()},
-            max_request_items=info.max_request_items,
+            max_request_items=info.max_request_items, version_status=_states_proto(info.version_states),
         )
 
     @rpc("Encode")
@@ -201,7 +200,11 @@ class LatentDialService(pb_grpc.LatentDialServicer):
 
 def _factor_proto(f: FactorInfo) -> pb.FactorInfo:
     return pb.FactorInfo(name=f.name, kind=_KINDS[f.kind], dimensions=f.dims, min_value=f.min_value,
-                         max_value=f.max_value, values=f.values, labels=f.labels)
+                         max_value=f.max_value, values=f.values, labels=f.labels, calibrated=f.calibrated)
+
+
+def _states_proto(states: list[VersionState]) -> list[pb.VersionStatus]:
+    return [pb.VersionStatus(version=v.version, state=_VERSION_STATES[v.state], reason=v.reason) for v in states]
 
 
 def _target(msg) -> tuple[str | None, int | None]:

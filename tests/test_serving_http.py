@@ -66,6 +66,12 @@ def test_list_models_and_model_info_mirror_the_grpc_calls(served):
     shape = next(f for f in info["factors"] if f["name"] == "shape")
     assert shape["kind"] == "categorical" and shape["labels"] == ["square", "ellipse", "heart"]
     assert info["runtime"] == "onnxruntime-cpu" and info["max_request_items"] == 64
+    # one model info behind both doors: calibration, provenance and version states on each
+    assert [f["calibrated"] for f in info["factors"]] == [f.calibrated for f in grpc_info.factors] == [True] * 3
+    assert info["provenance"]["dataset"] == grpc_info.provenance["dataset"] == "toy"
+    assert [(v["version"], v["state"]) for v in info["version_status"]] == \
+        [(v.version, v.state) for v in grpc_info.version_status] == [("2", "ready"), ("10", "ready")]
+    assert models["toy"]["version_status"] == info["version_status"]
     assert http.get("/v1/models/toy", params={"version": "2"}).json()["model"]["version"] == "2"
 
 

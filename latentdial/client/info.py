@@ -61,11 +61,12 @@ class FactorInfo:
     max_value: float
     values: tuple[float, ...]  # the calibration grid
     labels: tuple[str, ...]  # categorical factors: one per value
+    calibrated: bool = False  # set by value through the card; False: hand-named, moved in latent units
 
     @classmethod
     def from_proto(cls, m: pb.FactorInfo) -> FactorInfo:
         return cls(m.name, _enum_name(pb.FactorKind, m.kind, "FACTOR_KIND_"), tuple(m.dimensions),
-                   m.min_value, m.max_value, tuple(m.values), tuple(m.labels))
+                   m.min_value, m.max_value, tuple(m.values), tuple(m.labels), m.calibrated)
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,11 @@ class ModelInfo:
     batching: BatchingInfo
     provenance: dict[str, str]
     max_request_items: int
+    version_status: tuple[VersionStatus, ...] = ()  # every version of this model the server knows of
 
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
         return cls(ModelRef(m.model.name, m.model.version), m.channels, m.height, m.width, m.latent_dim,
                    tuple(FactorInfo.from_proto(f) for f in m.factors), dict(m.metrics), m.runtime,
-                   BatchingInfo.from_proto(m.batching), dict(m.provenance), m.max_request_items)
+                   BatchingInfo.from_proto(m.batching), dict(m.provenance), m.max_request_items,
+                   tuple(VersionStatus.from_proto(s) for s in m.version_status))

@@ -126,7 +126,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
 
 class FactorInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimensions", "min_value", "max_value", "values", "labels")
+    __slots__ = ("name", "kind", "dimensions", "min_value", "max_value", "values", "labels", "calibrated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class FactorInfo(_message.Message):
     MAX_VALUE_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: FactorKind
     dimensions: _containers.RepeatedScalarFieldContainer[int]
@@ -141,7 +142,8 @@ class FactorInfo(_message.Message):
     max_value: float
     values: _containers.RepeatedScalarFieldContainer[float]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[FactorKind, str]] = ..., dimensions: _Optional[_Iterable[int]] = ..., min_value: _Optional[float] = ..., max_value: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    calibrated: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[FactorKind, str]] = ..., dimensions: _Optional[_Iterable[int]] = ..., min_value: _Optional[float] = ..., max_value: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., labels: _Optional[_Iterable[str]] = ..., calibrated: _Optional[bool] = ...) -> None: ...
 
 class BatchingInfo(_message.Message):
     __slots__ = ("max_batch_size", "max_queue_delay_ms", "max_queue_size", "enabled")
@@ -156,7 +158,7 @@ class BatchingInfo(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "channels", "height", "width", "latent_dim", "factors", "metrics", "runtime", "batching", "provenance", "max_request_items")
+    __slots__ = ("model", "channels", "height", "width", "latent_dim", "factors", "metrics", "runtime", "batching", "provenance", "max_request_items", "version_status")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +184,7 @@ class ModelInfo(_message.Message):
     BATCHING_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     channels: int
     height: int
@@ -193,7 +196,8 @@ class ModelInfo(_message.Message):
     batching: BatchingInfo
     provenance: _containers.ScalarMap[str, str]
     max_request_items: int
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., latent_dim: _Optional[int] = ..., factors: _Optional[_Iterable[_Union[FactorInfo, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., runtime: _Optional[str] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., max_request_items: _Optional[int] = ...) -> None: ...
+    version_status: _containers.RepeatedCompositeFieldContainer[VersionStatus]
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., latent_dim: _Optional[int] = ..., factors: _Optional[_Iterable[_Union[FactorInfo, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., runtime: _Optional[str] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., max_request_items: _Optional[int] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("model", "images", "sample", "seed")
