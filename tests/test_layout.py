@@ -69,7 +69,7 @@ def test_cli_subcommands_resolve_to_modules_with_the_cli_contract():
 
 
 def test_the_ground_truth_datasets_serving_samples_from_import_without_torch():
-    """The page's "sample from the data" (Engine.ground_truth) imports training/data lazily; it must stay torch-free."""
+    """The page's "sample from the data" (DataPlane.samples) imports training/data lazily; it must stay torch-free."""
     code = _NO_TORCH_IMPORT.split("import latentdial.serving")[0].replace(
         'name.startswith(("latentdial.training", "latentdial.export"))', 'name.startswith("latentdial.export")'
     ) + (
