@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentdial.edit import EDIT_OPS, PIN_OPS
 from latentdial.factor_card import DEFAULT_LATENT_RANGE, FactorCard, FactorCardError, FactorEntry
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_STEPS, MAX_TRAVERSE_TARGETS, MIN_TRAVERSE_STEPS
@@ -23,18 +24,16 @@ __all__ = ["EDIT_OPS", "MAX_EDITS", "MAX_TRAVERSE_STEPS", "MAX_TRAVERSE_TARGETS"
            "sample_posterior", "traverse"]
 
 
-#: the operations of an edit
-EDIT_OPS = ("set_value", "shift", "set_latent", "set_label")
-#: what a pin of Generate holds -> the edit operation it is
-PIN_OPS = {"value": "set_value", "latent": "set_latent", "label": "set_label"}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One change: target (factor name or dimension) and operation; the one edit type of every door.
+    """One checked change as the core compiles it: target (factor name or dimension), operation, value.
 
-    op: one of :data:`EDIT_OPS`; value is a float, or a str for set_label.
+    What a caller writes (:class:`latentdial.edit.Edit`, the proto's ``FactorEdit``, JSON, a query) becomes
+    this in :mod:`latentdial.serving.requests`. op: one of :data:`EDIT_OPS`; value is a float, or a str
+    for set_label.
     """
 
     factor: str | None

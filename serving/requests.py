@@ -5,9 +5,10 @@ A door resolves the model (:meth:`Engine.served`), reads its wire format into nu
 :mod:`dataplane`. Nothing here knows gRPC, JSON or HTTP; every door builds the same request
 for the same call, so a limit or a check on it exists once.
 
-Edits and pins arrive in three wire shapes (the proto's oneofs, JSON objects, query pairs);
-each door gathers a target and its operations and calls :func:`edit_of` or :func:`pin_of`,
-the one place that says what a well-formed edit is.
+Edits and pins arrive in three wire shapes (the proto's oneofs, the JSON bodies' and the SDK's
+:class:`latentdial.edit.Edit` / ``Pin``, query pairs); each door gathers a target and its operations
+and calls :func:`edit_of` or :func:`pin_of` (:func:`edit_from`, :func:`pin_from`), which ask the one
+rule of what a well-formed edit is (:func:`latentdial.edit.operation`, the SDK's too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latentdial.serving.edits import EDIT_OPS, PIN_OPS, Edit
+from latentdial.edit import EDIT_OPS, PIN_OPS, EditError, Pin, operation
+from latentdial.edit import Edit as PublicEdit
+from latentdial.serving.edits import Edit
 from latentdial.serving.errors import InvalidArgument
 
 #: the number of steps of a traversal that names none
@@ -114,30 +117,34 @@ def finite(v: float, what: str) -> float:
     return float(v)
 
 
-def _target(factor: str | None, dimension: int | None, what: str) -> tuple[str | None, int | None]:
-    if (factor is None) == (dimension is None):
-        raise InvalidArgument(f"{what}: give exactly one target, factor or dimension")
-    return factor, (None if dimension is None else int(dimension))
-
-
-def _one(given: Mapping[str, float | str | None], names: tuple[str, ...], what: str) -> tuple[str, float | str]:
-    ops = {k: v for k, v in given.items() if v is not None}
-    if len(ops) != 1:
-        raise InvalidArgument(f"{what}: give exactly one of {', '.join(names)}; got {sorted(ops)}")
-    (name, value), = ops.items()
-    return name, value
+def _checked(factor: str | None, dimension: int | None, given: Mapping[str, float | str | None],
+             names: tuple[str, ...], what: str) -> tuple[str, float | str]:
+    try:
+        return operation(factor, dimension, given, names)
+    except EditError as e:
+        raise InvalidArgument(f"{what}: {e}") from None
 
 
 def edit_of(factor: str | None, dimension: int | None, ops: Mapping[str, float | str | None], what: str) -> Edit:
     """One edit from a target and its operations by name (``set_value``, ``shift``, ``set_latent``,
     ``set_label``; None = not given): exactly one target, exactly one operation, a finite number."""
-    target = _target(factor, dimension, what)
-    op, value = _one(ops, EDIT_OPS, what)
-    return Edit(*target, op, str(value) if op == "set_label" else finite(float(value), what))
+    op, value = _checked(factor, dimension, ops, EDIT_OPS, what)
+    dim = None if dimension is None else int(dimension)
+    return Edit(factor, dim, op, str(value) if op == "set_label" else finite(float(value), what))
 
 
 def pin_of(factor: str | None, dimension: int | None, pinned: Mapping[str, float | str | None], what: str) -> Edit:
     """One pin of Generate (``value``, ``latent`` or ``label``) as the set_* edit it is."""
-    target = _target(factor, dimension, what)
-    kind, value = _one(pinned, tuple(PIN_OPS), what)
-    return Edit(*target, PIN_OPS[kind], str(value) if kind == "label" else finite(float(value), what))
+    kind, value = _checked(factor, dimension, pinned, tuple(PIN_OPS), what)
+    dim = None if dimension is None else int(dimension)
+    return Edit(factor, dim, PIN_OPS[kind], str(value) if kind == "label" else finite(float(value), what))
+
+
+def edit_from(e: PublicEdit, what: str) -> Edit:
+    """A caller's :class:`latentdial.edit.Edit` (the SDK's, or a JSON body's) as the core's edit."""
+    return edit_of(e.factor, e.dimension, {k: getattr(e, k) for k in EDIT_OPS}, what)
+
+
+def pin_from(p: Pin, what: str) -> Edit:
+    """A caller's :class:`latentdial.edit.Pin` as the set_* edit it is."""
+    return pin_of(p.factor, p.dimension, {k: getattr(p, k) for k in PIN_OPS}, what)

@@ -1,7 +1,7 @@
 """Python SDK of the latentdial API: ``from latentdial.client import Client``."""
 
 from latentdial.client.aio import AsyncClient
-from latentdial.client.convert import Edit, EncodeResult, ImagesResult, Pin, Traversal
+from latentdial.client.convert import EncodeResult, ImagesResult, Traversal
 from latentdial.client.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
@@ -22,6 +22,7 @@ from latentdial.client.info import (
     VersionStatus,
 )
 from latentdial.client.sync import Client, LatentsSource, latents
+from latentdial.edit import Edit, Pin
 
 __all__ = [
     "AsyncClient", "BatchingInfo", "Client", "DeadlineExceededError", "Edit", "EncodeResult", "FactorInfo",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from latentdial.client.errors import InvalidArgumentError
+from latentdial.edit import Edit, EditError, Pin
 from latentdial.images import to_uint8
 from latentdial.v1 import latentdial_pb2 as pb
 
@@ -137,56 +138,31 @@ def images_out(batch: pb.ImageBatch, output: str) -> Any:
 
 
 # ------------------------------------------------------------ edits, pins --
-@dataclass(frozen=True)
-class Edit:
-    """One change: a factor (by name) or a latent dimension, and exactly one operation."""
-
-    factor: str | None = None
-    dimension: int | None = None
-    set_value: float | None = None
-    shift: float | None = None
-    set_latent: float | None = None
-    set_label: str | None = None
-
-    def to_proto(self) -> pb.FactorEdit:
-        if (self.factor is None) == (self.dimension is None):
-            raise InvalidArgumentError(f"{self}: give exactly one of factor or dimension")
-        ops = {k: v for k in ("set_value", "shift", "set_latent", "set_label") if (v := getattr(self, k)) is not None}
-        if len(ops) != 1:
-            raise InvalidArgumentError(f"{self}: give exactly one of set_value, shift, set_latent, set_label")
-        msg = pb.FactorEdit(**({"factor": self.factor} if self.factor is not None else {"dimension": self.dimension}))
-        (op, value), = ops.items()
-        setattr(msg, op, value if op == "set_label" else float(value))
-        return msg
+def _edit_proto(e: Edit) -> pb.FactorEdit:
+    try:
+        op, value = e.operation()
+    except EditError as err:
+        raise InvalidArgumentError(f"{e}: {err}") from None
+    msg = pb.FactorEdit(**({"factor": e.factor} if e.factor is not None else {"dimension": e.dimension}))
+    setattr(msg, op, value if op == "set_label" else float(value))
+    return msg
 
 
-@dataclass(frozen=True)
-class Pin:
-    """Hold a factor or dimension fixed in Generate: exactly one of value, latent, label."""
-
-    factor: str | None = None
-    dimension: int | None = None
-    value: float | None = None
-    latent: float | None = None
-    label: str | None = None
-
-    def to_proto(self) -> pb.FactorPin:
-        if (self.factor is None) == (self.dimension is None):
-            raise InvalidArgumentError(f"{self}: give exactly one of factor or dimension")
-        ops = {k: v for k in ("value", "latent", "label") if (v := getattr(self, k)) is not None}
-        if len(ops) != 1:
-            raise InvalidArgumentError(f"{self}: give exactly one of value, latent, label")
-        msg = pb.FactorPin(**({"factor": self.factor} if self.factor is not None else {"dimension": self.dimension}))
-        (op, v), = ops.items()
-        setattr(msg, op, v if op == "label" else float(v))
-        return msg
+def _pin_proto(p: Pin) -> pb.FactorPin:
+    try:
+        kind, value = p.operation()
+    except EditError as err:
+        raise InvalidArgumentError(f"{p}: {err}") from None
+    msg = pb.FactorPin(**({"factor": p.factor} if p.factor is not None else {"dimension": p.dimension}))
+    setattr(msg, kind, value if kind == "label" else float(value))
+    return msg
 
 
 def edits_proto(edits: Sequence[Edit] | Mapping[str | int, Any]) -> list[pb.FactorEdit]:
     """Edit objects, or the shorthand {"scale": 0.8, "shape": "heart", 3: 1.5} (set value / label)."""
     if isinstance(edits, Mapping):
         edits = [_shorthand(Edit, k, v, "set_value", "set_label") for k, v in edits.items()]
-    return [e.to_proto() for e in edits]
+    return [_edit_proto(e) for e in edits]
 
 
 def pins_proto(pins: Sequence[Pin] | Mapping[str | int, Any] | None) -> list[pb.FactorPin]:
@@ -194,7 +170,7 @@ def pins_proto(pins: Sequence[Pin] | Mapping[str | int, Any] | None) -> list[pb.
         return []
     if isinstance(pins, Mapping):
         pins = [_shorthand(Pin, k, v, "value", "label") for k, v in pins.items()]
-    return [p.to_proto() for p in pins]
+    return [_pin_proto(p) for p in pins]
 
 
 def _shorthand(cls, key, value, num_field: str, label_field: str):

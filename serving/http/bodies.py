@@ -1,6 +1,7 @@
 """The JSON bodies of the HTTP routes: their validation and their OpenAPI schemas.
 
-These describe the wire, like the proto's messages; the routes turn them into the core's typed
+These describe the wire, like the proto's messages; an edit or pin is the SDK's own
+:class:`latentdial.edit.Edit` / :class:`~latentdial.edit.Pin`, read by pydantic; the routes turn them into the core's typed
 requests (:mod:`latentdial.serving.requests`). List lengths are bounded here (``max_length``) so an
 oversized list is refused while it is parsed.
 """
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from latentdial.edit import Edit, Pin
 from latentdial.serving import oip
 from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
 
@@ -47,36 +49,15 @@ class TraverseBody(SourceBody):
     steps: int = Field(10, description="2..64")
 
 
-class EditIn(BaseModel):
-    """One edit: a target (``factor`` or ``dimension``) and exactly one operation."""
-
-    factor: str | None = None
-    dimension: int | None = None
-    set_value: float | None = None
-    shift: float | None = None
-    set_latent: float | None = None
-    set_label: str | None = None
-
-
 class EditBody(SourceBody):
-    edits: list[EditIn] = Field(default_factory=list, description="applied in order", max_length=MAX_EDITS)
-
-
-class PinIn(BaseModel):
-    """One pinned factor or dimension: exactly one of ``value``, ``latent``, ``label``."""
-
-    factor: str | None = None
-    dimension: int | None = None
-    value: float | None = None
-    latent: float | None = None
-    label: str | None = None
+    edits: list[Edit] = Field(default_factory=list, description="applied in order", max_length=MAX_EDITS)
 
 
 class GenerateBody(BaseModel):
     count: int = 1
     seed: int = 0
     temperature: float = 1.0
-    pins: list[PinIn] = Field(default_factory=list, max_length=MAX_EDITS)
+    pins: list[Pin] = Field(default_factory=list, max_length=MAX_EDITS)
 
 
 class InferInputIn(BaseModel):

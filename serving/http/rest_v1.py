@@ -17,16 +17,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from latentdial.serving import codec
-from latentdial.serving.edits import EDIT_OPS, PIN_OPS, Edit, check_edit_count, check_traversal
+from latentdial.serving.edits import Edit, check_edit_count, check_traversal
 from latentdial.serving.engine import ServedModel
 from latentdial.serving.errors import InvalidArgument
 from latentdial.serving.http.bodies import (
     DecodeBody,
     EditBody,
-    EditIn,
     EncodeBody,
     GenerateBody,
-    PinIn,
     ReconstructBody,
     SourceBody,
     TraverseBody,
@@ -51,9 +49,10 @@ from latentdial.serving.requests import (
     SamplesRequest,
     Source,
     TraverseRequest,
+    edit_from,
     edit_of,
     finite,
-    pin_of,
+    pin_from,
 )
 from latentdial.serving.results import ModelInfo, ModelSummary
 
@@ -116,14 +115,6 @@ async def _json_body(call: HttpCall, request: Request, body_model: type[BaseMode
     if content_type(request) not in ("", JSON_TYPE):
         raise UnsupportedMediaType(f"{what} reads {JSON_TYPE}")
     return call.parse(body_model, raw)
-
-
-def _edit_from_json(e: EditIn, i: int) -> Edit:
-    return edit_of(e.factor, e.dimension, {k: getattr(e, k) for k in EDIT_OPS}, f"edits[{i}]")
-
-
-def _pin_from_json(p: PinIn, i: int) -> Edit:
-    return pin_of(p.factor, p.dimension, {k: getattr(p, k) for k in PIN_OPS}, f"pins[{i}]")
 
 
 def _edits_from_query(request: Request) -> list[Edit]:
@@ -288,7 +279,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
             s = call.served(request, model)
             body, source = await _images_body(call, request, s, EditBody)
             edits = (_edits_from_query(request) if body is None
-                     else [_edit_from_json(e, i) for i, e in enumerate(body.edits)])
+                     else [edit_from(e, f"edits[{i}]") for i, e in enumerate(body.edits)])
             return decoded_response(request, await plane.edit(s, EditRequest(source, edits)))
         return await call.run(request, "http.edit", go)
 
@@ -298,7 +289,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
         async def go():
             s = call.served(request, model)
             body = await _json_body(call, request, GenerateBody, "generate")
-            pins = [_pin_from_json(p, i) for i, p in enumerate(body.pins)]
+            pins = [pin_from(p, f"pins[{i}]") for i, p in enumerate(body.pins)]
             r = GenerateRequest(body.count, body.seed, finite(body.temperature, "temperature"), pins)
             return decoded_response(request, await plane.generate(s, r))
         return await call.run(request, "http.generate", go)

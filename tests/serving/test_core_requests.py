@@ -15,9 +15,9 @@ from latentdial.serving.requests import Source, edit_of, finite, pin_of
 def test_an_edit_has_exactly_one_target_and_one_operation():
     assert edit_of("scale", None, {"set_value": 0.8, "shift": None}, "edits[0]") == Edit("scale", None, "set_value", 0.8)
     assert edit_of(None, 3, {"shift": -1}, "edits[0]") == Edit(None, 3, "shift", -1.0)
-    with pytest.raises(InvalidArgument, match=r"edits\[2\]: give exactly one target, factor or dimension"):
+    with pytest.raises(InvalidArgument, match=r"edits\[2\]: give exactly one of factor or dimension"):
         edit_of("scale", 3, {"set_value": 1.0}, "edits[2]")
-    with pytest.raises(InvalidArgument, match="give exactly one target"):
+    with pytest.raises(InvalidArgument, match="give exactly one of factor or dimension"):
         edit_of(None, None, {"set_value": 1.0}, "edits[0]")
     with pytest.raises(InvalidArgument, match=r"exactly one of set_value, shift, set_latent, set_label; got \[\]"):
         edit_of("scale", None, {}, "edits[0]")
