@@ -138,23 +138,14 @@ def images_out(batch: pb.ImageBatch, output: str) -> Any:
 
 
 # ------------------------------------------------------------ edits, pins --
-def _edit_proto(e: Edit) -> pb.FactorEdit:
+def _proto(item: Edit | Pin, message: type, label_field: str) -> Any:
+    """An Edit as a FactorEdit or a Pin as a FactorPin, checked first (InvalidArgumentError says what is wrong)."""
     try:
-        op, value = e.operation()
+        op, value = item.operation()
     except EditError as err:
-        raise InvalidArgumentError(f"{e}: {err}") from None
-    msg = pb.FactorEdit(**({"factor": e.factor} if e.factor is not None else {"dimension": e.dimension}))
-    setattr(msg, op, value if op == "set_label" else float(value))
-    return msg
-
-
-def _pin_proto(p: Pin) -> pb.FactorPin:
-    try:
-        kind, value = p.operation()
-    except EditError as err:
-        raise InvalidArgumentError(f"{p}: {err}") from None
-    msg = pb.FactorPin(**({"factor": p.factor} if p.factor is not None else {"dimension": p.dimension}))
-    setattr(msg, kind, value if kind == "label" else float(value))
+        raise InvalidArgumentError(f"{item}: {err}") from None
+    msg = message(**({"factor": item.factor} if item.factor is not None else {"dimension": item.dimension}))
+    setattr(msg, op, value if op == label_field else float(value))
     return msg
 
 
@@ -162,7 +153,7 @@ def edits_proto(edits: Sequence[Edit] | Mapping[str | int, Any]) -> list[pb.Fact
     """Edit objects, or the shorthand {"scale": 0.8, "shape": "heart", 3: 1.5} (set value / label)."""
     if isinstance(edits, Mapping):
         edits = [_shorthand(Edit, k, v, "set_value", "set_label") for k, v in edits.items()]
-    return [_edit_proto(e) for e in edits]
+    return [_proto(e, pb.FactorEdit, "set_label") for e in edits]
 
 
 def pins_proto(pins: Sequence[Pin] | Mapping[str | int, Any] | None) -> list[pb.FactorPin]:
@@ -170,7 +161,7 @@ def pins_proto(pins: Sequence[Pin] | Mapping[str | int, Any] | None) -> list[pb.
         return []
     if isinstance(pins, Mapping):
         pins = [_shorthand(Pin, k, v, "value", "label") for k, v in pins.items()]
-    return [_pin_proto(p) for p in pins]
+    return [_proto(p, pb.FactorPin, "label") for p in pins]
 
 
 def _shorthand(cls, key, value, num_field: str, label_field: str):
