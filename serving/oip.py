@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentdial.serving import codec
-from latentdial.serving.engine import Engine, ServedModel, current_deadline
+from latentdial.serving.engine import GRAPHS, Engine, ServedModel, current_deadline
 from latentdial.serving.errors import InvalidArgument, NotFound
 
 SERVER_NAME = "latentdial"
@@ -32,7 +32,8 @@ DATATYPES: dict[str, np.dtype] = {
     "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
-GRAPH_SUFFIXES = ("encoder", "decoder")
+#: the graphs of a model, each one OIP model ``<model>.<graph>``
+GRAPH_SUFFIXES = GRAPHS
 #: Most input or output tensors one inference request may name (a graph has one input, two outputs at
 #: most); checked on the list's length before any tensor is read.
 MAX_TENSORS = 8
@@ -79,12 +80,6 @@ def resolve(engine: Engine, name: str, version: str = "") -> tuple[ServedModel, 
     """The served model version and graph behind an OIP model name; NotFound lists what exists."""
     model, graph = split_name(name)
     return engine.served(model, version), graph
-
-
-def model_names(engine: Engine) -> list[str]:
-    """Every OIP model name served (two per model)."""
-    repo = engine.repository
-    return [f"{n}.{g}" for n in (repo.names() if repo else []) for g in GRAPH_SUFFIXES]
 
 
 def signature(s: ServedModel, graph: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
