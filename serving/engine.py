@@ -9,9 +9,9 @@ wait in the same queue and are merged into one batch:
 - one :class:`ServedModel` per model version (the loaded model and its two batchers);
 - the limits (``max_request_items``, ``max_in_flight``) and the readiness / drain state;
 - :meth:`Engine.call`, which wraps every request of every door: request id, metrics,
-  readiness, the cap on requests in flight, the request's deadline (:meth:`deadline_after`
-  turns a door's timeout into it, capped by nothing but the caller), and turning an
-  unexpected exception into :class:`Internal` with a request id;
+  readiness, the cap on requests in flight, the request's deadline (:meth:`deadline_after`,
+  the one rule that turns a door's timeout into it), and turning an unexpected exception into
+  :class:`Internal` with a request id;
 - the graph calls on numpy (:meth:`encode`, :meth:`decode`, :meth:`run_graph`) through the batchers;
 - live changes of the served set (:mod:`model_control`): a version resolved by a request is
   held until that request ends, :meth:`Engine.add` serves a warm version at once, and
