@@ -15,7 +15,7 @@ such requests). The bar, while :data:`CONCURRENT` such bodies arrive at once, tw
   stalled until its bodies were in would hold the benign calls that long. The p99 is loose because
   each body is joined and parsed on the event loop (measured here: 0.07 s to join 64 MiB, 0.16 s to
   parse it as JSON), so a call that arrives behind a few of them waits for them: p99 0.4-1.4 s
-  on this 2-core machine, p50 7-20 ms.
+  on this 2-core machine, p50 6-60 ms.
 - a body that declares more than the limit is refused with 413 before it is read.
 """
 
@@ -35,7 +35,7 @@ CONCURRENT = 8
 #: A body at the limit is held as its chunks and then joined (2 x 64 MiB) while it is handled.
 MIB_PER_BODY = 2 * 64 + 16
 MAX_LEAK_MIB = 64.0
-P50_BOUND_MS = 100.0
+P50_BOUND_MS = 250.0
 P99_BOUND_MS = 2500.0
 
 
