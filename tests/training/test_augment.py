@@ -19,7 +19,7 @@ from latentdial.training.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.toml"
-ROBUST = REPO / "configs" / "shipped" / "dsprites_robust.toml"
+VIEWS = REPO / "configs" / "experiments" / "dsprites_views.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +137,7 @@ def test_a_run_starts_from_a_finished_run(tmp_path):
 
 
 def test_a_run_starts_from_an_exported_model_version(tmp_path):
-    cfg = load_config(ROBUST, ["steps=1"])
+    cfg = load_config(VIEWS, ["steps=1"])
     trainer = Trainer(cfg, tmp_path / "run")
     encoder = torch.export.load(str(REPO / cfg.init_from / "encoder.pt2")).state_dict
     mine = trainer.objective.model.state_dict()
