@@ -128,3 +128,17 @@ def test_model_info_is_built_once_with_everything_any_door_shows():
     assert info.oip_models == ["toy.encoder", "toy.decoder"]
     (summary,) = model_summaries(engine)
     assert summary.is_default and summary.latest_version == "3" and len(summary.version_states) == 2
+
+
+def test_each_door_writes_the_one_model_info_without_fields_of_its_own():
+    from dataclasses import fields
+
+    from latentdial.serving.http.rest_v1 import info_json
+    from latentdial.serving.service import _factor_proto
+
+    repo = SimpleNamespace(versions=lambda name: ["3"], statuses=lambda name: {"3": VersionStatus(READY)})
+    info = model_info(SimpleNamespace(repository=repo, max_request_items=16), served())
+    renamed = {"version_states": "version_status"}
+    assert set(info_json(info)) == {renamed.get(f.name, f.name) for f in fields(info)}
+    assert info_json(info)["provenance"] == info.provenance
+    assert [_factor_proto(f).calibrated for f in info.factors] == [f.calibrated for f in info.factors]
