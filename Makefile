@@ -44,14 +44,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[dev]"
 	touch $@
 
-# tests/test_oip.py runs tritonclient (gRPC and HTTP) from here against a real server
+# tests/serving/test_oip.py runs tritonclient (gRPC and HTTP) from here against a real server
 tritonclient-venv: $(TRITON_VENV)/.installed
 $(TRITON_VENV)/.installed:
 	$(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip install $(PIP_FLAGS) "tritonclient[grpc,http]" numpy
 	touch $@
 
-# tests/test_page_browser.py drives Debian's chromium + chromium-driver; installed here when missing (needs root)
+# tests/serving/test_page_browser.py drives Debian's chromium + chromium-driver; installed here when missing (needs root)
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -5,7 +5,7 @@ Open Inference Protocol, whose proto package must stay ``inference`` (the wire n
 service); protoc maps it to the virtual path latentdial/inference/ so its stubs import as
 ``latentdial.inference`` instead of a top-level ``inference`` package.
 
-The generated files are committed; tests/test_protos.py regenerates them into a
+The generated files are committed; tests/core/test_protos.py regenerates them into a
 temporary directory and fails when they differ, so the .proto stays the one
 source of truth. Run `make protos` after editing a .proto file.
 """

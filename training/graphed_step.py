@@ -23,7 +23,7 @@ runs every later step eagerly: training goes on, only slower.
 
 Randomness: the reparameterisation noise comes from the default CUDA generator, which
 graphs advance on every replay, so ``torch.cuda.get_rng_state`` in a checkpoint is where
-an uninterrupted run would be. Bit-exact resume is verified on CPU (tests/test_train.py);
+an uninterrupted run would be. Bit-exact resume is verified on CPU (tests/training/test_train.py);
 on a GPU, kernel choice may differ between a captured and an eager step.
 """
 

@@ -15,7 +15,7 @@ Both end the encoder at (N, 64, 4, 4) and start the decoder there, so everything
 convolutions (and the latent contract) is the same. conv64's parameter names and shapes are
 those of the original fixed stack (``encoder.features.{0,2,4,6,9}``, ``decoder.deconv.{0,2,4,6}``),
 so every checkpoint and shipped model still loads and re-exports bit for bit
-(``tests/test_model_128.py``).
+(``tests/training/test_model_128.py``).
 
 The decoder returns *logits*; the sigmoid is applied by the Bernoulli loss in training and
 inside the exported graph.

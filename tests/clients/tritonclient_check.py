@@ -1,6 +1,6 @@
 """Run tritonclient (gRPC and HTTP) against a latentdial server; runs in .venv-tritonclient, not the project venv.
 
-tritonclient pins protobuf < 7 and latentdial needs protobuf >= 7, so tests/test_oip.py runs this
+tritonclient pins protobuf < 7 and latentdial needs protobuf >= 7, so tests/serving/test_oip.py runs this
 script with the tritonclient venv's Python. Usage:
 
     python tritonclient_check.py GRPC_ADDRESS HTTP_ADDRESS MODEL IN.npz OUT.npz

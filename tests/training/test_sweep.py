@@ -1,6 +1,6 @@
 """`latentdial sweep`: sweep files and grids, a trial's chunks and resume, ranking, the table and plot.
 
-A trial's body (``train_and_score``) is tested here without Ray; tests/test_tune.py runs trials
+A trial's body (``train_and_score``) is tested here without Ray; tests/training/test_tune.py runs trials
 as Ray Tune trials on a real local Ray. The last test runs the command itself, which starts
 and stops its own local Ray.
 """
@@ -39,7 +39,7 @@ from latentdial.training.sweep import (
     write_results,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Small enough that a trial trains and scores in seconds.
 EVAL = {"num_train": 200, "num_test": 100}
 

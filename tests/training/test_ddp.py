@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from latentdial.training.config import load_config
 from latentdial.training.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.toml"
 ARGS = ["--set", "steps=4", "--set", "evaluate=false"]
 

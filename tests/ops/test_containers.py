@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROBE = ROOT / "docker" / "healthcheck.py"
 DOCKERFILES = sorted(

@@ -29,7 +29,7 @@ from latentdial.manifest import Manifest
 from latentdial.training.config import ConfigError, load_config
 from latentdial.training.model import ARCHITECTURES, ModelConfig, build_model, encoder_widths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
 EXAMPLE = REPO / "configs" / "examples" / "conv128_rgb.toml"
 
@@ -297,7 +297,7 @@ def test_a_png_round_trip_over_http_is_a_128x128_rgb_png(served):
 
 @pytest.mark.slow
 def test_the_page_shows_a_128x128_model_at_twice_its_size(served, tmp_path):
-    """In headless Chromium (as tests/test_page_browser.py): 128x128 images are drawn 256 px wide."""
+    """In headless Chromium (as tests/serving/test_page_browser.py): 128x128 images are drawn 256 px wide."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

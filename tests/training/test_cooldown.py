@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from latentdial.training.config import ConfigError, OptimizerConfig, TrainConfig, load_config
 from latentdial.training.trainer import Trainer, train
 
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.toml"
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ from latentdial.client import (
 from latentdial.client.errors import from_rpc_error
 from latentdial.client.sync import ChannelSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_async_client_matches_the_sync_client(toy_server):

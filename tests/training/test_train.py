@@ -20,7 +20,7 @@ from latentdial.training.objectives import OBJECTIVES
 from latentdial.training.run_dir import load_run
 from latentdial.training.trainer import Trainer, TrainingError, checkpoint_paths, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke.toml"
 
 

@@ -13,7 +13,7 @@ from fixtures.server import ServerThread, make_config
 
 from latentdial.client import Client
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from latentdial.training.sweep import (
 )
 from latentdial.training.trainer import checkpoint_paths, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EVAL = {"num_train": 200, "num_test": 100}
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,7 @@ from latentdial.client import (
 from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
 from latentdial.serving.supervisor import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def slow(server: ServerThread, graph: str, delay_s: float) -> None:

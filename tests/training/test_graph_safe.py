@@ -147,7 +147,7 @@ def _smoke_trainer(tmp_path, name):
     from latentdial.training.config import load_config
     from latentdial.training.trainer import Trainer
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "smoke.toml",
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "smoke.toml",
                       ["steps=6", "log_every=3", "checkpoint_every=100", "num_threads=1"])
     return Trainer(cfg, tmp_path / name)
 

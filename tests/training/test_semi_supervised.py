@@ -21,7 +21,7 @@ from latentdial.training.objectives.base import Inputs
 from latentdial.training.objectives.semi_supervised import circular_loss, factor_codes
 from latentdial.training.trainer import Trainer, finish_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DSPRITES = get_dataset("dsprites")
 SQUARE, ELLIPSE, HEART = 0, 1, 2
 

@@ -201,7 +201,7 @@ def _script_module(name: str):
     """Import ``scripts/<name>.py`` (scripts are not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -265,7 +265,7 @@ def test_readback_split_needs_a_calibration_table_for_every_factor(oracle_repo, 
 
 
 def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp_path):
-    repo = Path(__file__).resolve().parents[1] / "models" / "dsprites"
+    repo = Path(__file__).resolve().parents[2] / "models" / "dsprites"
     model_dir = max(repo.iterdir(), key=lambda p: int(p.name))
     out = tmp_path / "split.json"
     assert _script_module("readback_split").main([str(model_dir), "--num", "200", "--out", str(out)]) == 0
@@ -281,7 +281,7 @@ def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp
 
 def test_model_report_names_the_training_schedule_from_the_manifest():
     line = _script_module("model_report")._training_line
-    shipped = Manifest.load(Path(__file__).resolve().parents[1] / "models" / "dsprites" / "5")
+    shipped = Manifest.load(Path(__file__).resolve().parents[2] / "models" / "dsprites" / "5")
     assert line(shipped)[0] == ("Trained 95,300 steps at batch 64, Adam lr 0.0005, decaying linearly to 0 "
                                 "over the last 36,000 steps.")
     shipped.provenance = {**shipped.provenance, "config": {**shipped.provenance["config"],

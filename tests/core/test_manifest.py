@@ -16,7 +16,7 @@ from latentdial.manifest import (
     iter_model_dirs,
 )
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models"
+SHIPPED = Path(__file__).resolve().parents[2] / "models"
 
 
 def _manifest(files: list[GraphFile]) -> Manifest:

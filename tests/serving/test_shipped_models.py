@@ -18,7 +18,7 @@ from fixtures.server import ServerThread, make_config
 from latentdial.client import Client, Edit
 from latentdial.training.data import get_dataset
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 SOURCES = 24
 
 

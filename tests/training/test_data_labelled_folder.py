@@ -18,7 +18,7 @@ from latentdial.training.data.labelled_folder import FolderError, LabelledImageF
 from latentdial.training.data.rows import held_out_split
 from latentdial.training.data.schema import SchemaError, load_schema, parse_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA = """
 [factors.shape]
 kind = "categorical"
