@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+pytestmark = pytest.mark.container
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROBE = ROOT / "docker" / "healthcheck.py"

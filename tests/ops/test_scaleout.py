@@ -25,6 +25,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "loadtest"))

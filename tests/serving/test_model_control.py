@@ -34,6 +34,8 @@ from latentdial.client import (
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.server import LIVENESS_SERVICE
 
+pytestmark = pytest.mark.integration
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 X = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)

@@ -17,6 +17,8 @@ from latentdial.client import Client
 from latentdial.inference import grpc_service_pb2 as oip
 from latentdial.inference import grpc_service_pb2_grpc as oip_grpc
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 TRITON_PYTHON = ROOT / ".venv-tritonclient" / "bin" / "python"
 

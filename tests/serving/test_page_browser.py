@@ -20,6 +20,8 @@ from PIL import Image
 
 from latentdial.client import Client, Edit, latents
 
+pytestmark = pytest.mark.integration
+
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
          "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")

@@ -34,6 +34,8 @@ from latentdial.serving.supervisor import free_port
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

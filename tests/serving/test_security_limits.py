@@ -38,6 +38,8 @@ from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
 from latentdial.v1 import latentdial_pb2 as pb
 from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 
+pytestmark = pytest.mark.integration
+
 #: The most the server's peak resident set may grow under one attack; the legitimate requests of
 #: the same tests move it by well under 1 MiB.
 MAX_GROWTH_MIB = 16.0

@@ -30,6 +30,8 @@ from latentdial.client import (
 from latentdial.manifest import MANIFEST_NAME, sha256_file
 from latentdial.serving.repository import valid_name
 
+pytestmark = pytest.mark.integration
+
 X = np.zeros((1, 8, 8, 1), np.uint8)
 
 

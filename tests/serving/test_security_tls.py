@@ -24,6 +24,8 @@ from latentdial.client import Client, UnavailableError
 from latentdial.serving.listener import TlsFilesError
 from latentdial.serving.supervisor import free_port
 
+pytestmark = pytest.mark.integration
+
 TOKEN = "s3cret"
 
 

@@ -13,6 +13,8 @@ from fixtures.server import ServerThread, make_config
 
 from latentdial.client import Client
 
+pytestmark = pytest.mark.integration
+
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 

@@ -24,6 +24,8 @@ from latentdial.serving.config import ServerConfig
 from latentdial.serving.ports import is_free
 from latentdial.serving.server import LIVENESS_SERVICE, grpc_options
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "loadtest"))
 from serverproc import ServerProcess, free_port  # noqa: E402

@@ -18,6 +18,8 @@ from PIL import Image
 
 from latentdial.client import Client, Edit, Pin, latents
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

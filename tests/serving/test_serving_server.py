@@ -30,6 +30,8 @@ from latentdial.client import (
 from latentdial.serving.config import ServerConfig, add_config_arguments, config_from_sources
 from latentdial.serving.supervisor import free_port
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

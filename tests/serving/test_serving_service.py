@@ -24,6 +24,8 @@ from latentdial.client import (
 )
 from latentdial.v1 import latentdial_pb2 as pb
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

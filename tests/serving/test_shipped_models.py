@@ -18,6 +18,8 @@ from fixtures.server import ServerThread, make_config
 from latentdial.client import Client, Edit
 from latentdial.training.data import get_dataset
 
+pytestmark = pytest.mark.integration
+
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SOURCES = 24
 
