@@ -64,14 +64,21 @@ def default_model(repository: Path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def served_graphs(model_dir: Path) -> tuple[dict[str, str], dict[str, Any]]:
-    """(graph -> ONNX file name, session options) latentdial serves on the CPU for this model."""
-    from onnx_graph import SERVING_SESSION
+def served_graphs(model_dir: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """(graph -> ONNX file name, graph -> session options) latentdial serves on the CPU for this model here.
 
+    Both are latentdial's choice for this host (latentdial/graph_choice.py), with its serving
+    threads and spinning; the peers open the same files with the same options.
+    """
+    from latentdial.graph_choice import SERVER_SPINNING, SERVER_THREADS, SESSION_SETS, choose
     from latentdial.manifest import Manifest
 
     manifest = Manifest.load(model_dir)
-    return {g: manifest.graph_file(g, "fp32").path for g in ("encoder", "decoder")}, dict(SERVING_SESSION)
+    picks = {g: choose(model_dir, manifest, g) for g in ("encoder", "decoder")}
+    specs = {g: SESSION_SETS[session] | {"set": session, "intra_op_threads": SERVER_THREADS,
+                                         "allow_spinning": SERVER_SPINNING}
+             for g, (_, session, _) in picks.items()}
+    return {g: p[0] for g, p in picks.items()}, specs
 
 
 def plan(model: str, graphs: list[str], batches: list[int], callers: list[int], image_hwc: list[int],
@@ -155,7 +162,7 @@ def run_client_or_skip(protocol: str, address: str, cells: list[dict[str, Any]],
         return [c | {"status": f"not run: {e}"} for c in cells]
 
 
-def measure_peer(peer: str, model_dir: Path, model: str, files: dict[str, str], session: dict[str, Any],
+def measure_peer(peer: str, model_dir: Path, model: str, files: dict[str, str], sessions: dict[str, dict[str, Any]],
                  cells: list[dict[str, Any]], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """One peer server in its venv over the OIP cells; every cell gets a status if it cannot run."""
     from latentdial.serving.embedded import free_port
@@ -163,7 +170,7 @@ def measure_peer(peer: str, model_dir: Path, model: str, files: dict[str, str], 
     venv, script = PEER_VENVS[peer]
     grpc_port, http_port = free_port(), free_port()
     peer_args = ["--model-dir", str(model_dir.resolve()), "--model", model, "--grpc-port", str(grpc_port),
-                 "--http-port", str(http_port), "--session", json.dumps(session),
+                 "--http-port", str(http_port), "--session", json.dumps(sessions),
                  *[x for g, f in files.items() for x in ("--file", f"{g}={f}")]]
     try:
         python = venv_python(venv)
@@ -214,7 +221,7 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
     m = Manifest.load(model_dir)
     c, h, w = m.image_shape
     cells = plan(m.name, args.graphs, args.batches, args.callers, [h, w, c], m.latent_dim)
-    files, session = served_graphs(model_dir)
+    files, sessions = served_graphs(model_dir)
     rounds = []
     for i in range(args.rounds):
         order = args.servers[i % len(args.servers):] + args.servers[:i % len(args.servers)]
@@ -224,9 +231,9 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
             if server == "latentdial":
                 rows += measure_latentdial(model_dir, cells, args, work)
             else:
-                rows += measure_peer(server, model_dir, m.name, files, session, cells, args, work)
+                rows += measure_peer(server, model_dir, m.name, files, sessions, cells, args, work)
         rounds.append(rows)
-    meta = {"model": f"{m.name}/{m.version} ({model_dir})", "graphs": files, "session options": session,
+    meta = {"model": f"{m.name}/{m.version} ({model_dir})", "graphs": files, "session options": sessions,
             "cells": f"{args.duration:g} s measured after {args.warmup:g} s warm-up, median of {args.rounds} round(s)",
             "client": "one process per server: tritonclient.grpc.aio (OIP ModelInfer, FP32); "
                       "grpc.aio with a pre-serialised request (latentdial v1 Encode, FLOAT32)",

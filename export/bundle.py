@@ -82,7 +82,6 @@ def _export_graph(
     parity.require(d_raw, parity.FP32_TOLERANCE, f"{graph} (exported ONNX vs torch)")
 
     fp32 = graphs.optimise_onnx(raw, out / f"{graph}.onnx")
-    raw.unlink()
     d_opt = diff_to_torch(fp32)
     report(f"{graph}: after onnxslim: max abs diff {d_opt:.3g}")
     parity.require(d_opt, parity.FP32_TOLERANCE, f"{graph} (optimised ONNX vs torch)")
@@ -90,7 +89,11 @@ def _export_graph(
                              "optimised": "onnxslim", "parity_batches": list(batches),
                              "max_abs_error_before_optimisation": d_raw,
                              "tolerance": parity.FP32_TOLERANCE}
-    files = [GraphFile(graph, fp32.name, "", "fp32", d_opt, notes)]
+    # the raw export stays beside the optimised file: which serves faster is measured (graph_choice)
+    raw_notes = {"opset": opset, "exporter": exporter, "optimised": "none", "parity_batches": list(batches),
+                 "tolerance": parity.FP32_TOLERANCE}
+    files = [GraphFile(graph, fp32.name, "", "fp32", d_opt, notes),
+             GraphFile(graph, raw.name, "", "fp32", d_raw, raw_notes, variant="raw")]
 
     if "fp16" in variant_names:
         path = variants.convert_fp16(fp32, out / f"{graph}.fp16.onnx")
@@ -137,6 +140,21 @@ def _export_graph(
     return files
 
 
+def choose_graphs(model_dir: Path, manifest: Manifest, rounds: int, report: Report) -> dict[str, Any]:
+    """This host's ``graph_choice`` record: the fastest (file, session options) per graph, with every figure."""
+    from latentdial import graph_choice
+
+    record: dict[str, Any] = {"host": graph_choice.host_info(), "runtime": graph_choice.RUNTIME}
+    for graph in ("encoder", "decoder"):  # with the server's threads and spinning (the defaults)
+        rec = graph_choice.measure(model_dir, manifest, graph, repeats=rounds, window_s=0.1)
+        record[graph] = rec
+        others = ", ".join(f"{c['file']}/{c['session']} {c['score']:,.0f} (spread {c['spread']:.0%})"
+                           for c in rec["candidates"])
+        report(f"{graph}: serves {rec['file']} with {rec['session']} options on this host; "
+               f"images/s score (batches {rec['batches']}): {others}")
+    return {graph_choice.host_key(): record}
+
+
 def export_run(
     run_dir: Path,
     model_dir: Path,
@@ -150,14 +168,18 @@ def export_run(
     batches: Sequence[int] = parity.PARITY_BATCHES,
     overwrite: bool = False,
     speed_rounds: int = 5,
+    choice_rounds: int = 5,
     report: Report = print,
 ) -> Manifest:
     """Export ``run_dir`` into ``model_dir`` and return the written manifest.
 
     name/version default to the last two components of ``model_dir``
     (``models/<name>/<version>``). speed_rounds: alternating rounds of the INT8-vs-fp32
-    timing (single-threaded, so that a busy machine distorts both sides alike). Raises ExportError (or ParityError) on any failed
-    check, leaving ``model_dir`` untouched.
+    timing (single-threaded, so that a busy machine distorts both sides alike). choice_rounds:
+    interleaved rounds timing every (graph file, session options) candidate with the server's
+    settings on this host, recorded in the manifest's ``graph_choice`` (0 skips it; serving then
+    measures at load). Raises ExportError (or ParityError) on any failed check, leaving
+    ``model_dir`` untouched.
     """
     import torch
 
@@ -203,6 +225,8 @@ def export_run(
                 "variants_requested": list(variant_names),
             },
         )
+        if choice_rounds > 0:
+            manifest.graph_choice = choose_graphs(tmp, manifest, choice_rounds, report)
         json.dumps(manifest.to_dict())  # fail here, not half-way through writing
         manifest.save(tmp)
         tmp.chmod(0o755)  # mkdtemp creates 0700; a model directory is read by the serving user

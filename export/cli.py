@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-torch-program", action="store_true",
                         help="do not write encoder.pt2/decoder.pt2 (used by the torch runtime)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
+    parser.add_argument("--choice-rounds", type=int, default=5,
+                        help="rounds timing each graph file and session option set on this host for the "
+                             "manifest's graph_choice (0: skip; serving then measures at load)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             args.run_dir, args.model_dir, name=args.name, version=args.version,
             variant_names=args.variants, opset=args.opset, exporter=args.exporter,
             torch_program=not args.no_torch_program, overwrite=args.overwrite,
+            choice_rounds=args.choice_rounds,
         )
     except (ExportError, ParityError, ValueError) as e:
         print(f"export failed: {e}", file=sys.stderr)

@@ -56,6 +56,9 @@ class GraphFile:
     #: Free-form notes from export, e.g. {"optimised": "onnxslim"} or a speed ratio. Never read for selection.
     notes: dict[str, Any] = field(default_factory=dict)
     format: FileFormat = field(default="onnx", kw_only=True)
+    #: "" for THE file of (graph, precision, format); another name (e.g. "raw": the export before
+    #: onnxslim) marks an alternative that computes the same, a candidate for serving (``graph_choice``).
+    variant: str = field(default="", kw_only=True)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("graph", self.graph, get_args(Graph)),
@@ -88,6 +91,10 @@ class Manifest:
     factor_card: dict[str, Any] | None = None  # latentdial.factor_card.FactorCard.to_dict()
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Which file and ONNX Runtime session options serve each graph fastest, measured per host:
+    #: {host key: {"host": {...}, "encoder": {"file", "session", "candidates": [...]}, ...}}
+    #: (serving/runtimes/graph_choice.py). Absent in older manifests: serving measures at load.
+    graph_choice: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------------ queries
@@ -95,7 +102,13 @@ class Manifest:
                   format: FileFormat = "onnx") -> GraphFile | None:
         """The file of ``graph`` at ``precision`` in ``format``, or None if the export did not write one."""
         return next((f for f in self.files
-                     if (f.graph, f.precision, f.format) == (graph, precision, format)), None)
+                     if (f.graph, f.precision, f.format, f.variant) == (graph, precision, format, "")), None)
+
+    def alternatives(self, graph: Graph, precision: Precision = "fp32",
+                     format: FileFormat = "onnx") -> list[GraphFile]:
+        """Every file of ``graph`` at ``precision`` in ``format``: the main one first, then its variants."""
+        found = [f for f in self.files if (f.graph, f.precision, f.format) == (graph, precision, format)]
+        return sorted(found, key=lambda f: f.variant != "")
 
     def graph_file(self, graph: Graph, precision: Precision = "fp32",
                    format: FileFormat = "onnx") -> GraphFile:
@@ -113,6 +126,11 @@ class Manifest:
         d = asdict(self)
         d["image_shape"] = list(self.image_shape)
         d["value_range"] = list(self.value_range)
+        for f in d["files"]:  # written only when set, so manifests without them read as before
+            if not f["variant"]:
+                del f["variant"]
+        if not d["graph_choice"]:
+            del d["graph_choice"]
         return d
 
     @classmethod

@@ -58,9 +58,10 @@ def test_manifest_lists_every_file_with_its_sha256_precision_and_error(exported)
     # the ONNX graph, not the torch program, is what graph_file() returns
     assert manifest.graph_file("encoder").path == "encoder.onnx"
     # every file says its format, and selection by format does not depend on list order
-    assert {(f.path, f.format) for f in manifest.files if f.precision == "fp32"} == {
-        ("encoder.onnx", "onnx"), ("decoder.onnx", "onnx"),
-        ("encoder.pt2", "torch-export"), ("decoder.pt2", "torch-export")}
+    assert {(f.path, f.format, f.variant) for f in manifest.files if f.precision == "fp32"} == {
+        ("encoder.onnx", "onnx", ""), ("decoder.onnx", "onnx", ""),
+        ("encoder.raw.onnx", "onnx", "raw"), ("decoder.raw.onnx", "onnx", "raw"),  # serving candidates
+        ("encoder.pt2", "torch-export", ""), ("decoder.pt2", "torch-export", "")}
     assert manifest.graph_file("decoder", "fp32", "torch-export").path == "decoder.pt2"
     assert Manifest.load(model_dir).schema_version == SCHEMA_VERSION
 

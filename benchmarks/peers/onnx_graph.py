@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-#: latentdial's serving options (serving/runtimes/onnxruntime_cpu.py, serving/repository.py)
+#: latentdial's "tuned" set with its serving threads and spinning (serving/runtimes/graph_choice.py);
+#: the harness passes the set latentdial chose for this host instead
 SERVING_SESSION: dict[str, Any] = {"graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_threads": 0,
                                    "inter_op_threads": 1, "execution_mode": "ORT_SEQUENTIAL",
                                    "allow_spinning": False}
@@ -37,14 +38,20 @@ def usable_cpus() -> int:
 
 
 def session_options(spec: dict[str, Any]) -> Any:
-    """An ``onnxruntime.SessionOptions`` from a spec like :data:`SERVING_SESSION` (0 threads = every CPU)."""
+    """An ``onnxruntime.SessionOptions`` from a spec like :data:`SERVING_SESSION`.
+
+    Keys left out keep ONNX Runtime's defaults; 0 intra-op threads = every usable CPU.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, spec["graph_optimization_level"])
-    opts.intra_op_num_threads = int(spec["intra_op_threads"]) or usable_cpus()
-    opts.inter_op_num_threads = int(spec.get("inter_op_threads", 1))
-    opts.execution_mode = getattr(ort.ExecutionMode, spec.get("execution_mode", "ORT_SEQUENTIAL"))
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                            spec.get("graph_optimization_level", "ORT_ENABLE_ALL"))
+    opts.intra_op_num_threads = int(spec.get("intra_op_threads", 0)) or usable_cpus()
+    if "inter_op_threads" in spec:
+        opts.inter_op_num_threads = int(spec["inter_op_threads"])
+    if "execution_mode" in spec:
+        opts.execution_mode = getattr(ort.ExecutionMode, spec["execution_mode"])
     opts.add_session_config_entry("session.intra_op.allow_spinning",
                                   "1" if spec.get("allow_spinning", True) else "0")
     return opts
@@ -94,6 +101,8 @@ class OnnxGraph:
 
 
 def load_graphs(model_dir: Path, model: str, files: dict[str, str],
-                spec: dict[str, Any] | None) -> dict[str, OnnxGraph]:
-    """``<model>.encoder`` and ``<model>.decoder`` from ``files`` (graph -> file name in model_dir)."""
-    return {f"{model}.{g}": OnnxGraph(Path(model_dir) / name, g, spec) for g, name in files.items()}
+                specs: dict[str, dict[str, Any]] | None) -> dict[str, OnnxGraph]:
+    """``<model>.encoder`` and ``<model>.decoder`` from ``files`` (graph -> file name in model_dir),
+    each with its session spec (``specs``: graph -> spec; None = :data:`SERVING_SESSION`)."""
+    return {f"{model}.{g}": OnnxGraph(Path(model_dir) / name, g, (specs or {}).get(g))
+            for g, name in files.items()}

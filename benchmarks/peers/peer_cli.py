@@ -22,7 +22,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--file", action="append", default=[], metavar="GRAPH=FILE",
                    help="the ONNX file of a graph, relative to --model-dir (encoder=encoder.onnx)")
     p.add_argument("--session", type=json.loads, default=None,
-                   help="ONNX Runtime session options as JSON (default: latentdial's serving options)")
+                   help='ONNX Runtime session options per graph as JSON, {"encoder": {...}, "decoder": {...}} '
+                        "(default: latentdial's tuned serving options)")
     p.add_argument("--grpc-port", type=int, required=True)
     p.add_argument("--http-port", type=int, required=True)
     return p

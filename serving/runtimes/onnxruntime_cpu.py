@@ -1,31 +1,24 @@
 """ONNX Runtime on the CPU: the reference runtime, always available where serving is installed.
 
-Thread settings are tuned for serving one graph per session behind a dynamic
-batcher: intra-op threads = the CPUs this process may use (``os.sched_getaffinity``,
-which respects container CPU sets), one inter-op thread and sequential execution
-(the graphs are a plain chain of convolutions; parallel execution of independent
-nodes only adds scheduling overhead). Threads and spinning come from
-``RuntimeOptions`` (base.py); with several server workers on one host, give each
-``intra_op_threads = cores // workers`` so that workers do not oversubscribe.
+Intra-op threads = the CPUs this process may use (``os.sched_getaffinity``, which respects
+container CPU sets) unless told; threads and spinning come from ``RuntimeOptions`` (base.py);
+with several server workers on one host, give each ``intra_op_threads = cores // workers`` so
+that workers do not oversubscribe. The rest of the session options is one of
+``latentdial.graph_choice.SESSION_SETS``; which one, and which of the model's equivalent graph
+files, is chosen by measurement on the host (latentdial/graph_choice.py; selection.py passes it).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latentdial.graph_choice import DEFAULT_SET, session_options, usable_cpus
 from latentdial.serving.runtimes.base import Runtime, RuntimeFailure, RuntimeOptions
 
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (container CPU sets included)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["OrtCpuRuntime", "OrtSessionRuntime", "usable_cpus"]
 
 
 class OrtSessionRuntime(Runtime):
@@ -48,7 +41,8 @@ class OrtSessionRuntime(Runtime):
         return dict(zip(self.output_names, outs, strict=True))
 
     def describe(self) -> str:
-        return f"{self.name} ({self.path.name}, max batch {self.max_batch_size})"
+        extra = f", {self.session_set} options" if hasattr(self, "session_set") else ""
+        return f"{self.name} ({self.path.name}{extra}, max batch {self.max_batch_size})"
 
 
 class OrtCpuRuntime(OrtSessionRuntime):
@@ -63,22 +57,17 @@ class OrtCpuRuntime(OrtSessionRuntime):
         max_batch_size: int = 256,
         options: RuntimeOptions | None = None,
         tuned: bool = True,
+        session: str | None = None,
     ) -> None:
         """options: intra-op threads and spinning (see RuntimeOptions; None = its defaults).
-        tuned=False keeps ONNX Runtime's default session options (the benchmark baseline;
-        only ``options.intra_op_threads`` is applied, when non-zero)."""
+        session: the option set of latentdial.graph_choice.SESSION_SETS (graph optimisation level, inter-op
+        threads, execution mode); None = "tuned", or ONNX Runtime's defaults with tuned=False
+        (the benchmark baseline)."""
         import onnxruntime as ort
 
+        self.session_set = session or (DEFAULT_SET if tuned else "ort-default")
         options = options or RuntimeOptions()
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if tuned:
-            opts.intra_op_num_threads = options.intra_op_threads or usable_cpus()
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
-        elif options.intra_op_threads:
-            opts.intra_op_num_threads = options.intra_op_threads
+        opts = session_options(self.session_set, options.intra_op_threads, options.allow_spinning)
         try:
             self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types

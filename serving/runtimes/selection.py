@@ -98,8 +98,15 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
     if name == "onnxruntime-cpu":
         from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 
-        return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
-                             max_batch_size=max_batch_size, options=options)
+        if precision != "fp32":
+            return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
+                                 max_batch_size=max_batch_size, options=options)
+        from latentdial.graph_choice import choose
+
+        path, session, source = choose(model_dir, manifest, graph, options.intra_op_threads, options.allow_spinning)
+        log.info("%s/%s %s on onnxruntime-cpu: %s with %s options (%s)", manifest.name, manifest.version,
+                 graph, path, session, source)
+        return OrtCpuRuntime(model_dir / path, max_batch_size=max_batch_size, options=options, session=session)
     if name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
         from latentdial.serving.runtimes.onnxruntime_gpu import OrtGpuRuntime
 

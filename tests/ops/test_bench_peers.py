@@ -86,11 +86,14 @@ def test_median_round_is_reported_and_failed_rounds_do_not_count():
 def test_peer_graph_computes_what_latentdial_serves(graph):
     """The peers' OnnxGraph, in the OIP layout, equals latentdial's runtime on the same file."""
     from latentdial.manifest import Manifest
+    from latentdial.serving.repository import SERVING_RUNTIME_OPTIONS
     from latentdial.serving.runtimes import load_runtime
 
-    files, session = bench_peers.served_graphs(MODEL_DIR)
-    peer = OnnxGraph(MODEL_DIR / files[graph], graph, session | {"intra_op_threads": 1})
-    runtime = load_runtime(MODEL_DIR, Manifest.load(MODEL_DIR), graph, preference="onnxruntime-cpu")
+    files, sessions = bench_peers.served_graphs(MODEL_DIR)
+    peer = OnnxGraph(MODEL_DIR / files[graph], graph, sessions[graph])
+    runtime = load_runtime(MODEL_DIR, Manifest.load(MODEL_DIR), graph, preference="onnxruntime-cpu",
+                           options=SERVING_RUNTIME_OPTIONS)
+    assert (runtime.path.name, runtime.session_set) == (files[graph], sessions[graph]["set"])
     rng = np.random.default_rng(1)
     if graph == "encoder":
         x = rng.random((3, *peer.image_hwc), dtype=np.float32)
