@@ -40,8 +40,8 @@ sys.path.insert(0, str(STAGE_DIR))
 from record import read_lines  # noqa: E402
 
 #: stage -> share of the budget (seconds out of 480: the whole check fits in 8 minutes)
-SHARES = {"env": 20, "engines": 170, "serve-tensorrt": 65, "serve-onnxruntime-cuda": 55,
-          "serve-torch-cuda": 55, "train-cooldown": 75}
+SHARES = {"env": 20, "engines": 155, "serve-tensorrt": 60, "serve-onnxruntime-cuda": 55,
+          "serve-torch-cuda": 70, "train-cooldown": 75}
 STAGES = tuple(SHARES)
 SHARE_TOTAL = 480
 #: a stage is not started with less time than this left

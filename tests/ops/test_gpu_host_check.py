@@ -87,7 +87,7 @@ def test_a_failing_stage_and_a_hanging_stage_do_not_stop_the_next(tmp_path):
 def test_budget_shares_fit_the_budget():
     limits = gpu_host_check.limits(list(gpu_host_check.STAGES), 480)
     assert sum(limits.values()) <= 480 - 30  # room for process starts and the summary
-    assert gpu_host_check.limits(["engines"], 240)["engines"] == pytest.approx(85)
+    assert gpu_host_check.limits(["engines"], 240)["engines"] == pytest.approx(155 / 2)
 
 
 @pytest.mark.parametrize("lr", [1e-3, 2.5e-4, 0.0])
