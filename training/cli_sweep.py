@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edits per factor of every trial's edit evaluation (default: the file's [edits] "
                              "num; 0 turns it off)")
     parser.add_argument("--quiet", action="store_true", help="no Ray or Tune progress output")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: write the table, the plots and the ledger of the trials "
+                             "already finished in --out or recorded in the sweep's ledger")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
             spec = dataclasses.replace(spec, edits=edits)
         only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
         sizes = {k: v for k, v in (("num_train", args.num_train), ("num_test", args.num_test)) if v is not None}
+        if sizes and spec.ledger is not None:
+            logging.getLogger("latentdial.sweep").warning(
+                "--num-train / --num-test score at other sizes than the file's preset: not using the ledger %s",
+                spec.ledger)
+            spec = dataclasses.replace(spec, ledger=None)
         ranked = run_sweep(spec, args.out, only=only, progress=not args.quiet, eval_overrides=sizes,
                            address=args.address, cpus_per_trial=args.cpus_per_trial,
-                           max_failures=args.max_failures)
+                           max_failures=args.max_failures, collect_only=args.collect)
     except SweepIncomplete as e:
         failed, ranked = e, []
     except KeyboardInterrupt:

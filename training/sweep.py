@@ -74,6 +74,7 @@ a variant's seeds and keys, the "choose the best by the metrics" rule of Locatel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -197,6 +198,9 @@ class SweepSpec:
     metrics_preset: str = "fast"
     #: ``[edits]``; None: metrics only
     edits: EditSpec | None = None
+    #: a directory kept with the code where every finished trial's result is recorded
+    #: (training/ledger.py), so a study split over machines resumes where the last one stopped
+    ledger: Path | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -335,7 +339,7 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
     """Parse a sweep TOML file; config paths are relative to ``root`` (default: the current directory)."""
     raw = read_toml(path, "sweep file", "configs/sweep/")
     known = {"steps", "seeds", "chunks", "cpus_per_trial", "num_threads", "metrics", "metrics_preset", "rank_by",
-             "grid", "plot", "run", "edits"}
+             "grid", "plot", "run", "edits", "ledger"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {path}; valid keys: {', '.join(sorted(known))}")
@@ -375,6 +379,7 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
                       zero_label=plot.get("zero_label")),
         metrics_preset=str(raw.get("metrics_preset", SweepSpec.metrics_preset)),
         edits=_edit_spec(raw["edits"], path, root) if "edits" in raw else None,
+        ledger=root / str(raw["ledger"]) if "ledger" in raw else None,
     )
 
 
@@ -464,6 +469,18 @@ def _write_record(run_dir: Path, record: dict[str, Any]) -> None:
     tmp.replace(Path(run_dir) / RUN_RESULT)
 
 
+def resolved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config.json read by today's loader: an option added since the run was
+    trained reads as its default, which is what the run trained with. Unreadable: as recorded."""
+    from latentdial.training.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)} - {"objective_name"}
+    try:
+        return TrainConfig.from_dict({k: v for k, v in saved.items() if k in known}).to_dict()
+    except (ConfigError, TypeError):
+        return saved
+
+
 def _same_run(run_dir: Path, cfg: Any) -> None:
     """Refuse to read back a run directory that a different config trained."""
     from latentdial.training.run_dir import CONFIG
@@ -471,15 +488,45 @@ def _same_run(run_dir: Path, cfg: Any) -> None:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return
-    saved, now = json.loads(path.read_text()), cfg.to_dict()
+    saved, now = resolved_config(json.loads(path.read_text())), cfg.to_dict()
     for key in ("model", "objective", "dataset", "seed", "batch_size", "optimizer"):
         if saved.get(key) != now.get(key):
             raise ConfigError(f"{run_dir} was trained with {key} {saved.get(key)!r}, this sweep asks for "
                               f"{now.get(key)!r}; use another --out or remove that run directory")
 
 
+def ledger_key(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
+    """What makes a ledger entry the result of ``trial`` as ``spec`` asks for it now: the resolved
+    config (not the threads or the device it ran on), the metrics and their preset, the edits."""
+    cfg = final_config(trial, spec).to_dict()
+    asked = None
+    if spec.edits is not None:
+        asked = spec.edits.asked()
+        asked["reader"] = None if asked["reader"] is None else Path(asked["reader"]).name
+    same = ("dataset", "model", "objective", "optimizer", "augment", "init_from", "seed", "batch_size", "steps")
+    return {"config": {k: cfg.get(k) for k in same}, "metrics": spec.metrics,
+            "metrics_preset": spec.metrics_preset, "edits": asked}
+
+
 def finished_result(trial: Trial, spec: SweepSpec, out: Path) -> RunResult | None:
-    """The result of a trial that an earlier session already trained and scored, else None.
+    """The result of a finished trial: scored in its run directory under ``out`` (then also
+    recorded in the sweep's ledger), else recorded in the ledger by another machine, else None."""
+    result = _finished_here(trial, spec, out)
+    if spec.ledger is None:
+        return result
+    from latentdial.training.ledger import read_entry, write_entry
+
+    key = ledger_key(trial, spec)
+    if result is not None:
+        if write_entry(spec.ledger, trial.dir_name, key, asdict(result)):
+            log.info("sweep: recorded %s in the ledger %s", trial.dir_name, spec.ledger)
+        return result
+    recorded = read_entry(spec.ledger, trial.dir_name, key)
+    return None if recorded is None else RunResult(**recorded)
+
+
+def _finished_here(trial: Trial, spec: SweepSpec, out: Path) -> RunResult | None:
+    """The result of a trial that an earlier session already trained and scored in ``out``, else None.
 
     Scores count only when they hold every ``rank_by`` key at the sweep's ``metrics_preset``: a
     run scored before the sweep ranked by another metric (or by an older evaluation, or at other
@@ -950,7 +997,7 @@ class SweepIncomplete(RuntimeError):
 def run_sweep(
     spec: SweepSpec, out: Path, *, only: Sequence[str] | None = None, progress: bool = True,
     eval_overrides: dict[str, Any] | None = None, address: str | None = None,
-    cpus_per_trial: float | None = None, max_failures: int = 0,
+    cpus_per_trial: float | None = None, max_failures: int = 0, collect_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every trial of ``spec`` (or of the runs named in ``only``) as Ray Tune trials into ``out``.
 
@@ -960,6 +1007,7 @@ def run_sweep(
     are rewritten after every trial, so a sweep stopped half-way still leaves a table of what
     finished. Returns the ranked rows (see ``rank``); raises :class:`SweepIncomplete` after
     writing them when trials failed or did not finish (Ctrl-C stops a sweep gracefully).
+    ``collect_only`` trains nothing: it writes the results (and the ledger) of what is finished.
     """
     out = Path(out).resolve()
     trials = spec.trials(select_runs(spec, only))
@@ -968,6 +1016,9 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     pending = [t for t in trials if finished_result(t, spec, out) is None]
     errors: list[tuple[str, str]] = []
+    if pending and collect_only:
+        log.info("sweep: %d of %d trial(s) not finished; collecting the others only", len(pending), len(trials))
+        return write_results(out, spec, collect_results(spec, out))
     if pending:
         from latentdial.training.tune import run_trials
 

@@ -1,0 +1,84 @@
+"""A study's ledger: finished trials recorded with the code, so another machine resumes the study."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentdial.cli import main as cli_main
+from latentdial.training.sweep import finished_result, load_sweep, train_and_score
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL = {"num_train": 200, "num_test": 100}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def _sweep(tmp_path: Path, ledger: Path) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(f"""
+steps = 4
+seeds = [0]
+metrics = "mig"
+rank_by = ["mig"]
+ledger = "{ledger}"
+
+[grid]
+objective.beta = [2.0, 8.0]
+
+[[run]]
+name = "beta"
+config = "configs/smoke.toml"
+""")
+    return path
+
+
+def test_a_trial_finished_on_one_machine_is_read_from_the_ledger_on_another(tmp_path):
+    ledger = tmp_path / "ledger"
+    spec = load_sweep(_sweep(tmp_path, ledger), REPO)
+    trial, other = spec.trials()
+    here = train_and_score(trial, spec, tmp_path / "machine-a", eval_overrides=EVAL)
+    assert finished_result(trial, spec, tmp_path / "machine-a") is not None  # recorded on the way
+    entry = json.loads((ledger / f"{trial.dir_name}.json").read_text())
+    assert entry["result"]["scores"]["mig"] == pytest.approx(here.scores["mig"])
+    assert entry["key"]["config"]["objective"]["beta"] == 2.0 and entry["key"]["config"]["steps"] == 4
+
+    elsewhere = tmp_path / "machine-b"  # no run directories at all
+    again = finished_result(trial, spec, elsewhere)
+    assert again is not None and again.scores == pytest.approx(here.scores)
+    assert finished_result(other, spec, elsewhere) is None  # never trained anywhere
+    assert not elsewhere.exists()
+
+
+def test_a_ledger_entry_of_another_recipe_is_not_read_back(tmp_path):
+    ledger = tmp_path / "ledger"
+    spec = load_sweep(_sweep(tmp_path, ledger), REPO)
+    trial = spec.trials()[0]
+    train_and_score(trial, spec, tmp_path / "a", eval_overrides=EVAL)
+    finished_result(trial, spec, tmp_path / "a")
+    assert finished_result(trial, dataclasses.replace(spec, steps=6), tmp_path / "b") is None
+    assert finished_result(trial, dataclasses.replace(spec, metrics_preset="reference"), tmp_path / "b") is None
+    changed = dataclasses.replace(trial, run=dataclasses.replace(trial.run, overrides=("optimizer.lr=0.01",)))
+    assert finished_result(changed, spec, tmp_path / "b") is None
+
+
+def test_collect_writes_the_table_of_the_ledger_and_trains_nothing(tmp_path, capsys):
+    ledger = tmp_path / "ledger"
+    path = _sweep(tmp_path, ledger)
+    spec = load_sweep(path, REPO)
+    trial = spec.trials()[0]
+    train_and_score(trial, spec, tmp_path / "a", eval_overrides=EVAL)
+    finished_result(trial, spec, tmp_path / "a")
+
+    out = tmp_path / "b"
+    assert cli_main(["sweep", str(path), "--out", str(out), "--root", str(REPO), "--collect", "--quiet"]) == 0
+    assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == [trial.name]
+    assert "| **beta** | **2.0** |" in (out / "sweep.md").read_text()
+    assert not [p for p in out.iterdir() if p.is_dir()], "no run directory: nothing was trained"
