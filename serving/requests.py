@@ -25,6 +25,27 @@ from latentdial.serving.errors import InvalidArgument
 
 #: the number of steps of a traversal that names none
 DEFAULT_TRAVERSE_STEPS = 10
+#: the largest seed: every door takes the proto's uint64, 0..2**64 - 1
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed: int) -> None:
+    """InvalidArgument unless ``seed`` is an integer in 0..:data:`MAX_SEED` (the proto's uint64), so a
+    seed that numpy would refuse, or that gRPC could not carry, is the caller's error on every door."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidArgument(f"seed: {type(seed).__name__} is not an integer")
+    if not 0 <= seed <= MAX_SEED:
+        shown = f"seed={seed}" if abs(seed) < 10**30 else "seed"  # str() refuses ints of over 4,300 digits
+        raise InvalidArgument(f"{shown} is outside 0..{MAX_SEED} (2**64 - 1)")
+
+
+class _Seeded:
+    """A request with a ``seed``: checked by :func:`check_seed` when it is built, whatever door built it."""
+
+    seed: int
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class EncodeRequest:
+class EncodeRequest(_Seeded):
     """Images (N, C, H, W) float32 in [0, 1] -> posterior; ``sample`` also draws z with ``seed``;
     ``factor_values`` also reads each named factor's value from the mean."""
 
@@ -64,7 +85,7 @@ class EncodeRequest:
 
 
 @dataclass(frozen=True)
-class ReconstructRequest:
+class ReconstructRequest(_Seeded):
     """Encode, take the mean (or a seeded posterior sample), decode."""
 
     images: np.ndarray
@@ -93,7 +114,7 @@ class EditRequest:
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
+class GenerateRequest(_Seeded):
     """``count`` seeded prior samples at ``temperature`` with ``pins`` (set_* edits) applied."""
 
     count: int = 1
@@ -103,7 +124,7 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
-class SamplesRequest:
+class SamplesRequest(_Seeded):
     """``count`` images from the model's own ground-truth dataset."""
 
     count: int = 1

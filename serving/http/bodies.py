@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field
 
 from latentdial.edit import Edit, Pin
 from latentdial.serving import oip
+from latentdial.serving.requests import MAX_SEED
 from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_TARGETS
+
+
+def seed_field() -> Any:
+    """A seed as the schema says it: the proto's uint64 (checked again by the core's requests)."""
+    return Field(0, ge=0, le=MAX_SEED, description="0..2**64 - 1; the same seed draws the same numbers")
 
 
 class SourceBody(BaseModel):
@@ -28,7 +34,7 @@ class SourceBody(BaseModel):
 
 class EncodeBody(SourceBody):
     sample: bool = Field(False, description="also draw z = mean + exp(log_var / 2) * eps")
-    seed: int = 0
+    seed: int = seed_field()
 
 
 class DecodeBody(BaseModel):
@@ -55,7 +61,7 @@ class EditBody(SourceBody):
 
 class GenerateBody(BaseModel):
     count: int = 1
-    seed: int = 0
+    seed: int = seed_field()
     temperature: float = 1.0
     pins: list[Pin] = Field(default_factory=list, max_length=MAX_EDITS)
 

@@ -88,17 +88,19 @@ def timeout_s(request: Request) -> float | None:
 
 
 def parse(model: type[BaseModel], raw: bytes, max_values: int) -> Any:
-    """A JSON body as ``model`` (empty: its defaults); InvalidArgument names the first problems."""
-    if not raw.strip():
-        return model()
-    JsonBudget(max_values).add(raw)  # already counted while streaming, except an OIP binary body's head
+    """A JSON body as ``model``; InvalidArgument names the first problems. An empty body is ``{}``: the
+    model's defaults, or InvalidArgument naming the fields it requires."""
+    empty = not raw.strip()
+    if not empty:
+        JsonBudget(max_values).add(raw)  # already counted while streaming, except an OIP binary body's head
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate({}) if empty else model.model_validate_json(raw)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()[:5]
         )
-        raise InvalidArgument(f"the JSON body is not a valid {model.__name__}: {problems}") from None
+        what = "the body is empty, not" if empty else "the JSON body is not"
+        raise InvalidArgument(f"{what} a valid {model.__name__}: {problems}") from None
 
 
 class HttpCall:

@@ -12,7 +12,7 @@ import binascii
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -41,6 +41,7 @@ from latentdial.serving.http.media import (
 )
 from latentdial.serving.requests import (
     DEFAULT_TRAVERSE_STEPS,
+    MAX_SEED,
     EditRequest,
     EncodeRequest,
     GenerateRequest,
@@ -112,7 +113,7 @@ async def _images_to_encode(call: HttpCall, request: Request, s: ServedModel, bo
 
 async def _json_body(call: HttpCall, request: Request, body_model: type[BaseModel], what: str) -> Any:
     raw = await call.body(request)
-    if content_type(request) not in ("", JSON_TYPE):
+    if raw.strip() and content_type(request) not in ("", JSON_TYPE):  # an empty body is no media at all
         raise UnsupportedMediaType(f"{what} reads {JSON_TYPE}")
     return call.parse(body_model, raw)
 
@@ -296,7 +297,8 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
 
     @app.get("/v1/models/{model}/samples", tags=["v1"],
              summary="images from the model's own ground-truth dataset (for the page)")
-    async def samples(request: Request, model: str, version: str = "", count: int = 1, seed: int = 0):
+    async def samples(request: Request, model: str, version: str = "", count: int = 1,
+                      seed: int = Query(0, ge=0, le=MAX_SEED)):
         async def go():
             x = await plane.samples(call.served(request, model), SamplesRequest(count, seed))
             if wants_png(request):

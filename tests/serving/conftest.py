@@ -39,17 +39,13 @@ def served(tmp_path_factory):
         served.assert_alive()
         # a handler that crashed shows in the log even when its client got an answer (or had gone)
         crashes = [e for e, text in exceptions_logged(log.read_text())
-                   if e not in CLIENT_GONE and not any(sign in text for sign in KNOWN_DEFECTS)]
+                   if e not in CLIENT_GONE]
         assert not crashes, crashes
 
 
 #: What the log may show when a client hangs up in the middle of its body (an attack does): starlette
 #: raises it into the handler that was reading the body; nobody is left to answer.
 CLIENT_GONE = {"starlette.requests.ClientDisconnect"}
-#: The tracebacks of the known defects that test_attack_payloads pins (strict xfail): a body model built
-#: from an empty body; a negative seed handed to numpy. Remove each with its fix.
-KNOWN_DEFECTS = ("Field required [type=missing, input_value={}, input_type=dict]",
-                 "ValueError: expected non-negative integer")
 
 
 def exceptions_logged(text: str) -> list[tuple[str, str]]:

@@ -142,31 +142,43 @@ def test_hostile_grpc_payloads_get_invalid_argument_and_cost_no_memory(served):
         assert set(benign.measure(3)["grpc"].outcomes) == {"OK"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: an empty body on a route whose JSON body has a required field (decode: latents; OIP infer: "
-    "inputs) answers 500 INTERNAL. serving/http/call.py parse() (http_api.py _parse before the split) "
-    "returns model() for an empty body outside its try, so pydantic's ValidationError escapes. Fix: "
-    "validate {} inside the try. Remove this marker, and its case in known_defect "
-    "(test_fuzz_http_schemathesis.py) and KNOWN_DEFECTS (conftest.py), with the fix."))
 def test_an_empty_body_where_one_is_required_is_a_client_error(served):
+    required = {"/v1/models/toy/decode": "DecodeBody: latents: Field required",
+                "/v2/models/toy.decoder/infer": "InferBody: inputs: Field required"}
     with httpx.Client(base_url=served.http_url, timeout=30) as http:
-        for route in ("/v1/models/toy/decode", "/v2/models/toy.decoder/infer"):
-            for ctype in ("application/json", "image/png"):
-                r = http.post(route, content=b"", headers={"Content-Type": ctype})
+        for route, says in required.items():
+            for ctype in ("application/json", "image/png", None):
+                r = http.post(route, content=b"", headers={"Content-Type": ctype} if ctype else {})
                 assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT", (route, ctype, r.text)
+                assert r.json()["error"] == f"the body is empty, not a valid {says}", (route, ctype)
+        # a body whose every field has a default reads an empty one as {}
+        r = http.post("/v1/models/toy/generate", content=b"", headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a negative seed on HTTP (generate; encode and reconstruct with sample) answers 500 INTERNAL: "
-    "numpy's default_rng raises ValueError (serving/edits.py generate_latents and the posterior sample). "
-    "gRPC's seed is uint64; HTTP's is an unbounded int (serving/http/bodies.py EncodeBody.seed, "
-    "GenerateBody.seed, the ?seed= query). Fix: seed in 0..2^64-1, INVALID_ARGUMENT otherwise. Remove this "
-    "marker, and its case in known_defect and KNOWN_DEFECTS, with the fix."))
-def test_a_negative_seed_is_a_client_error(served):
+#: seeds no door may take: gRPC's is uint64, so HTTP's is 0..2**64 - 1 too
+BAD_SEEDS = (-1, 2**64, 10**30)
+
+
+def test_a_seed_outside_uint64_is_a_client_error_on_every_http_route_that_takes_one(served):
     pixels = np.zeros((1, 8, 8, 1), np.uint8).tolist()
     with httpx.Client(base_url=served.http_url, timeout=30) as http:
-        for route, body in (("generate", {"seed": -1}),
-                            ("encode", {"pixels": pixels, "dtype": "uint8", "sample": True, "seed": -1}),
-                            ("reconstruct", {"pixels": pixels, "dtype": "uint8", "sample": True, "seed": -1})):
-            r = http.post(f"/v1/models/toy/{route}", json=body)
-            assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT", (route, r.text)
+        for seed in BAD_SEEDS:
+            sent = [("generate", http.post("/v1/models/toy/generate", json={"seed": seed})),
+                    ("samples", http.get(f"/v1/models/toy/samples?seed={seed}"))]
+            for route in ("encode", "reconstruct"):
+                sent.append((route, http.post(f"/v1/models/toy/{route}", json={
+                    "pixels": pixels, "dtype": "uint8", "sample": True, "seed": seed})))
+                sent.append((f"{route} (PNG)", http.post(f"/v1/models/toy/{route}?sample=true&seed={seed}",
+                                                         content=_png(), headers={"Content-Type": "image/png"})))
+            for route, r in sent:
+                assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT", (route, seed, r.text)
+                assert "seed" in r.json()["error"], (route, seed, r.text)
+        for route in ("generate", "encode", "reconstruct"):
+            r = http.post(f"/v1/models/toy/{route}", json={"pixels": pixels, "dtype": "uint8", "sample": True,
+                                                           "seed": 2**64 - 1})
+            assert r.status_code == 200, (route, r.text)
+        schemas = http.get("/openapi.json").json()["components"]["schemas"]
+        for body in ("EncodeBody", "ReconstructBody", "GenerateBody"):
+            seed = schemas[body]["properties"]["seed"]
+            assert (seed["minimum"], seed["maximum"]) == (0, 2**64 - 1), body

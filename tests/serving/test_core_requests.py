@@ -9,7 +9,17 @@ import pytest
 
 from latentdial.serving.edits import Edit
 from latentdial.serving.errors import InvalidArgument
-from latentdial.serving.requests import Source, edit_of, finite, pin_of
+from latentdial.serving.requests import (
+    MAX_SEED,
+    EncodeRequest,
+    GenerateRequest,
+    ReconstructRequest,
+    SamplesRequest,
+    Source,
+    edit_of,
+    finite,
+    pin_of,
+)
 
 
 def test_an_edit_has_exactly_one_target_and_one_operation():
@@ -51,3 +61,21 @@ def test_a_source_counts_its_rows_and_refuses_to_be_empty():
     assert Source(latents=np.zeros((2, 4), np.float32)).rows == 2
     with pytest.raises(InvalidArgument, match="no source"):
         Source().rows  # noqa: B018
+
+
+def test_a_seed_is_the_protos_uint64_on_every_request_that_takes_one():
+    images = np.zeros((1, 1, 8, 8), np.float32)
+    builds = {"encode": lambda seed: EncodeRequest(images, True, seed),
+              "reconstruct": lambda seed: ReconstructRequest(images, True, seed),
+              "generate": lambda seed: GenerateRequest(1, seed), "samples": lambda seed: SamplesRequest(1, seed)}
+    for what, build in builds.items():
+        for seed in (0, 7, MAX_SEED, np.uint64(MAX_SEED)):
+            assert build(seed).seed == seed, what
+        for seed in (-1, MAX_SEED + 1, -(10**20)):
+            with pytest.raises(InvalidArgument, match=r"seed=.* is outside 0\.\.18446744073709551615"):
+                build(seed)
+        with pytest.raises(InvalidArgument, match=r"^seed is outside"):  # too many digits to print
+            build(10**5000)
+        for seed in (1.5, True, "3"):
+            with pytest.raises(InvalidArgument, match="is not an integer"):
+                build(seed)

@@ -90,22 +90,7 @@ def variants(op) -> list[tuple[str, schemathesis.GenerationMode, dict | None]]:
     return out
 
 
-def known_defect(response, case) -> bool:
-    """A 500 from one of the known defects that test_attack_payloads pins (strict xfail): an empty body
-    on a route whose JSON body has a required field; a negative seed. Tolerated here so that the
-    fuzzer keeps looking for others; delete each with its xfail once the fix lands."""
-    if response.status_code != 500:
-        return False
-    body = case.body
-    empty = not body.strip() if isinstance(body, (bytes, str)) else type(body).__name__ == "NotSet"
-    seeds = [body.get("seed") if isinstance(body, dict) else None, (case.query or {}).get("seed")]
-    negative_seed = any(isinstance(v, int) and v < 0 for v in seeds)
-    return (empty and case.path.endswith(("/decode", "/infer"))) or negative_seed
-
-
 def assert_no_server_error(response, case) -> None:
-    if known_defect(response, case):
-        return
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} answered {response.status_code}: {response.text[:300]}"
     )
