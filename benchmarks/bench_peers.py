@@ -221,6 +221,9 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
     m = Manifest.load(model_dir)
     c, h, w = m.image_shape
     cells = plan(m.name, args.graphs, args.batches, args.callers, [h, w, c], m.latent_dim)
+    # latentdial's graph choice is measured in this run (the harness, then its server, read it from
+    # here), never taken from a cache filled when the machine was busy
+    os.environ["LATENTDIAL_GRAPH_CHOICE_CACHE"] = str(work / "graph-choice")
     files, sessions = served_graphs(model_dir)
     rounds = []
     for i in range(args.rounds):
@@ -234,6 +237,7 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
                 rows += measure_peer(server, model_dir, m.name, files, sessions, cells, args, work)
         rounds.append(rows)
     meta = {"model": f"{m.name}/{m.version} ({model_dir})", "graphs": files, "session options": sessions,
+            "graph choice": "the manifest's record for this host, else measured at the start of this run",
             "cells": f"{args.duration:g} s measured after {args.warmup:g} s warm-up, median of {args.rounds} round(s)",
             "client": "one process per server: tritonclient.grpc.aio (OIP ModelInfer, FP32); "
                       "grpc.aio with a pre-serialised request (latentdial v1 Encode, FLOAT32)",
