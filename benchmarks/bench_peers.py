@@ -15,7 +15,8 @@ runs at a time; the load comes from a separate client process, the same for ever
 tritonclient's asyncio gRPC client (``.venv-tritonclient``) speaking the Open Inference
 Protocol v2 (``ModelInfer``); latentdial is also measured through its own v1 ``Encode``
 (encoder cells only). Each cell is closed loop at 1, 8 and 64 callers, with single images and
-batches of 64. With ``--rounds N`` the servers run N times in rotating order and each cell
+batches of 64. Each server's first answer per graph is checked against ONNX Runtime in this process
+on the same input, file and options, so every column did the same work. With ``--rounds N`` the servers run N times in rotating order and each cell
 reports its median round.
 
 The load average before and after, and the CPU other processes used, are recorded
@@ -48,6 +49,8 @@ import report  # noqa: E402
 from processes import PeerProcess, PeerStartError  # noqa: E402
 
 SERVERS = ("latentdial", "triton", "kserve")
+#: largest |answer - ONNX Runtime here| a server may return (float32 over the wire, same file)
+ANSWER_TOLERANCE = 1e-4
 #: interpreter of each peer's virtual environment, and the script it runs
 PEER_VENVS = {"triton": (".venv-pytriton", "triton_server.py"), "kserve": (".venv-kserve", "kserve_server.py")}
 CLIENT_VENV = ".venv-tritonclient"
@@ -97,19 +100,51 @@ def venv_python(venv: str) -> Path:
 
 
 def run_client(protocol: str, address: str, cells: list[dict[str, Any]], duration: float, warmup: float,
-               work: Path) -> list[dict[str, Any]]:
-    """The load client over every cell; one row per cell (figures, or status when it failed)."""
+               work: Path, reference: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The load client over every cell; one row per cell (figures, or status when it failed).
+
+    reference: {"model_dir", "files", "sessions"} to check the server's first answers against
+    (:func:`check_answers`); None skips the check."""
     python = Path(sys.executable) if protocol == "v1" else venv_python(CLIENT_VENV)
-    plan_file = work / f"plan-{protocol}-{address.replace(':', '_')}.json"
+    tag_ = f"{protocol}-{address.replace(':', '_')}"
+    plan_file, dump = work / f"plan-{tag_}.json", work / f"answers-{tag_}"
     plan_file.write_text(json.dumps(cells))
+    dump.mkdir(exist_ok=True)
     proc = subprocess.run([str(python), str(PEERS / "load_client.py"), "--protocol", protocol, "--address", address,
-                           "--plan", str(plan_file), "--duration", str(duration), "--warmup", str(warmup)],
-                          capture_output=True, text=True, cwd=ROOT)
+                           "--plan", str(plan_file), "--duration", str(duration), "--warmup", str(warmup),
+                           "--dump", str(dump)], capture_output=True, text=True, cwd=ROOT)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
         rows += [c | {"status": f"client failed: {reason}"} for c in cells[len(rows):]]
-    return rows
+    return rows if reference is None else check_answers(rows, dump, reference)
+
+
+def check_answers(rows: list[dict[str, Any]], dump: Path, reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each row gets ``max_abs_diff``: its server's first answer for the graph against ONNX Runtime
+    here on the same input, file and options; a difference above ANSWER_TOLERANCE marks the row
+    failed (the server did not do the work the others did)."""
+    import numpy as np
+    from load_client import input_array
+    from onnx_graph import OnnxGraph
+
+    diffs: dict[str, float] = {}
+    for r in rows:
+        path = dump / f"{r['graph']}-b{r['batch']}.npz"
+        if r["graph"] in diffs or not path.exists():
+            continue
+        ref = OnnxGraph(reference["model_dir"] / reference["files"][r["graph"]], r["graph"],
+                        reference["sessions"][r["graph"]]).infer(input_array(r))
+        with np.load(path) as got:
+            diffs[r["graph"]] = max(float(np.max(np.abs(got[k] - ref[k]))) for k in ref)
+    out = []
+    for r in rows:
+        d = diffs.get(r["graph"])
+        r = r | {"max_abs_diff": d}
+        if d is not None and d > ANSWER_TOLERANCE and "status" not in r:
+            r["status"] = f"wrong answers: max abs diff {d:.2e} from ONNX Runtime on the same file"
+        out.append(r)
+    return out
 
 
 def tag(rows: list[dict[str, Any]], server: str, protocol: str) -> list[dict[str, Any]]:
@@ -146,7 +181,7 @@ def measure_latentdial(model_dir: Path, cells: list[dict[str, Any]], args: argpa
                 + tag([c | {"status": f"server failed: {e}"} for c in v1_cells], "latentdial", "v1-grpc"))
     try:
         rows = tag(run_client_or_skip("oip", server.address, cells, args, work), "latentdial", "oip-grpc")
-        rows += tag(run_client("v1", server.address, v1_cells, args.duration, args.warmup, work),
+        rows += tag(run_client("v1", server.address, v1_cells, args.duration, args.warmup, work, args.reference),
                     "latentdial", "v1-grpc")
     finally:
         server.stop()
@@ -157,7 +192,7 @@ def run_client_or_skip(protocol: str, address: str, cells: list[dict[str, Any]],
                        work: Path) -> list[dict[str, Any]]:
     """run_client, or every cell marked not run when the client's venv is missing."""
     try:
-        return run_client(protocol, address, cells, args.duration, args.warmup, work)
+        return run_client(protocol, address, cells, args.duration, args.warmup, work, args.reference)
     except FileNotFoundError as e:
         return [c | {"status": f"not run: {e}"} for c in cells]
 
@@ -225,6 +260,7 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
     # here), never taken from a cache filled when the machine was busy
     os.environ["LATENTDIAL_GRAPH_CHOICE_CACHE"] = str(work / "graph-choice")
     files, sessions = served_graphs(model_dir)
+    args.reference = {"model_dir": model_dir, "files": files, "sessions": sessions}
     rounds = []
     for i in range(args.rounds):
         order = args.servers[i % len(args.servers):] + args.servers[:i % len(args.servers)]
@@ -238,6 +274,9 @@ def measure(args: argparse.Namespace, model_dir: Path, work: Path) -> tuple[list
         rounds.append(rows)
     meta = {"model": f"{m.name}/{m.version} ({model_dir})", "graphs": files, "session options": sessions,
             "graph choice": "the manifest's record for this host, else measured at the start of this run",
+            "answers": f"each server's first answer per graph against ONNX Runtime here on the same input, "
+                       f"file and options: more than {ANSWER_TOLERANCE:g} apart marks its cells failed "
+                       f"(max_abs_diff in the JSON)",
             "cells": f"{args.duration:g} s measured after {args.warmup:g} s warm-up, median of {args.rounds} round(s)",
             "client": "one process per server: tritonclient.grpc.aio (OIP ModelInfer, FP32); "
                       "grpc.aio with a pre-serialised request (latentdial v1 Encode, FLOAT32)",

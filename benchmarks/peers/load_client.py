@@ -42,6 +42,20 @@ def input_array(cell: dict[str, Any]) -> np.ndarray:
     return rng.standard_normal((cell["batch"], cell["latent_dim"])).astype(np.float32)
 
 
+def oip_outputs(result: Any, cell: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The output tensors of a tritonclient InferResult."""
+    return {o: result.as_numpy(o) for o in (("mean", "log_var") if cell["graph"] == "encoder" else ("images",))}
+
+
+def v1_outputs(reply: bytes, cell: dict[str, Any]) -> dict[str, np.ndarray]:
+    """mean and log_var of a serialised v1 EncodeResponse."""
+    from latentdial.v1 import latentdial_pb2 as pb
+
+    r = pb.EncodeResponse.FromString(reply)
+    return {k: np.frombuffer(t.raw, "<f4").reshape(tuple(t.shape)) for k, t in (("mean", r.mean),
+                                                                               ("log_var", r.log_var))}
+
+
 def oip_call(client: Any, cell: dict[str, Any]) -> Callable[[], Awaitable[object]]:
     """An OIP ModelInfer call for the cell through tritonclient's asyncio gRPC client."""
     import tritonclient.grpc.aio as grpcclient
@@ -78,23 +92,31 @@ def v1_call(channel: Any, cell: dict[str, Any]) -> Callable[[], Awaitable[object
 
 
 async def run_plan(protocol: str, address: str, plan: list[dict[str, Any]], duration: float,
-                   warmup: float) -> None:
-    """Run every cell; print one JSON line (the cell plus its summary) per cell."""
+                   warmup: float, dump: Path | None = None) -> None:
+    """Run every cell; print one JSON line (the cell plus its summary) per cell.
+
+    ``dump``: the first answer of each graph is saved there as ``<graph>-b<batch>.npz``, for the
+    harness to check that the server computed what the others did.
+    """
     opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
     if protocol == "oip":
         import tritonclient.grpc.aio as grpcclient
 
         conn: Any = grpcclient.InferenceServerClient(address, channel_args=opts)
-        make = oip_call
+        make, outputs = oip_call, oip_outputs
     else:
         import grpc
 
         conn = grpc.aio.insecure_channel(address, options=opts)
-        make = v1_call
+        make, outputs = v1_call, v1_outputs
+    dumped: set[str] = set()
     try:
         for cell in plan:
             call = make(conn, cell)
-            await call()  # fails loudly here if the server does not answer this cell at all
+            first = await call()  # fails loudly here if the server does not answer this cell at all
+            if dump is not None and cell["graph"] not in dumped:
+                dumped.add(cell["graph"])
+                np.savez(dump / f"{cell['graph']}-b{cell['batch']}.npz", **outputs(first, cell))
             kinds: dict[str, int] = {}
             n, errors, lat = await drive(call, cell["callers"], duration, warmup, kinds)
             print(json.dumps(cell | summary(n, errors, lat, duration, cell["batch"]) | {"error_kinds": kinds}),
@@ -110,8 +132,9 @@ def main() -> int:
     p.add_argument("--plan", type=Path, required=True, help="JSON list of cells")
     p.add_argument("--duration", type=float, default=3.0, help="measured seconds per cell")
     p.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each cell")
+    p.add_argument("--dump", type=Path, help="save the first answer of each graph here (.npz)")
     a = p.parse_args()
-    asyncio.run(run_plan(a.protocol, a.address, json.loads(a.plan.read_text()), a.duration, a.warmup))
+    asyncio.run(run_plan(a.protocol, a.address, json.loads(a.plan.read_text()), a.duration, a.warmup, a.dump))
     return 0
 
 

@@ -108,6 +108,22 @@ def test_peer_graph_computes_what_latentdial_serves(graph):
     assert set(peer.signature()[1]) == set(want)
 
 
+def test_answers_are_checked_against_onnx_runtime_on_the_same_file(tmp_path):
+    from load_client import input_array
+
+    files, sessions = bench_peers.served_graphs(MODEL_DIR)
+    reference = {"model_dir": MODEL_DIR, "files": files, "sessions": sessions}
+    cell = bench_peers.plan("dsprites", ["encoder"], [3], [1], [64, 64, 1], 6)[0]
+    good = OnnxGraph(MODEL_DIR / files["encoder"], "encoder", sessions["encoder"]).infer(input_array(cell))
+    row = cell | _row("triton", "oip-grpc", "encoder", 3, 1, 100.0)
+    np.savez(tmp_path / "encoder-b3.npz", **good)
+    (checked,) = bench_peers.check_answers([row], tmp_path, reference)
+    assert checked["max_abs_diff"] < 1e-5 and report.measured(checked)
+    np.savez(tmp_path / "encoder-b3.npz", mean=good["mean"] + 0.01, log_var=good["log_var"])
+    (wrong,) = bench_peers.check_answers([row], tmp_path, reference)
+    assert wrong["status"].startswith("wrong answers: max abs diff 1.00e-02") and not report.measured(wrong)
+
+
 def test_peer_that_exits_reports_its_log(tmp_path):
     script = tmp_path / "peer.py"
     script.write_text("import sys\nprint('cannot bind the port')\nsys.exit(3)\n")
@@ -135,6 +151,7 @@ def test_latentdial_column_measured_end_to_end(tmp_path):
     assert set(by) == {("oip-grpc", 1), ("oip-grpc", 2), ("v1-grpc", 1), ("v1-grpc", 2)}
     v1 = [by[("v1-grpc", c)] for c in (1, 2)]
     assert all(report.measured(r) and r["errors"] == 0 and r["items_per_s"] > 0 for r in v1), v1
+    assert all(r["max_abs_diff"] <= bench_peers.ANSWER_TOLERANCE for r in v1)
     for c in (1, 2):
         oip = by[("oip-grpc", c)]
         if (ROOT / bench_peers.CLIENT_VENV / "bin" / "python").exists():
@@ -158,6 +175,7 @@ def test_peer_column_measured_end_to_end(tmp_path, peer):
     rows = json.loads((tmp_path / "bench_peers.json").read_text())["rows"]
     assert {r["graph"] for r in rows} == {"encoder", "decoder"}
     assert all(report.measured(r) and r["errors"] == 0 and r["server"] == peer for r in rows), rows
+    assert all(r["max_abs_diff"] <= bench_peers.ANSWER_TOLERANCE for r in rows)  # the same work as latentdial
 
 
 def test_latentdial_queue_holds_every_callers_request():
