@@ -15,9 +15,9 @@ runs at a time; the load comes from a separate client process, the same for ever
 tritonclient's asyncio gRPC client (``.venv-tritonclient``) speaking the Open Inference
 Protocol v2 (``ModelInfer``); latentdial is also measured through its own v1 ``Encode``
 (encoder cells only). Each cell is closed loop at 1, 8 and 64 callers, with single images and
-batches of 64. Each server's first answer per graph is checked against ONNX Runtime in this process
-on the same input, file and options, so every column did the same work. With ``--rounds N`` the servers run N times in rotating order and each cell
-reports its median round.
+batches of 64. Each server's first answer per graph is checked against ONNX Runtime in this
+process on the same input, file and options, so every column did the same work. With
+``--rounds N`` the servers run N times in rotating order and each cell reports its median round.
 
 The load average before and after, and the CPU other processes used, are recorded
 (latentdial.machine_load); a busy machine is reported loudly and its figures must not be
