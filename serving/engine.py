@@ -33,7 +33,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,7 +238,8 @@ class Engine:
 
     @contextlib.asynccontextmanager
     async def call(self, name: str, rid: str, *, admit_while_draining: bool = True,
-                   deadline: float | None = None) -> AsyncIterator[None]:
+                   deadline: float | None = None,
+                   before_admission: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[None]:
         """Wrap one request of any front door: request id, metrics, readiness, the in-flight cap, the
         deadline, error classification.
 
@@ -249,6 +250,9 @@ class Engine:
         ``max_in_flight`` is refused at once with :class:`Overloaded` (RESOURCE_EXHAUSTED, HTTP 429).
         ``deadline`` (``loop.time()``) bounds the whole body: past it the request ends with
         :class:`DeadlineExceeded`; the domain calls read it with :func:`current_deadline`.
+        ``before_admission`` runs inside the frame (request id, metrics, readiness) but before the
+        request takes its slot of ``max_in_flight``: what only the client's pace bounds (HTTP's body
+        arriving) must not hold a slot, or slow clients would refuse everyone else.
         """
         token = request_id.set(rid)
         held: list[tuple[str, str]] = []
@@ -266,6 +270,8 @@ class Engine:
                 raise Unavailable("the server is still loading models; retry shortly")
             if self.draining and not admit_while_draining:
                 raise Unavailable("the server is draining; retry on another replica")
+            if before_admission is not None:
+                await before_admission()
             cap = self.config.max_in_flight
             if self.in_flight >= cap:
                 raise Overloaded(

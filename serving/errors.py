@@ -23,7 +23,8 @@ class ErrorKind(enum.Enum):
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
-    #: the caller went away; never raised as a ServiceError, only counted (metrics)
+    #: the caller went away: counted (metrics); raised only where a door notices it first (an HTTP body
+    #: whose client hung up), never answered to anyone
     CANCELLED = "CANCELLED"
 
 

@@ -65,7 +65,8 @@ class HttpFrontDoor:
     def __init__(self, engine: Engine, config: ServerConfig) -> None:
         self.engine = engine
         self.config = config
-        self.app = build_app(HttpCall(engine, config))
+        self.call = HttpCall(engine, config)
+        self.app = build_app(self.call)
         self.port = 0
         self._listener: UvicornListener | None = None
 

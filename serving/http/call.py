@@ -3,16 +3,22 @@
 :meth:`HttpCall.run` asks the core's questions in the core's order before a route does any work:
 the bearer token (:func:`latentdial.serving.auth.check_bearer`), the deadline (``X-Request-Timeout``
 read here, decided by :meth:`Engine.deadline_after`), then :meth:`Engine.call` (readiness, drain,
-the cap on requests in flight, the deadline over the whole request, body reading included). A
+the body, the cap on requests in flight, the deadline over the whole request). A
 :class:`ServiceError` becomes the JSON error of :mod:`.errors`.
 
-Bodies are read as a stream and refused (413) once above ``max_message_mb``; a JSON body also
-once it holds more than ``max_json_values`` values or :data:`MAX_JSON_OBJECTS` objects, counted
-while it streams in and before anything is parsed.
+Bodies are read as a stream before the request takes its slot of ``max_in_flight`` (one cap over
+every door), so clients that send their bodies slowly hold no slot and refuse no one; the body
+must have arrived by the request's deadline (408 otherwise), and the bodies still arriving hold
+at most ``max_in_flight`` x ``max_message_mb`` bytes together (429 beyond). A body is refused (413)
+once above ``max_message_mb``; a JSON body also once it holds more than ``max_json_values``
+values or :data:`MAX_JSON_OBJECTS` objects, counted while it streams in and before anything is
+parsed. A client that hangs up mid-body is counted as CANCELLED and logged on one debug line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,13 +26,14 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from latentdial.serving.auth import check_bearer
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.dataplane import DataPlane
 from latentdial.serving.engine import Engine, ServedModel, new_request_id
-from latentdial.serving.errors import InvalidArgument, PayloadTooLarge, ServiceError
-from latentdial.serving.http.errors import error_response
+from latentdial.serving.errors import InvalidArgument, Overloaded, PayloadTooLarge, ServiceError
+from latentdial.serving.http.errors import BodyTimeout, ClientGone, error_response
 from latentdial.serving.requests import ModelRef
 from latentdial.v1 import MAX_EDITS
 
@@ -34,6 +41,10 @@ JSON_TYPE = "application/json"
 PNG_TYPE = "image/png"
 #: the OIP binary extension's header: the JSON part's length in bytes
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: A body larger than this is joined in a worker thread rather than on the event loop.
+JOIN_OFF_LOOP_BYTES = 1 << 20
+#: the methods whose requests carry a body
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: The request's own deadline in seconds (a decimal number > 0); at most ``request_timeout_s``.
 TIMEOUT_HEADER = "X-Request-Timeout"
 #: Most JSON objects (``{``) in one body: a request holds one, plus at most 64 edits or pins, or a few
@@ -110,14 +121,21 @@ class HttpCall:
         self.engine = engine
         self.plane = DataPlane(engine)
         self.config = config
+        #: bytes held by the bodies still arriving, over every request, and the most they may hold: what
+        #: the in-flight cap allows for the bodies of the requests it admits
+        self.arriving = 0
+        self.arriving_limit = config.max_in_flight * config.max_message_bytes
 
     async def run(self, request: Request, name: str, fn: Callable[[], Awaitable[Response]]) -> Response:
-        """Token, then the engine's call (in-flight cap, deadline over the whole request), then ``fn``."""
+        """Token, then the engine's call: the body read (:meth:`read_body`) before the request takes its
+        slot of the in-flight cap, then the deadline over the rest of the request, then ``fn``."""
         rid = new_request_id(request.headers.get("x-request-id"))
         try:
             self.check_token(request)
             deadline = self.engine.deadline_after(timeout_s(request), capped=True)
-            async with self.engine.call(name, rid, admit_while_draining=False, deadline=deadline):
+            read = functools.partial(self.read_body, request, deadline) if request.method in BODY_METHODS else None
+            async with self.engine.call(name, rid, admit_while_draining=False, deadline=deadline,
+                                        before_admission=read):
                 response = await fn()
         except ServiceError as e:
             return error_response(e, rid)
@@ -131,9 +149,12 @@ class HttpCall:
         """The model version a route names (``?version=`` optional)."""
         return self.plane.served(ModelRef(model, request.query_params.get("version", "")))
 
-    async def body(self, request: Request) -> bytes:
-        """The body, read as a stream and refused (413) once it passes ``max_message_mb``, or, for a
-        JSON body, :class:`JsonBudget`'s bounds: nothing is parsed before the whole body passed."""
+    async def read_body(self, request: Request, deadline: float) -> None:
+        """Read the body into ``request.state.body`` as a stream, by ``deadline`` (else 408), refused
+        (413) once it passes ``max_message_mb`` or, for a JSON body, :class:`JsonBudget`'s bounds:
+        nothing is parsed before the whole body passed. The request holds no slot of the in-flight cap
+        meanwhile; the bytes of every body still arriving are bounded together by
+        :attr:`arriving_limit` (429 beyond), so memory stays bounded however many clients upload."""
         limit = self.config.max_message_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -143,18 +164,42 @@ class HttpCall:
             )
         is_json = content_type(request) in ("", JSON_TYPE) and HEADER_LENGTH.lower() not in request.headers
         budget = JsonBudget(self.config.max_json_values) if is_json else None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"the body exceeds this server's max_message_mb={self.config.max_message_mb}; "
-                    "send fewer or smaller images"
-                )
-            if budget is not None:
-                budget.add(chunk)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    self.arriving += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(
+                            f"the body exceeds this server's max_message_mb={self.config.max_message_mb}; "
+                            "send fewer or smaller images"
+                        )
+                    if self.arriving > self.arriving_limit:
+                        raise Overloaded(
+                            f"bodies still arriving hold more than {self.arriving_limit >> 20} MiB, this "
+                            "server's max_in_flight x max_message_mb; retry shortly or on another replica"
+                        )
+                    if budget is not None:
+                        budget.add(chunk)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the body had {size} bytes when the request's deadline passed; send it faster, or ask for "
+                f"more time with {TIMEOUT_HEADER} (at most request_timeout_s={self.config.request_timeout_s:g})"
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone(f"the client hung up after {size} bytes of its body") from None
+        finally:
+            self.arriving -= size
+        # bytes.join lets go of the GIL: a large body is joined off the loop (64 MiB: 0.09 s on it)
+        join = functools.partial(b"".join, chunks)
+        request.state.body = await asyncio.to_thread(join) if size > JOIN_OFF_LOOP_BYTES else join()
+
+    def body(self, request: Request) -> bytes:
+        """The request's body, read by :meth:`read_body` before the route ran."""
+        return request.state.body
 
     def parse(self, model: type[BaseModel], raw: bytes) -> Any:
         return parse(model, raw, self.config.max_json_values)

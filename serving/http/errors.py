@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from latentdial.serving.errors import ErrorKind, InvalidArgument, PayloadTooLarge, ServiceError
+from latentdial.serving.errors import (
+    DeadlineExceeded,
+    ErrorKind,
+    InvalidArgument,
+    PayloadTooLarge,
+    ServiceError,
+)
 
 #: the core's error kinds as HTTP statuses (google.rpc.Code's mapping)
 HTTP_STATUSES: dict[ErrorKind, int] = {
@@ -23,12 +29,24 @@ class UnsupportedMediaType(InvalidArgument):
     """A body whose Content-Type the route does not read (HTTP 415)."""
 
 
+class BodyTimeout(DeadlineExceeded):
+    """A body that had not all arrived by the request's deadline (HTTP 408: the client was too slow)."""
+
+
+class ClientGone(ServiceError):
+    """The client hung up before its body arrived: counted as CANCELLED, answered to nobody (499)."""
+
+    kind = ErrorKind.CANCELLED
+
+
 def http_status(e: ServiceError) -> int:
-    """The HTTP status of a core error: by its kind, finer for a body too large (413) or of the wrong type (415)."""
+    """The HTTP status of a core error: by its kind, finer for a body too large (413), of the wrong type (415) or too slow (408)."""
     if isinstance(e, PayloadTooLarge):
         return 413
     if isinstance(e, UnsupportedMediaType):
         return 415
+    if isinstance(e, BodyTimeout):
+        return 408
     return HTTP_STATUSES[e.kind]
 
 

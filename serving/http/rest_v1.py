@@ -90,7 +90,7 @@ def _source(call: HttpCall, s: ServedModel, body: SourceBody) -> Source:
 async def _images_body(call: HttpCall, request: Request, s: ServedModel,
                        body_model: type[BaseModel]) -> tuple[Any, Source]:
     """Read a body that carries images (PNG or JSON) or latents -> (parsed JSON body or None, Source)."""
-    raw = await call.body(request)
+    raw = call.body(request)
     ctype = content_type(request)
     if ctype == PNG_TYPE:
         return None, Source(images=codec.images_from_pngs([raw], s.model.image_shape, call.engine.max_request_items))
@@ -112,7 +112,7 @@ async def _images_to_encode(call: HttpCall, request: Request, s: ServedModel, bo
 
 
 async def _json_body(call: HttpCall, request: Request, body_model: type[BaseModel], what: str) -> Any:
-    raw = await call.body(request)
+    raw = call.body(request)
     if raw.strip() and content_type(request) not in ("", JSON_TYPE):  # an empty body is no media at all
         raise UnsupportedMediaType(f"{what} reads {JSON_TYPE}")
     return call.parse(body_model, raw)

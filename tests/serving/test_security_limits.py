@@ -18,8 +18,11 @@ read from /proc before and after the attack.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import socket
 import threading
 import time
 
@@ -262,7 +265,8 @@ def test_the_server_default_deadline_covers_http_without_a_header_slow_bodies_an
             yield b"[[0, 0, 0, 0]]}"
 
         r = http.post("/v1/models/toy/decode", content=trickle(), headers={"Content-Type": "application/json"})
-        assert r.status_code == 504, r.text
+        assert r.status_code == 408 and r.json()["code"] == "DEADLINE_EXCEEDED", r.text
+        assert "the body had 12 bytes when the request's deadline passed" in r.json()["error"]
         slow_decoder(server, 1.0)
         r = http.post("/v1/models/toy/decode", json={"latents": [[0, 0, 0, 0]]}, headers={"X-Request-Timeout": "30"})
         assert r.status_code == 504, r.text  # the header may not ask for more than request_timeout_s
@@ -270,6 +274,49 @@ def test_the_server_default_deadline_covers_http_without_a_header_slow_bodies_an
             _decode_without_deadline(server.address)
         time.sleep(1.0)
         assert c.list_models()[0].name == "toy"
+
+
+@contextlib.contextmanager
+def body_arriving(http_url: str, sent: bytes, declared: int):
+    """A POST to decode that declares ``declared`` body bytes, sends ``sent`` of them and holds."""
+    host, port = http_url.rsplit("/", 1)[-1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /v1/models/toy/decode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (declared, sent))
+        yield sock
+
+
+def test_a_body_still_arriving_holds_no_slot_of_the_in_flight_cap_and_a_hang_up_is_one_debug_line(toy, caplog):
+    with ServerThread(make_config(toy, max_in_flight=1)) as server, Client(server.address) as c, \
+            httpx.Client(base_url=server.http_url, timeout=10) as http:
+        reading = server.handle.http.call
+        with caplog.at_level(logging.DEBUG, logger="latentdial"):
+            with body_arriving(server.http_url, b'{"latents": ', 1000):
+                wait_until(lambda: reading.arriving == 12)
+                assert server.handle.engine.in_flight == 0
+                assert http.post("/v1/models/toy/decode", json={"latents": [[0, 0, 0, 0]]}).status_code == 200
+                assert c.decode(np.zeros((1, 4))).shape[0] == 1
+            wait_until(lambda: reading.arriving == 0)  # the client hung up: its bytes are let go
+        gone = [r for r in caplog.records if "hung up" in r.getMessage()]
+        assert [(r.levelno, r.getMessage()) for r in gone] == [
+            (logging.DEBUG, "http.decode -> CANCELLED: the client hung up after 12 bytes of its body")]
+        assert not [r for r in caplog.records if r.exc_info], "a hang-up logs no traceback"
+
+
+def test_the_bodies_still_arriving_are_bounded_together_by_the_caps_worth_of_bodies(toy):
+    with ServerThread(make_config(toy, max_in_flight=2, max_message_mb=1)) as server, \
+            httpx.Client(base_url=server.http_url, timeout=10) as http:
+        reading = server.handle.http.call
+        assert reading.arriving_limit == 2 << 20
+        part = b'{"latents": [[0, 0, 0, 0]]' + b" " * (700 << 10)
+        with body_arriving(server.http_url, part, 1 << 20), body_arriving(server.http_url, part, 1 << 20):
+            wait_until(lambda: reading.arriving == 2 * len(part))
+            r = http.post("/v1/models/toy/decode", content=part + b"}", headers={"Content-Type": "application/json"})
+            assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+            assert "bodies still arriving hold more than 2 MiB" in r.json()["error"]
+        wait_until(lambda: reading.arriving == 0)
+        r = http.post("/v1/models/toy/decode", content=part + b"}", headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
 
 
 def _decode_without_deadline(address: str) -> None:
