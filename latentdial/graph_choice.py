@@ -16,9 +16,9 @@ profile's opt batch, in ``repeats`` interleaved rounds; a candidate's score is t
 of its two median rates, its ``spread`` the (max - min) / median of its rounds' scores (the noise
 of the measurement). The highest score wins. The record (:func:`measure`'s dict) goes into the
 manifest's ``graph_choice`` under this host's key at export; a host with no record for itself
-measures at load (briefly) and keeps the record in a cache beside the TensorRT engines
-(``$LATENTDIAL_GRAPH_CHOICE_CACHE`` or ``~/.cache/latentdial/graph-choice``), never in the model
-directory, which may be read-only. ``LATENTDIAL_GRAPH_CHOICE=off`` skips measuring at load and
+measures at load (briefly) and keeps the record in a cache (``$LATENTDIAL_GRAPH_CHOICE_CACHE`` or
+``~/.cache/latentdial/graph-choice``, else the temporary directory when home is not writable),
+never in the model directory, which may be read-only. ``LATENTDIAL_GRAPH_CHOICE=off`` skips measuring at load and
 serves the main file with the tuned options (the behaviour before the choice existed).
 """
 
@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -172,12 +173,40 @@ def candidate_row(path: str, session: str, rates: dict[int, list[float]]) -> dic
             "spread": round((max(per_round) - min(per_round)) / score, 4) if score else 0.0}
 
 
-def _cache_path(model_dir: Path, manifest: Manifest, graph: Graph, key: str) -> Path:
+def _cache_paths(manifest: Manifest, graph: Graph, key: str) -> list[Path]:
+    """Where a measured choice is kept: the configured cache, then the temporary directory (for a
+    server user without a writable home, e.g. the container's)."""
     env = os.environ.get("LATENTDIAL_GRAPH_CHOICE_CACHE")
-    root = Path(env) if env else Path.home() / ".cache" / "latentdial" / "graph-choice"
+    roots = [Path(env) if env else Path.home() / ".cache" / "latentdial" / "graph-choice",
+             Path(tempfile.gettempdir()) / f"latentdial-graph-choice-{os.getuid()}"]
     files = "".join(f.sha256 for f in manifest.alternatives(graph, "fp32", "onnx"))
     digest = hashlib.sha256(f"{key}\n{files}".encode()).hexdigest()[:24]
-    return root / f"{manifest.name}-{manifest.version}-{graph}-{digest}.json"
+    return [root / f"{manifest.name}-{manifest.version}-{graph}-{digest}.json" for root in roots]
+
+
+def _read_cached(paths: list[Path]) -> tuple[dict[str, Any], Path] | None:
+    for path in paths:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("session") in SESSION_SETS:
+            return rec, path
+    return None
+
+
+def _keep(paths: list[Path], rec: dict[str, Any]) -> None:
+    """Write the record to the first cache location that takes it (atomically)."""
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(rec, indent=1))
+            tmp.replace(path)
+            return
+        except OSError as e:
+            log.info("cannot keep the graph choice in %s: %s", path.parent, e)
+    log.warning("the graph choice could not be kept anywhere; it will be measured again at the next load")
 
 
 def recorded(manifest: Manifest, graph: Graph, key: str) -> dict[str, Any] | None:
@@ -203,24 +232,15 @@ def choose(model_dir: Path, manifest: Manifest, graph: Graph, threads: int = SER
         return rec["file"], rec["session"], "manifest"
     if os.environ.get("LATENTDIAL_GRAPH_CHOICE", "").lower() == "off":
         return main, DEFAULT_SET, "default (LATENTDIAL_GRAPH_CHOICE=off)"
-    cache = _cache_path(model_dir, manifest, graph, key)
-    try:
-        rec = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        rec = None
-    if rec is not None and rec.get("session") in SESSION_SETS:
-        return rec["file"], rec["session"], f"cache {cache}"
+    paths = _cache_paths(manifest, graph, key)
+    cached = _read_cached(paths)
+    if cached is not None:
+        return cached[0]["file"], cached[0]["session"], f"cache {cached[1]}"
     t0 = time.perf_counter()
     rec = measure(model_dir, manifest, graph, threads, spinning, repeats=3, window_s=0.05)
     log.info("%s/%s %s: timed %d candidates on this host in %.1f s; fastest %s with %s options (%s)",
              manifest.name, manifest.version, graph, len(rec["candidates"]), time.perf_counter() - t0,
              rec["file"], rec["session"], ", ".join(f"{c['file']}/{c['session']} {c['score']:.0f}"
                                                     for c in rec["candidates"]))
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rec | {"host": host_info(threads, spinning)}, indent=1))
-        tmp.replace(cache)
-    except OSError as e:
-        log.warning("cannot keep the graph choice in %s: %s", cache, e)
+    _keep(paths, rec | {"host": host_info(threads, spinning)})
     return rec["file"], rec["session"], "measured at load"

@@ -155,3 +155,19 @@ def test_every_session_set_computes_the_same_outputs():
     for o in outs[1:]:
         for k in o:
             np.testing.assert_allclose(o[k], outs[0][k], atol=1e-5)
+
+
+def test_without_a_writable_cache_the_choice_is_kept_in_the_temporary_directory(tmp_path, monkeypatch):
+    import tempfile
+
+    model_dir = tmp_path / "dsprites" / "5"
+    shutil.copytree(SHIPPED, model_dir)
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LATENTDIAL_GRAPH_CHOICE_CACHE", str(tmp_path / "a-file" / "cache"))  # cannot be made
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    manifest = Manifest.load(model_dir)
+    first = graph_choice.choose(model_dir, manifest, "encoder")
+    assert first[2] == "measured at load"
+    again = graph_choice.choose(model_dir, manifest, "encoder")
+    assert again[:2] == first[:2] and again[2].startswith(f"cache {tmp_path / 'tmp'}")
