@@ -27,10 +27,11 @@ def inputs_for(manifest: Any, graph: str, batches: list[int], seed: int = 0) -> 
 
 def cpu_reference(model_dir: Path, manifest: Any, graph: str,
                   inputs: dict[int, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
-    """ONNX Runtime CPU fp32 outputs for every batch."""
-    from latentdial.serving.runtimes import load_runtime
+    """ONNX Runtime CPU fp32 outputs for every batch: the main file with the tuned options (not the
+    host's measured graph choice, which would time every candidate first)."""
+    from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 
-    ref = load_runtime(model_dir, manifest, graph, preference="onnxruntime-cpu")
+    ref = OrtCpuRuntime(Path(model_dir) / manifest.graph_file(graph, "fp32", "onnx").path)
     name = ref.input_names[0]
     try:
         return {b: ref.run({name: x}) for b, x in inputs.items()}
