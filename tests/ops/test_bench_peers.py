@@ -140,6 +140,7 @@ def test_peer_is_stopped_with_sigterm_after_ready(tmp_path):
     assert peer.proc.returncode == 7
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_latentdial_column_measured_end_to_end(tmp_path):
     """A real latentdial server and the real load clients, 0.3 s per cell."""
@@ -162,6 +163,7 @@ def test_latentdial_column_measured_end_to_end(tmp_path):
     assert "load average before:" in md and "load average after:" in md and "latentdial v1 Encode" in md
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("peer", ["triton", "kserve"])
 def test_peer_column_measured_end_to_end(tmp_path, peer):

@@ -46,6 +46,7 @@ def test_every_stage_runs_up_to_cuda_and_reports_skipped(tmp_path):
     assert summary["seconds"] < summary["budget_s"]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_serving_stage_runs_through_on_the_cpu_runtime(tmp_path):
     code = gpu_host_check.main(["--out", str(tmp_path), "--stages", "serve-onnxruntime-cpu", "--callers", "1", "4",
