@@ -82,7 +82,7 @@ def _answer(body: InferBody, s: ServedModel, graph: str, outputs: dict[str, np.n
 async def _infer(call: HttpCall, request: Request, s: ServedModel, graph: str) -> Response:
     """OIP REST infer: JSON tensors, or the binary tensor data extension, in and out."""
     head, blob = _split(call.body(request), request.headers.get(HEADER_LENGTH.lower()))
-    body = call.parse(InferBody, head)
+    body = call.parse(InferBody, head, request)
     requested = [o.name for o in body.outputs] if body.outputs else []
     outputs = await oip.infer(call.engine, s, graph, _inputs(body, blob), requested)
     return _answer(body, s, graph, outputs)

@@ -96,7 +96,7 @@ async def _images_body(call: HttpCall, request: Request, s: ServedModel,
         return None, Source(images=codec.images_from_pngs([raw], s.model.image_shape, call.engine.max_request_items))
     if ctype not in ("", JSON_TYPE):
         raise UnsupportedMediaType(f"Content-Type {ctype!r} is not read here; send {PNG_TYPE} or {JSON_TYPE}")
-    body = call.parse(body_model, raw)
+    body = call.parse(body_model, raw, request)
     return body, _source(call, s, body)
 
 
@@ -115,7 +115,7 @@ async def _json_body(call: HttpCall, request: Request, body_model: type[BaseMode
     raw = call.body(request)
     if raw.strip() and content_type(request) not in ("", JSON_TYPE):  # an empty body is no media at all
         raise UnsupportedMediaType(f"{what} reads {JSON_TYPE}")
-    return call.parse(body_model, raw)
+    return call.parse(body_model, raw, request)
 
 
 def _edits_from_query(request: Request) -> list[Edit]:
