@@ -245,6 +245,7 @@ def plan_traversal(
     the full circle for a circular one) through the card. Neither dims nor factors: every dimension.
     """
     check_traversal(len(dims), len(factors), steps)
+    start, stop = (None if v is None else _number(v, what) for v, what in ((start, "start"), (stop, "stop")))
     if not dims and not factors:
         dims = list(range(latent_dim))
     setters = []  # per target: (name, values (S,), dims, latents (S, len(dims)))

@@ -182,3 +182,19 @@ def test_a_seed_outside_uint64_is_a_client_error_on_every_http_route_that_takes_
         for body in ("EncodeBody", "ReconstructBody", "GenerateBody"):
             seed = schemas[body]["properties"]["seed"]
             assert (seed["minimum"], seed["maximum"]) == (0, 2**64 - 1), body
+
+
+def test_a_sweep_bound_outside_float32_is_a_client_error_on_both_doors(served):
+    # found by probing every number of the HTTP bodies: the sweep's values went out as inf, and JSON has none
+    with httpx.Client(base_url=served.http_url, timeout=30) as http:
+        for body in (b'{"latents": [[0, 0, 0, 0]], "start": 1e400}', b'{"latents": [[0, 0, 0, 0]], "stop": -1e400}',
+                     b'{"latents": [[0, 0, 0, 0]], "start": -1e308, "stop": 1e308}'):
+            r = http.post("/v1/models/toy/traverse", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and "outside float32's range" in r.json()["error"], (body, r.text)
+    z = np.zeros((1, 4), np.float32)
+    with grpc.insecure_channel(served.address) as ch:
+        request = pb.TraverseRequest(latents=pb.Tensor(dtype=pb.DATA_TYPE_FLOAT32, shape=z.shape, raw=z.tobytes()),
+                                     start=float("inf"), stop=1.0)
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.LatentDialStub(ch).Traverse(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "start" in info.value.details()

@@ -112,3 +112,14 @@ def test_a_traversal_is_planned_without_latents_and_gridded_from_any_base():
     np.testing.assert_allclose(grid[:3, 0], [-1.0, 0.0, 1.0])  # source 0, pos_x over its range
     with pytest.raises(InvalidArgument, match="unknown factor"):
         plan_traversal(D, dims=[], factors=["colour"], start=None, stop=None, steps=3, card=TOY_CARD)
+
+
+@pytest.mark.parametrize("start, stop", [(math.inf, 1.0), (0.0, -math.inf), (math.nan, 1.0), (-1e308, 1e308),
+                                         (0.0, 3.5e38)])
+def test_a_sweep_from_or_to_a_number_outside_float32_is_refused_on_every_door(start, stop):
+    # (JSON's 1e400 reads as inf; gRPC's start and stop are doubles): its values would not survive float32
+    for dims, factors in (([0], []), ([], ["pos_x"])):
+        with pytest.raises(InvalidArgument, match=r"^(start|stop): value .* is outside float32's range"):
+            plan_traversal(D, dims=dims, factors=factors, start=start, stop=stop, steps=3, card=TOY_CARD)
+    plan = plan_traversal(D, dims=[0], factors=[], start=-3e38, stop=3e38, steps=3, card=TOY_CARD)
+    assert np.isfinite(plan.values).all()
