@@ -131,7 +131,10 @@ def _edits_from_query(request: Request) -> list[Edit]:
             what = f"{key}={item}"
             if not sep or not name:
                 raise InvalidArgument(f"{what}: write {key}=<factor or dimension>=<value>")
-            factor, dim = (None, int(name)) if name.isdigit() else (name, None)
+            try:  # isdigit() also passes digits int() refuses ("²") and more than int() reads (4,300)
+                factor, dim = (None, int(name)) if name.isdigit() else (name, None)
+            except ValueError:
+                raise InvalidArgument(f"{key}: {name[:40]!r} is not a latent dimension") from None
             try:
                 number = float(text)
             except ValueError:
@@ -150,7 +153,7 @@ def _float_query(request: Request, name: str, default: float | None) -> float | 
     try:
         return finite(float(text), name)
     except ValueError:
-        raise InvalidArgument(f"{name}={text!r} is not a number") from None
+        raise InvalidArgument(f"{name}={text[:40]!r} is not a number") from None
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
@@ -160,7 +163,7 @@ def _int_query(request: Request, name: str, default: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise InvalidArgument(f"{name}={text!r} is not an integer") from None
+        raise InvalidArgument(f"{name}={text[:40]!r} is not an integer") from None
 
 
 def _bool_query(request: Request, name: str) -> bool:

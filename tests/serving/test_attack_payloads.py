@@ -198,3 +198,13 @@ def test_a_sweep_bound_outside_float32_is_a_client_error_on_both_doors(served):
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.LatentDialStub(ch).Traverse(request, timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "start" in info.value.details()
+
+
+def test_query_numbers_too_long_or_odd_for_int_are_client_errors_that_do_not_echo_them(served):
+    digits = "9" * 5000  # more than int() reads from text
+    with httpx.Client(base_url=served.http_url, timeout=30) as http:
+        for query in (f"edit?latent={digits}=1", "edit?latent=\u00b2=1", f"traverse?steps={digits}",
+                      f"encode?sample=true&seed={digits}", f"traverse?dimensions={digits}"):
+            r = http.post(f"/v1/models/toy/{query}", content=_png(), headers={"Content-Type": "image/png"})
+            assert r.status_code == 400 and r.json()["code"] == "INVALID_ARGUMENT", (query[:30], r.text[:200])
+            assert len(r.json()["error"]) < 200, (query[:30], r.text[:200])
