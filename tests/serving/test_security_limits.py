@@ -10,7 +10,9 @@
 - HTTP had no cap on requests in flight and no deadline. Now one cap covers every door
   (RESOURCE_EXHAUSTED on gRPC, 429 with ``Retry-After`` on HTTP), and HTTP requests have a deadline
   (``X-Request-Timeout`` seconds, default and most ``request_timeout_s``) mapped to 504, over the
-  whole request, body included; gRPC calls without a deadline get the same default.
+  whole request, body included (408 while the body is still arriving); gRPC calls without a
+  deadline get the same default. An HTTP body arriving holds no slot of the cap (slow uploaders
+  would otherwise lock every door out); the bodies arriving are bounded together instead.
 
 The memory figures are the peak resident set (VmHWM) of a ``latentdial serve`` child process,
 read from /proc before and after the attack.
