@@ -310,7 +310,8 @@ def test_a_trial_with_edits_is_exported_judged_through_a_server_and_read_back_wi
     assert result.scores["readback.pos_x"] == report["readback"]["pos_x"]
     assert (run_dir / "edits.png").read_bytes()[:4] == b"\x89PNG"
     manifest = json.loads((run_dir / "model" / "1" / "manifest.json").read_text())
-    assert sorted(f["path"] for f in manifest["files"]) == ["decoder.onnx", "encoder.onnx"]
+    assert sorted(f["path"] for f in manifest["files"]) == ["decoder.onnx", "decoder.raw.onnx", "encoder.onnx",
+                                                             "encoder.raw.onnx"]  # the graph choice keeps the raw export
     assert {f["precision"] for f in manifest["files"]} == {"fp32"}
     record = json.loads((run_dir / "sweep_result.json").read_text())
     assert record["edits"]["asked"] == {"num": 8, "seed": 0, "reader": None} and record["metrics_preset"] == "fast"
