@@ -150,7 +150,9 @@ def _edit_target(entry: FactorEntry, current: float) -> tuple[Any, str]:
 
 def edits_figure(model: LocalModel, sources: np.ndarray, card: FactorCard | None) -> Image.Image:
     """Rows = source images (N, C, H, W); columns = source, reconstruction, one edit per factor."""
-    from latentdial.serving.edits import Edit, apply_edits
+    from latentdial.edit import Edit
+    from latentdial.serving.edits import apply_edits
+    from latentdial.serving.requests import edit_from
 
     z = model.encode(sources)  # (N, D)
     factors = card.factors if card is not None else []
@@ -161,8 +163,9 @@ def edits_figure(model: LocalModel, sources: np.ndarray, card: FactorCard | None
         current = entry.value_from_latents(z) if entry.calibrated else z[:, entry.dims[0]]
         for n in range(len(z)):
             value, text = _edit_target(entry, float(current[n]))
-            op = "set_label" if isinstance(value, str) else "set_value"
-            edited[n] = apply_edits(z[n:n + 1], [Edit(entry.name, None, op, value)], card)[0]
+            edit = (Edit(factor=entry.name, set_label=value) if isinstance(value, str)
+                    else Edit(factor=entry.name, set_value=value))
+            edited[n] = apply_edits(z[n:n + 1], [edit_from(edit, "edits[0]")], card)[0]
             captions[n].append(f"= {text}")
         cols.append(model.decode(edited))
     tiles = np.stack(cols, axis=1)  # (N, 2 + F, C, H, W)

@@ -19,7 +19,7 @@ from latentdial.factor_card import DEFAULT_LATENT_RANGE, FactorCard, FactorCardE
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 from latentdial.v1 import MAX_EDITS, MAX_TRAVERSE_STEPS, MAX_TRAVERSE_TARGETS, MIN_TRAVERSE_STEPS
 
-__all__ = ["EDIT_OPS", "MAX_EDITS", "MAX_TRAVERSE_STEPS", "MAX_TRAVERSE_TARGETS", "PIN_OPS", "CompiledEdits", "Edit",
+__all__ = ["EDIT_OPS", "MAX_EDITS", "MAX_TRAVERSE_STEPS", "MAX_TRAVERSE_TARGETS", "PIN_OPS", "CheckedEdit", "CompiledEdits",
            "TraversalPlan", "apply_edits", "check_edit_count", "check_traversal", "compile_edits", "generate_latents", "plan_traversal",
            "sample_posterior", "traverse"]
 
@@ -28,10 +28,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
-class Edit:
+class CheckedEdit:
     """One checked change as the core compiles it: target (factor name or dimension), operation, value.
 
-    What a caller writes (:class:`latentdial.edit.Edit`, the proto's ``FactorEdit``, JSON, a query) becomes
+    Not a type callers use: theirs is :class:`latentdial.edit.Edit`, the one public edit. What a caller writes (:class:`latentdial.edit.Edit`, the proto's ``FactorEdit``, JSON, a query) becomes
     this in :mod:`latentdial.serving.requests`. op: one of :data:`EDIT_OPS`; value is a float, or a str
     for set_label.
     """
@@ -144,7 +144,7 @@ class CompiledEdits:
         return z
 
 
-def _compile_one(e: Edit, card: FactorCard | None, latent_dim: int, what: str) -> _Step:
+def _compile_one(e: CheckedEdit, card: FactorCard | None, latent_dim: int, what: str) -> _Step:
     """One edit as the step that applies it; every error it can have is raised here."""
     if e.op not in EDIT_OPS:
         raise InvalidArgument(f"{what}: no operation; set one of {', '.join(EDIT_OPS)}")
@@ -167,7 +167,7 @@ def _compile_one(e: Edit, card: FactorCard | None, latent_dim: int, what: str) -
     return _Assign(tuple(entry.dims), _latent_for(entry, v, what))
 
 
-def compile_edits(edits: list[Edit], card: FactorCard | None, latent_dim: int, what: str = "edits") -> CompiledEdits:
+def compile_edits(edits: list[CheckedEdit], card: FactorCard | None, latent_dim: int, what: str = "edits") -> CompiledEdits:
     """Check ``edits`` against a model (count, targets, dimensions, operations, labels, values in range)
     and turn them into the steps that apply them. ``what`` names the list in errors ("edits" or "pins")."""
     check_edit_count(len(edits), what)
@@ -201,7 +201,7 @@ def check_traversal(num_dims: int, num_factors: int, steps: int) -> None:
 
 
 def apply_edits(
-    latents: np.ndarray, edits: list[Edit], card: FactorCard | None, what: str = "edits"
+    latents: np.ndarray, edits: list[CheckedEdit], card: FactorCard | None, what: str = "edits"
 ) -> np.ndarray:
     """Compile ``edits`` for ``latents`` (N, D) and apply them once; returns a new (N, D) array."""
     return compile_edits(edits, card, np.shape(latents)[1], what).apply(latents)

@@ -20,7 +20,7 @@ import numpy as np
 
 from latentdial.edit import EDIT_OPS, PIN_OPS, EditError, Pin, operation
 from latentdial.edit import Edit as PublicEdit
-from latentdial.serving.edits import Edit
+from latentdial.serving.edits import CheckedEdit
 from latentdial.serving.errors import InvalidArgument
 
 #: the number of steps of a traversal that names none
@@ -110,7 +110,7 @@ class EditRequest:
     """Apply ``edits`` in order to the source's latents and decode."""
 
     source: Source
-    edits: list[Edit] = field(default_factory=list)
+    edits: list[CheckedEdit] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class GenerateRequest(_Seeded):
     count: int = 1
     seed: int = 0
     temperature: float = 1.0
-    pins: list[Edit] = field(default_factory=list)
+    pins: list[CheckedEdit] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,26 +146,26 @@ def _checked(factor: str | None, dimension: int | None, given: Mapping[str, floa
         raise InvalidArgument(f"{what}: {e}") from None
 
 
-def edit_of(factor: str | None, dimension: int | None, ops: Mapping[str, float | str | None], what: str) -> Edit:
+def edit_of(factor: str | None, dimension: int | None, ops: Mapping[str, float | str | None], what: str) -> CheckedEdit:
     """One edit from a target and its operations by name (``set_value``, ``shift``, ``set_latent``,
     ``set_label``; None = not given): exactly one target, exactly one operation, a finite number."""
     op, value = _checked(factor, dimension, ops, EDIT_OPS, what)
     dim = None if dimension is None else int(dimension)
-    return Edit(factor, dim, op, str(value) if op == "set_label" else finite(float(value), what))
+    return CheckedEdit(factor, dim, op, str(value) if op == "set_label" else finite(float(value), what))
 
 
-def pin_of(factor: str | None, dimension: int | None, pinned: Mapping[str, float | str | None], what: str) -> Edit:
+def pin_of(factor: str | None, dimension: int | None, pinned: Mapping[str, float | str | None], what: str) -> CheckedEdit:
     """One pin of Generate (``value``, ``latent`` or ``label``) as the set_* edit it is."""
     kind, value = _checked(factor, dimension, pinned, tuple(PIN_OPS), what)
     dim = None if dimension is None else int(dimension)
-    return Edit(factor, dim, PIN_OPS[kind], str(value) if kind == "label" else finite(float(value), what))
+    return CheckedEdit(factor, dim, PIN_OPS[kind], str(value) if kind == "label" else finite(float(value), what))
 
 
-def edit_from(e: PublicEdit, what: str) -> Edit:
+def edit_from(e: PublicEdit, what: str) -> CheckedEdit:
     """A caller's :class:`latentdial.edit.Edit` (the SDK's, or a JSON body's) as the core's edit."""
     return edit_of(e.factor, e.dimension, {k: getattr(e, k) for k in EDIT_OPS}, what)
 
 
-def pin_from(p: Pin, what: str) -> Edit:
+def pin_from(p: Pin, what: str) -> CheckedEdit:
     """A caller's :class:`latentdial.edit.Pin` as the set_* edit it is."""
     return pin_of(p.factor, p.dimension, {k: getattr(p, k) for k in PIN_OPS}, what)

@@ -16,7 +16,7 @@ import numpy as np
 
 from latentdial.serving import codec
 from latentdial.serving.dataplane import DataPlane
-from latentdial.serving.edits import Edit, check_edit_count, check_traversal
+from latentdial.serving.edits import CheckedEdit, check_edit_count, check_traversal
 from latentdial.serving.engine import Engine, ServedModel
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 from latentdial.serving.grpc_call import rpc
@@ -212,11 +212,11 @@ def _target(msg) -> tuple[str | None, int | None]:
     return (msg.factor if kind == "factor" else None), (msg.dimension if kind == "dimension" else None)
 
 
-def _edit_from_proto(e: pb.FactorEdit, i: int) -> Edit:
+def _edit_from_proto(e: pb.FactorEdit, i: int) -> CheckedEdit:
     op = e.WhichOneof("operation")
     return edit_of(*_target(e), {op: getattr(e, op)} if op else {}, f"edits[{i}]")
 
 
-def _pin_from_proto(p: pb.FactorPin, i: int) -> Edit:
+def _pin_from_proto(p: pb.FactorPin, i: int) -> CheckedEdit:
     kind = p.WhichOneof("pinned")
     return pin_of(*_target(p), {kind: getattr(p, kind)} if kind else {}, f"pins[{i}]")

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from latentdial.serving import codec
-from latentdial.serving.edits import Edit, check_edit_count, check_traversal
+from latentdial.serving.edits import CheckedEdit, check_edit_count, check_traversal
 from latentdial.serving.engine import ServedModel
 from latentdial.serving.errors import InvalidArgument
 from latentdial.serving.http.bodies import (
@@ -118,7 +118,7 @@ async def _json_body(call: HttpCall, request: Request, body_model: type[BaseMode
     return call.parse(body_model, raw, request)
 
 
-def _edits_from_query(request: Request) -> list[Edit]:
+def _edits_from_query(request: Request) -> list[CheckedEdit]:
     """``?set=scale=0.8&set=shape=heart&shift=pos_x=0.2&latent=3=1.5`` -> edits (sets, then shifts, then latents).
 
     A target that is all digits is a latent dimension; a ``set`` value that is not a number is a label.

@@ -13,7 +13,7 @@ import pytest
 from fixtures.toy_model import TOY_CARD
 
 from latentdial.serving.dataplane import DataPlane
-from latentdial.serving.edits import Edit
+from latentdial.serving.edits import CheckedEdit
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 from latentdial.serving.repository import DRAINING, READY, VersionStatus
 from latentdial.serving.requests import (
@@ -66,14 +66,14 @@ def images(n: int = 2) -> np.ndarray:
 def test_an_edit_is_checked_before_the_source_is_encoded():
     engine = StandInEngine()
     with pytest.raises(InvalidArgument, match="unknown factor 'colour'"):
-        run(DataPlane(engine).edit(served(), EditRequest(Source(images=images()), [Edit("colour", None, "set_value", 1)])))
+        run(DataPlane(engine).edit(served(), EditRequest(Source(images=images()), [CheckedEdit("colour", None, "set_value", 1)])))
     assert engine.calls == []
 
 
 def test_an_edit_encodes_once_applies_once_and_decodes_once():
     engine = StandInEngine()
     x = images()
-    d = run(DataPlane(engine).edit(served(), EditRequest(Source(images=x), [Edit(None, 3, "shift", 1.0)])))
+    d = run(DataPlane(engine).edit(served(), EditRequest(Source(images=x), [CheckedEdit(None, 3, "shift", 1.0)])))
     assert engine.calls == ["encode", "decode"]
     np.testing.assert_allclose(d.latents[:, 3], x.reshape(2, -1)[:, 3] + 1.0)
     assert d.model == ModelRef("toy", "3")
@@ -100,9 +100,9 @@ def test_generate_checks_its_count_and_pins_before_sampling():
     with pytest.raises(InvalidArgument, match=r"count=17 is outside 1\.\.16"):
         run(plane.generate(served(), GenerateRequest(count=17)))
     with pytest.raises(FailedPrecondition, match="no factor card"):
-        run(plane.generate(served(card=None), GenerateRequest(pins=[Edit("pos_x", None, "set_value", 0.5)])))
+        run(plane.generate(served(card=None), GenerateRequest(pins=[CheckedEdit("pos_x", None, "set_value", 0.5)])))
     assert engine.calls == []
-    d = run(plane.generate(served(), GenerateRequest(count=3, seed=1, pins=[Edit(None, 2, "set_latent", 0.5)])))
+    d = run(plane.generate(served(), GenerateRequest(count=3, seed=1, pins=[CheckedEdit(None, 2, "set_latent", 0.5)])))
     np.testing.assert_allclose(d.latents[:, 2], 0.5)
 
 

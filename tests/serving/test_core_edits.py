@@ -10,7 +10,13 @@ import pytest
 from fixtures.toy_model import TOY_CARD
 
 from latentdial.factor_card import FactorCard, FactorEntry
-from latentdial.serving.edits import MAX_EDITS, Edit, apply_edits, compile_edits, plan_traversal
+from latentdial.serving.edits import (
+    MAX_EDITS,
+    CheckedEdit,
+    apply_edits,
+    compile_edits,
+    plan_traversal,
+)
 from latentdial.serving.errors import FailedPrecondition, InvalidArgument
 
 D = TOY_CARD.latent_dim  # 4: pos_x on 0, shape on 1, angle on 2, dimension 3 unnamed
@@ -24,16 +30,16 @@ def z(n: int = 2, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(
     ("edit", "card", "error", "pattern"),
     [
-        (Edit("colour", None, "set_value", 1.0), TOY_CARD, InvalidArgument, r"edits\[0\]: unknown factor 'colour'"),
-        (Edit(None, 4, "set_value", 1.0), TOY_CARD, InvalidArgument, r"dimension 4 is outside 0\.\.3"),
-        (Edit(None, 3, "set_label", "heart"), TOY_CARD, InvalidArgument, "needs a factor target"),
-        (Edit("shape", None, "set_label", "star"), TOY_CARD, InvalidArgument, "no label 'star'"),
-        (Edit("pos_x", None, "set_value", 2.0), TOY_CARD, InvalidArgument, r"outside \[0\.0, 1\.0\]"),
-        (Edit("shape", None, "set_value", 0.5), TOY_CARD, InvalidArgument, "categorical"),
-        (Edit("tilt", None, "set_label", "up"), HAND_NAMED, InvalidArgument, "hand-named and has no labels"),
-        (Edit("pos_x", None, "set_value", 0.5), None, FailedPrecondition, "no factor card"),
-        (Edit(None, 0, "set_value", 1e39), TOY_CARD, InvalidArgument, "outside float32's range"),
-        (Edit(None, 0, "rotate", 1.0), TOY_CARD, InvalidArgument, "no operation"),
+        (CheckedEdit("colour", None, "set_value", 1.0), TOY_CARD, InvalidArgument, r"edits\[0\]: unknown factor 'colour'"),
+        (CheckedEdit(None, 4, "set_value", 1.0), TOY_CARD, InvalidArgument, r"dimension 4 is outside 0\.\.3"),
+        (CheckedEdit(None, 3, "set_label", "heart"), TOY_CARD, InvalidArgument, "needs a factor target"),
+        (CheckedEdit("shape", None, "set_label", "star"), TOY_CARD, InvalidArgument, "no label 'star'"),
+        (CheckedEdit("pos_x", None, "set_value", 2.0), TOY_CARD, InvalidArgument, r"outside \[0\.0, 1\.0\]"),
+        (CheckedEdit("shape", None, "set_value", 0.5), TOY_CARD, InvalidArgument, "categorical"),
+        (CheckedEdit("tilt", None, "set_label", "up"), HAND_NAMED, InvalidArgument, "hand-named and has no labels"),
+        (CheckedEdit("pos_x", None, "set_value", 0.5), None, FailedPrecondition, "no factor card"),
+        (CheckedEdit(None, 0, "set_value", 1e39), TOY_CARD, InvalidArgument, "outside float32's range"),
+        (CheckedEdit(None, 0, "rotate", 1.0), TOY_CARD, InvalidArgument, "no operation"),
     ],
 )
 def test_every_refusal_happens_at_compile_time_without_latents(edit, card, error, pattern):
@@ -43,43 +49,43 @@ def test_every_refusal_happens_at_compile_time_without_latents(edit, card, error
 
 def test_more_edits_than_the_limit_are_refused_by_count_and_pins_are_named_pins():
     with pytest.raises(InvalidArgument, match=f"pins: {MAX_EDITS + 1} given"):
-        compile_edits([Edit(None, 0, "set_value", 0.0)] * (MAX_EDITS + 1), TOY_CARD, D, "pins")
+        compile_edits([CheckedEdit(None, 0, "set_value", 0.0)] * (MAX_EDITS + 1), TOY_CARD, D, "pins")
 
 
 def test_the_index_of_the_bad_edit_is_in_the_message():
     with pytest.raises(InvalidArgument, match=r"edits\[1\]"):
-        compile_edits([Edit(None, 0, "shift", 1.0), Edit(None, 9, "shift", 1.0)], TOY_CARD, D)
+        compile_edits([CheckedEdit(None, 0, "shift", 1.0), CheckedEdit(None, 9, "shift", 1.0)], TOY_CARD, D)
 
 
 def test_set_value_and_set_label_put_the_factor_at_its_calibration_latents():
-    out = compile_edits([Edit("pos_x", None, "set_value", 0.25), Edit("shape", None, "set_label", "heart")],
+    out = compile_edits([CheckedEdit("pos_x", None, "set_value", 0.25), CheckedEdit("shape", None, "set_label", "heart")],
                         TOY_CARD, D).apply(z())
     np.testing.assert_allclose(out[:, 0], -0.5)  # halfway between the table's -1 and 0
     np.testing.assert_allclose(out[:, 1], 1.5)
 
 
 def test_a_shift_moves_along_the_calibration_curve_and_wraps_a_circular_factor():
-    start = compile_edits([Edit("angle", None, "set_value", 3 * math.pi / 2)], TOY_CARD, D).apply(z())
-    moved = compile_edits([Edit("angle", None, "shift", math.pi)], TOY_CARD, D).apply(start)
+    start = compile_edits([CheckedEdit("angle", None, "set_value", 3 * math.pi / 2)], TOY_CARD, D).apply(z())
+    moved = compile_edits([CheckedEdit("angle", None, "shift", math.pi)], TOY_CARD, D).apply(start)
     np.testing.assert_allclose(moved[:, 2], 1.0, atol=1e-6)  # 3pi/2 + pi wraps to pi/2: latent 1
 
 
 def test_a_shift_of_zero_changes_nothing():
     before = z()
-    np.testing.assert_array_equal(compile_edits([Edit("pos_x", None, "shift", 0.0)], TOY_CARD, D).apply(before), before)
+    np.testing.assert_array_equal(compile_edits([CheckedEdit("pos_x", None, "shift", 0.0)], TOY_CARD, D).apply(before), before)
 
 
 def test_dimensions_and_hand_named_factors_move_in_latent_units():
     before = z()
-    out = compile_edits([Edit(None, 3, "shift", 0.5), Edit(None, 0, "set_latent", 0.25)], TOY_CARD, D).apply(before)
+    out = compile_edits([CheckedEdit(None, 3, "shift", 0.5), CheckedEdit(None, 0, "set_latent", 0.25)], TOY_CARD, D).apply(before)
     np.testing.assert_allclose(out[:, 3], before[:, 3] + 0.5)
     np.testing.assert_allclose(out[:, 0], 0.25)
-    tilt = compile_edits([Edit("tilt", None, "shift", -1.0)], HAND_NAMED, D).apply(before)
+    tilt = compile_edits([CheckedEdit("tilt", None, "shift", -1.0)], HAND_NAMED, D).apply(before)
     np.testing.assert_allclose(tilt[:, 3], before[:, 3] - 1.0)
 
 
 def test_compiled_edits_apply_to_any_number_of_rows_and_leave_the_input_alone():
-    compiled = compile_edits([Edit(None, 1, "set_value", 2.0)], TOY_CARD, D)
+    compiled = compile_edits([CheckedEdit(None, 1, "set_value", 2.0)], TOY_CARD, D)
     for n in (1, 5):
         before = z(n)
         kept = before.copy()
@@ -88,7 +94,7 @@ def test_compiled_edits_apply_to_any_number_of_rows_and_leave_the_input_alone():
 
 
 def test_apply_edits_is_compile_then_apply():
-    edits = [Edit("angle", None, "shift", 0.3), Edit(None, 3, "set_value", -1.0)]
+    edits = [CheckedEdit("angle", None, "shift", 0.3), CheckedEdit(None, 3, "set_value", -1.0)]
     np.testing.assert_array_equal(apply_edits(z(), edits, TOY_CARD), compile_edits(edits, TOY_CARD, D).apply(z()))
 
 
@@ -98,7 +104,7 @@ def test_latents_of_another_size_are_refused():
 
 
 def test_shifts_that_add_up_past_float32_are_refused_when_applied():
-    edits = [Edit(None, 0, "shift", 3e38)] * 2
+    edits = [CheckedEdit(None, 0, "shift", 3e38)] * 2
     compiled = compile_edits(edits, TOY_CARD, D)  # each value is within float32
     with pytest.raises(InvalidArgument, match="outside float32's range"):
         compiled.apply(z())

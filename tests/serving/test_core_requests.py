@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from latentdial.serving.edits import Edit
+from latentdial.serving.edits import CheckedEdit
 from latentdial.serving.errors import InvalidArgument
 from latentdial.serving.requests import (
     MAX_SEED,
@@ -23,8 +23,8 @@ from latentdial.serving.requests import (
 
 
 def test_an_edit_has_exactly_one_target_and_one_operation():
-    assert edit_of("scale", None, {"set_value": 0.8, "shift": None}, "edits[0]") == Edit("scale", None, "set_value", 0.8)
-    assert edit_of(None, 3, {"shift": -1}, "edits[0]") == Edit(None, 3, "shift", -1.0)
+    assert edit_of("scale", None, {"set_value": 0.8, "shift": None}, "edits[0]") == CheckedEdit("scale", None, "set_value", 0.8)
+    assert edit_of(None, 3, {"shift": -1}, "edits[0]") == CheckedEdit(None, 3, "shift", -1.0)
     with pytest.raises(InvalidArgument, match=r"edits\[2\]: give exactly one of factor or dimension"):
         edit_of("scale", 3, {"set_value": 1.0}, "edits[2]")
     with pytest.raises(InvalidArgument, match="give exactly one of factor or dimension"):
@@ -43,9 +43,9 @@ def test_a_label_stays_text_and_a_number_must_be_finite():
 
 
 def test_a_pin_is_the_set_edit_it_names():
-    assert pin_of("scale", None, {"value": 0.5}, "pins[0]") == Edit("scale", None, "set_value", 0.5)
-    assert pin_of(None, 2, {"latent": 1.5}, "pins[0]") == Edit(None, 2, "set_latent", 1.5)
-    assert pin_of("shape", None, {"label": "heart"}, "pins[0]") == Edit("shape", None, "set_label", "heart")
+    assert pin_of("scale", None, {"value": 0.5}, "pins[0]") == CheckedEdit("scale", None, "set_value", 0.5)
+    assert pin_of(None, 2, {"latent": 1.5}, "pins[0]") == CheckedEdit(None, 2, "set_latent", 1.5)
+    assert pin_of("shape", None, {"label": "heart"}, "pins[0]") == CheckedEdit("shape", None, "set_label", "heart")
     with pytest.raises(InvalidArgument, match=r"pins\[1\]: give exactly one of value, latent, label"):
         pin_of("scale", None, {"value": 1.0, "label": "big"}, "pins[1]")
 
