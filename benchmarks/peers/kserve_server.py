@@ -4,7 +4,7 @@ Runs in ``.venv-kserve`` (``make kserve-venv``: kserve, onnxruntime, numpy). Eac
 KServe model, ``<model>.encoder`` / ``<model>.decoder``, whose ``predict`` runs
 :class:`onnx_graph.OnnxGraph` on the request's batch as it comes (KServe's ModelServer has no
 dynamic batcher of its own). Open Inference Protocol v2 over gRPC and REST, one worker, latency
-logging and the per-call INFO log line off. Prints ``ready`` once the gRPC port accepts connections, stops on SIGTERM.
+logging and the per-call INFO log line off. Prints ``peer_cli.READY`` once the gRPC port accepts connections, stops on SIGTERM.
 
     .venv-kserve/bin/python benchmarks/peers/kserve_server.py --model-dir models/dsprites/5 \
         --model dsprites --grpc-port 8081 --http-port 8080
@@ -48,12 +48,12 @@ def kserve_model(name: str, graph: OnnxGraph) -> Any:
 
 
 def announce_when_listening(port: int, timeout_s: float = 60.0) -> None:
-    """Print ``ready`` once 127.0.0.1:port accepts a connection (ModelServer.start blocks)."""
+    """Print ``peer_cli.READY`` once 127.0.0.1:port accepts a connection (ModelServer.start blocks)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                print("ready", flush=True)
+                peer_cli.announce_ready()
                 return
         except OSError:
             time.sleep(0.2)

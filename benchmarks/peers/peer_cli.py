@@ -13,6 +13,15 @@ import signal
 import threading
 from pathlib import Path
 
+#: what a peer prints once it serves; matched anywhere in a line, because the server binary a
+#: peer starts (PyTriton's tritonserver) writes to the same pipe and its half-written lines can
+#: surround it
+READY = "bench-peers: peer ready"
+
+
+def announce_ready() -> None:
+    print(READY, flush=True)
+
 
 def parser(description: str) -> argparse.ArgumentParser:
     """--model-dir, --model, --file GRAPH=FILE (repeatable), --session JSON, --grpc-port, --http-port."""

@@ -1,4 +1,4 @@
-"""Start a peer server in its own virtual environment, wait for ``ready``, stop it with SIGTERM.
+"""Start a peer server in its own virtual environment, wait for ``peer_cli.READY``, stop it with SIGTERM.
 
 Each peer runs in a new session (process group) so that the server binaries it starts
 (PyTriton's ``tritonserver``, for one) stop with it; a peer that ignores SIGTERM is killed
@@ -16,9 +16,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from peer_cli import READY  # a script beside this one (benchmarks/peers/ is on sys.path)
+
 
 class PeerStartError(RuntimeError):
-    """The peer exited, or did not print ``ready`` in time; the message ends with its log's tail."""
+    """The peer exited, or did not print ``peer_cli.READY`` in time; the message ends with its log's tail."""
 
 
 def _pump(stream: IO[str], log: IO[str], lines: queue.Queue[str]) -> None:
@@ -55,7 +57,7 @@ class PeerProcess:
                 line = lines.get(timeout=self.startup_timeout_s)
                 if line == "":
                     raise PeerStartError(f"exited with code {self.proc.wait()} before ready:\n{self.tail()}")
-                if line.strip() == "ready":
+                if READY in line:
                     return self
         except queue.Empty:
             self.stop()

@@ -4,7 +4,7 @@ Runs in ``.venv-pytriton`` (``make pytriton-venv``: nvidia-pytriton, which ships
 ``tritonserver`` binary, onnxruntime and numpy). Each graph is one Triton model,
 ``<model>.encoder`` / ``<model>.decoder``, with Triton's dynamic batcher (max batch 256, no
 queue delay, like latentdial's) in front of one Python model instance that runs
-:class:`onnx_graph.OnnxGraph`. Prints ``ready`` once Triton serves, stops on SIGTERM.
+:class:`onnx_graph.OnnxGraph`. Prints ``peer_cli.READY`` once Triton serves, stops on SIGTERM.
 
     .venv-pytriton/bin/python benchmarks/peers/triton_server.py --model-dir models/dsprites/5 \
         --model dsprites --grpc-port 8001 --http-port 8000
@@ -65,7 +65,7 @@ def main() -> int:
                                            batcher=DynamicBatcher(max_queue_delay_microseconds=0)),
                         strict=False)
         triton.run()
-        print("ready", flush=True)
+        peer_cli.announce_ready()
         peer_cli.wait_for_sigterm()
     return 0
 

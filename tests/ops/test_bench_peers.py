@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
 import bench_peers
 import report
 from onnx_graph import OnnxGraph
+from peer_cli import READY
 from processes import PeerProcess, PeerStartError
 
 MODEL_DIR = bench_peers.default_model(ROOT / "models")
@@ -134,10 +135,20 @@ def test_peer_that_exits_reports_its_log(tmp_path):
 def test_peer_is_stopped_with_sigterm_after_ready(tmp_path):
     script = tmp_path / "peer.py"
     script.write_text("import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
-                      "print('ready', flush=True)\nwhile True: time.sleep(0.1)\n")
+                      f"print({READY!r}, flush=True)\nwhile True: time.sleep(0.1)\n")
     with PeerProcess(Path(sys.executable), script, [], tmp_path / "peer.log", startup_timeout_s=30) as peer:
         assert peer.proc is not None and peer.proc.poll() is None
     assert peer.proc.returncode == 7
+
+
+def test_ready_is_seen_inside_a_line_another_process_left_half_written(tmp_path):
+    """tritonserver shares the peer's pipe: its log line can be split around the peer's ready."""
+    script = tmp_path / "peer.py"
+    script.write_text("import sys, time\nsys.stdout.write('I1205 model_lifecycle.cc:839] successfully')\n"
+                      f"sys.stdout.flush()\nprint({READY!r}, flush=True)\nprint(' loaded', flush=True)\n"
+                      "print('already started', flush=True)\ntime.sleep(60)\n")
+    with PeerProcess(Path(sys.executable), script, [], tmp_path / "peer.log", startup_timeout_s=20) as peer:
+        assert peer.proc is not None and peer.proc.poll() is None
 
 
 @pytest.mark.integration
