@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from latentdial.factor_card import FactorCard
-from latentdial.serving.edits import Edit, apply_edits
+from latentdial.serving.edits import CheckedEdit, apply_edits
 from latentdial.training.config import ConfigError, load_config
 from latentdial.training.data import BatchStream, get_dataset
 from latentdial.training.model import ModelConfig, build_model
@@ -228,7 +228,7 @@ def test_factor_card_is_the_code_table_so_edits_write_the_decoders_codes():
     assert np.allclose(orientation.latent_for(2 * math.pi + 0.1), orientation.latent_for(0.1))  # wraps
     assert card["shape"].labels == ["square", "ellipse", "heart"]
     z = apply_edits(np.zeros((2, 10), np.float32),
-                    [Edit("shape", None, "set_label", "heart"), Edit("orientation", None, "set_value", math.pi)],
+                    [CheckedEdit("shape", None, "set_label", "heart"), CheckedEdit("orientation", None, "set_value", math.pi)],
                     card)
     assert z[0, 0] == pytest.approx(1.0) and np.allclose(z[0, 2:4], [-1.0, 0.0], atol=1e-2)
     assert (z[:, 4:] == 0).all()
