@@ -122,9 +122,9 @@ sweep: $(VENV)/.installed
 
 # The label study (configs/sweep/label_study.toml: the shipped semi-supervised recipe with 100, 1,000,
 # 10,000 or every label, 3 seeds, dSprites and colour dSprites; reference metrics, 1,000 edits per
-# factor judged by the reader, read-back): estimated at about 17 hours on the 2-core CPU machine (not
-# yet timed end to end). The recipe lives in the file; run it again to resume a stopped study.
-# study-snap asks whether snapping unlabelled images' named dims to codes helps (about 9 hours).
+# factor judged by the reader, read-back): 18-19 minutes a trial on the 2-core CPU machine, about 7.5
+# hours for the 24. The recipe lives in the file; run it again to resume a stopped study.
+# study-snap asks whether snapping unlabelled images' named dims to codes helps (about 4 hours).
 #   make study [SWEEP_ARGS="--address auto --cpus-per-trial 2"]
 study: $(VENV)/.installed
 	$(VENV)/bin/latentdial sweep configs/sweep/label_study.toml --out runs/label-study $(SWEEP_ARGS)
