@@ -24,7 +24,14 @@ from typing import Any, Literal, get_args
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
-Graph = Literal["encoder", "decoder"]
+#: What a model version is. "vae" (the default): an encoder to latents and a decoder back, so
+#: every call (encode, decode, traverse, edit, generate) is served. "editor": an image-to-image
+#: translator that edits without a latent space (StarGAN, Choi et al. 2018): a ``classifier``
+#: graph reads an image's factor codes and an ``editor`` graph redraws the image with target
+#: codes; the factor card describes the codes (``latent_dim`` is their size), and only edits
+#: are served.
+ModelKind = Literal["vae", "editor"]
+Graph = Literal["encoder", "decoder", "classifier", "editor"]
 Precision = Literal["fp32", "fp16", "int8"]
 #: What a file holds: an ONNX graph, or a ``torch.export`` program (.pt2) for the torch runtime.
 FileFormat = Literal["onnx", "torch-export"]
@@ -34,6 +41,12 @@ ENCODER_INPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
 ENCODER_OUTPUTS = ("mean", "log_var")  # (N, D) each
 DECODER_INPUTS = ("latents",)  # (N, D) float32
 DECODER_OUTPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1], sigmoid inside
+# An editor-kind model (ModelKind) has these two graphs instead:
+CLASSIFIER_INPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
+CLASSIFIER_OUTPUTS = ("codes",)  # (N, D) float32: the factor codes the factor card describes
+EDITOR_INPUTS = ("images", "codes")  # (N, C, H, W) float32 in [0, 1]; (N, D) float32 target codes
+EDITOR_OUTPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
+GRAPHS_OF_KIND: dict[str, tuple[str, ...]] = {"vae": ("encoder", "decoder"), "editor": ("classifier", "editor")}
 
 
 class ManifestError(ValueError):
@@ -96,6 +109,25 @@ class Manifest:
     #: (serving/runtimes/graph_choice.py). Absent in older manifests: serving measures at load.
     graph_choice: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    kind: ModelKind = "vae"
+
+    def __post_init__(self) -> None:
+        if self.kind not in GRAPHS_OF_KIND:
+            raise ManifestError(f"unknown model kind {self.kind!r}; valid: {sorted(GRAPHS_OF_KIND)}")
+
+    @classmethod
+    def default_io(cls, kind: ModelKind) -> dict[str, dict[str, list[str]]]:
+        """The fixed graph signatures of a model kind (the ``io`` a manifest of that kind states)."""
+        if kind == "editor":
+            return {"classifier": {"inputs": list(CLASSIFIER_INPUTS), "outputs": list(CLASSIFIER_OUTPUTS)},
+                    "editor": {"inputs": list(EDITOR_INPUTS), "outputs": list(EDITOR_OUTPUTS)}}
+        return {"encoder": {"inputs": list(ENCODER_INPUTS), "outputs": list(ENCODER_OUTPUTS)},
+                "decoder": {"inputs": list(DECODER_INPUTS), "outputs": list(DECODER_OUTPUTS)}}
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        """The graphs a model of this kind must have."""
+        return GRAPHS_OF_KIND[self.kind]
 
     # ------------------------------------------------------------------ queries
     def find_file(self, graph: Graph, precision: Precision = "fp32",
@@ -131,6 +163,8 @@ class Manifest:
                 del f["variant"]
         if not d["graph_choice"]:
             del d["graph_choice"]
+        if d["kind"] == "vae":  # written only for other kinds, so VAE manifests read as before
+            del d["kind"]
         return d
 
     @classmethod

@@ -123,3 +123,23 @@ def test_an_unknown_format_note_in_a_schema_1_manifest_is_rejected():
 def test_a_manifest_from_a_newer_latentdial_asks_for_an_upgrade():
     with pytest.raises(ManifestError, match="newer than this latentdial understands"):
         Manifest.from_dict({**_v1_dict(), "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_a_vae_manifest_does_not_write_its_kind_so_older_readers_read_it_unchanged():
+    m = Manifest.load(SHIPPED / "dsprites" / "5")
+    assert m.kind == "vae" and m.graphs == ("encoder", "decoder")
+    assert "kind" not in m.to_dict()
+
+
+def test_an_editor_manifest_round_trips_with_its_kind_and_graphs(tmp_path):
+    m = Manifest(name="stargan", version="1", image_shape=(1, 64, 64), latent_dim=6, files=[],
+                 kind="editor", io=Manifest.default_io("editor"))
+    m.save(tmp_path)
+    back = Manifest.load(tmp_path)
+    assert back.kind == "editor" and back.graphs == ("classifier", "editor")
+    assert back.io["editor"]["inputs"] == ["images", "codes"]
+
+
+def test_an_unknown_model_kind_is_rejected_naming_the_valid_ones():
+    with pytest.raises(ManifestError, match="unknown model kind 'gan'.*editor.*vae"):
+        Manifest.from_dict({**Manifest.load(SHIPPED / "dsprites" / "5").to_dict(), "kind": "gan"})
