@@ -117,6 +117,9 @@ class TrainConfig:
     # start from these weights instead of random ones: a run directory or an exported model
     # version (models/<name>/<version>); the architecture must match (run_dir.initial_weights)
     init_from: str = ""
+    # weight-name prefixes (e.g. "encoder.mean") that keep their fresh initialisation instead of
+    # init_from's: the heads to replace when the source model has another latent_dim
+    init_skip: list[str] = field(default_factory=list)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # the encoder's input views
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if "name" not in self.dataset:
             raise ConfigError('[dataset] needs a name, e.g. name = "dsprites"')
+        if self.init_skip and not self.init_from:
+            raise ConfigError("init_skip names weights to leave out of init_from, but init_from is not set")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 

@@ -201,6 +201,8 @@ class SweepSpec:
     #: a directory kept with the code where every finished trial's result is recorded
     #: (training/ledger.py), so a study split over machines resumes where the last one stopped
     ledger: Path | None = None
+    #: the directory the file's relative paths (configs, the reader, ``init_from``) start from
+    root: Path | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -380,6 +382,7 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
         metrics_preset=str(raw.get("metrics_preset", SweepSpec.metrics_preset)),
         edits=_edit_spec(raw["edits"], path, root) if "edits" in raw else None,
         ledger=root / str(raw["ledger"]) if "ledger" in raw else None,
+        root=root,
     )
 
 
@@ -434,7 +437,11 @@ def chunk_config(trial: Trial, spec: SweepSpec, end: int, threads: int = 1) -> A
             f"num_threads={max(1, int(threads))}", f"checkpoint_every={max(1, min(spec.steps, 1000))}"]
     if end < spec.steps:
         sets.append("optimizer.cooldown_steps=0")
-    return load_config(trial.run.config, sets)
+    cfg = load_config(trial.run.config, sets)
+    if cfg.init_from and spec.root is not None and not Path(cfg.init_from).is_absolute():
+        # a Tune worker runs in its trial's directory; the ledger keeps the path as written
+        cfg.init_from = str(spec.root / cfg.init_from)
+    return cfg
 
 
 def weights_step(run_dir: Path) -> int | None:
@@ -504,7 +511,10 @@ def ledger_key(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
         asked = spec.edits.asked()
         asked["reader"] = None if asked["reader"] is None else Path(asked["reader"]).name
     same = ("dataset", "model", "objective", "optimizer", "augment", "init_from", "seed", "batch_size", "steps")
-    return {"config": {k: cfg.get(k) for k in same}, "metrics": spec.metrics,
+    config = {k: cfg.get(k) for k in same}
+    if cfg.get("init_skip"):  # named only when set, so entries recorded before it existed still match
+        config["init_skip"] = cfg["init_skip"]
+    return {"config": config, "metrics": spec.metrics,
             "metrics_preset": spec.metrics_preset, "edits": asked}
 
 

@@ -95,7 +95,7 @@ class Trainer:
         obj_cls = get_objective(cfg.objective_name)
         model = build_model(cfg.model)
         if cfg.init_from:
-            _start_from(model, Path(cfg.init_from))
+            _start_from(model, Path(cfg.init_from), skip=tuple(cfg.init_skip))
         self.objective: VAEObjective = obj_cls(model, cfg.objective).to(self.ctx.device)
         self.objective.encoder_view = build_encoder_view(cfg.augment, cfg.model.image_size)
         self.objective.attach_dataset(self.dataset)
@@ -162,8 +162,8 @@ class Trainer:
         """Restore everything ``save_checkpoint`` wrote; the config must match but for ``steps``."""
         state = torch.load(path, map_location=self.ctx.device, weights_only=False)
         saved, now = state["config"], self.cfg.to_dict()
-        saved = {"augment": AugmentConfig().to_dict(), "init_from": "", **saved}  # older runs had neither
-        for key in ("model", "objective", "dataset", "seed", "batch_size", "augment", "init_from"):
+        saved = {"augment": AugmentConfig().to_dict(), "init_from": "", "init_skip": [], **saved}  # older runs
+        for key in ("model", "objective", "dataset", "seed", "batch_size", "augment", "init_from", "init_skip"):
             if saved.get(key) != now.get(key):
                 raise ConfigError(
                     f"cannot resume from {path}: '{key}' was {saved.get(key)!r}, now {now.get(key)!r}; "
@@ -299,9 +299,23 @@ class Trainer:
         ) from error
 
 
-def _start_from(model: VAEModel, source: Path) -> None:
-    """Load ``init_from``'s weights into ``model``, or say which names or shapes disagree."""
-    state = initial_weights(source)
+def _start_from(model: VAEModel, source: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Load ``init_from``'s weights into ``model``, or say which names or shapes disagree.
+
+    Weights whose names start with a prefix in ``skip`` keep their fresh initialisation (a
+    source with another ``latent_dim`` differs only in the encoder's ``mean`` / ``log_var``
+    heads and the decoder's first layer); every other weight must be in the source and fit.
+    """
+    def skipped(name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in skip)
+
+    fresh = model.state_dict()
+    unused = [p for p in skip if not any(skipped(n) and n.startswith(p) for n in fresh)]
+    if unused:
+        raise ConfigError(f"init_skip: {unused} name no weight of this run's model; its weights are "
+                          f"{sorted({n.rsplit('.', 1)[0] for n in fresh})}")
+    state = {k: v for k, v in initial_weights(source).items() if not skipped(k)}
+    state.update({k: v for k, v in fresh.items() if skipped(k)})
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -309,8 +323,9 @@ def _start_from(model: VAEModel, source: Path) -> None:
             f"init_from: the weights of {source} do not fit this run's [model] "
             f"({model.config.architecture}, {model.config.channels} channel(s), latent_dim "
             f"{model.config.latent_dim}): {e}"
+            + ("" if skip else "; init_skip can leave the heads whose shapes differ at their fresh values")
         ) from None
-    log.info("starting from the weights of %s", source)
+    log.info("starting from the weights of %s%s", source, f", all but {list(skip)}" if skip else "")
 
 
 def finish_run(trainer: Trainer, *, evaluate: bool | None = None, progress: bool = True) -> Path:

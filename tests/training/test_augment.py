@@ -149,3 +149,31 @@ def test_init_from_says_what_does_not_fit(tmp_path):
         Trainer(load_config(SMOKE, [f"init_from={REPO / 'models/dsprites/5'}", "model.latent_dim=10"]), tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="neither a finished run"):
         Trainer(load_config(SMOKE, [f"init_from={tmp_path}"]), tmp_path / "b")
+
+
+HEADS = '["encoder.mean", "encoder.log_var", "decoder.fc.0"]'
+
+
+def test_init_skip_starts_a_model_of_another_latent_size_from_the_layers_that_fit(tmp_path):
+    source = REPO / "models/dsprites_tcvae/2"  # latent_dim 10; this run has 6
+    cfg = load_config(SMOKE, [f"init_from={source}", f"init_skip={HEADS}", "model.latent_dim=6"])
+    mine = Trainer(cfg, tmp_path / "run").objective.model.state_dict()
+    fresh = Trainer(load_config(SMOKE, ["model.latent_dim=6"]), tmp_path / "fresh").objective.model.state_dict()
+    theirs = {}
+    for graph in ("encoder", "decoder"):
+        theirs.update(torch.export.load(str(source / f"{graph}.pt2")).state_dict)
+    for name, value in mine.items():
+        if name.startswith(("encoder.mean.", "encoder.log_var.", "decoder.fc.0.")):
+            assert torch.equal(value, fresh[name]), f"{name} should keep its fresh initialisation"
+        else:
+            assert torch.equal(value, theirs[name]), f"{name} should come from {source}"
+
+
+def test_init_skip_names_what_it_cannot_find_and_needs_init_from(tmp_path):
+    source = REPO / "models/dsprites_tcvae/2"
+    with pytest.raises(ConfigError, match=r"init_skip: \['encoder.nope'\] name no weight"):
+        Trainer(load_config(SMOKE, [f"init_from={source}", 'init_skip=["encoder.nope"]']), tmp_path / "a")
+    with pytest.raises(ConfigError, match="init_skip.*init_from is not set"):
+        load_config(SMOKE, [f"init_skip={HEADS}"])
+    with pytest.raises(ConfigError, match="(?s)do not fit.*init_skip can leave"):
+        Trainer(load_config(SMOKE, [f"init_from={source}", "model.latent_dim=6"]), tmp_path / "b")

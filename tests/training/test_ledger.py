@@ -82,3 +82,34 @@ def test_collect_writes_the_table_of_the_ledger_and_trains_nothing(tmp_path, cap
     assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == [trial.name]
     assert "| **beta** | **2.0** |" in (out / "sweep.md").read_text()
     assert not [p for p in out.iterdir() if p.is_dir()], "no run directory: nothing was trained"
+
+
+def test_a_relative_init_from_is_trained_from_the_sweep_root_and_recorded_as_written(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(f"""
+steps = 4
+ledger = "{tmp_path / 'ledger'}"
+
+[[run]]
+name = "pretrained"
+config = "configs/smoke.toml"
+set = ["init_from=models/dsprites_tcvae/2", "model.latent_dim=6",
+       'init_skip=["encoder.mean", "encoder.log_var", "decoder.fc.0"]']
+""")
+    from latentdial.training.sweep import chunk_config, ledger_key
+
+    spec = load_sweep(path, REPO)
+    (trial,) = spec.trials()
+    # a Tune worker runs in its trial directory, so the trainer gets the path under the root ...
+    assert chunk_config(trial, spec, 4).init_from == str(REPO / "models/dsprites_tcvae/2")
+    # ... while the ledger keeps it as the file says, so another machine's checkout matches it
+    key = ledger_key(trial, spec)["config"]
+    assert key["init_from"] == "models/dsprites_tcvae/2"
+    assert key["init_skip"] == ["encoder.mean", "encoder.log_var", "decoder.fc.0"]
+
+
+def test_a_sweep_without_init_skip_keeps_the_ledger_key_it_had_before_init_skip_existed(tmp_path):
+    spec = load_sweep(_sweep(tmp_path, tmp_path / "ledger"), REPO)
+    from latentdial.training.sweep import ledger_key
+
+    assert "init_skip" not in ledger_key(spec.trials()[0], spec)["config"]
