@@ -1,0 +1,49 @@
+"""``latentdial train`` for a StarGAN config (``family = "stargan"``; training/cli_train.py hands it here).
+
+    latentdial train --config configs/stargan.toml --out runs/stargan
+    latentdial train --config configs/stargan.toml --out runs/stargan --resume --set steps=2000
+    latentdial export runs/stargan models/dsprites_stargan/1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train (or resume) a StarGAN run from the ``latentdial train`` arguments."""
+    from latentdial.training.config import ConfigError
+    from latentdial.training.stargan.config import load_stargan_config
+    from latentdial.training.stargan.trainer import StarGANTrainingError, train
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_stargan_config(args.config, args.overrides)
+        if args.data:
+            if not Path(args.data).is_dir():
+                raise ConfigError(f"--data {args.data}: no such folder")
+            dataset = {"name": "labelled_folder", "path": str(Path(args.data).resolve()),
+                       "channels": cfg.model.channels, "image_size": cfg.model.image_size}
+            if args.schema:
+                dataset["schema"] = str(Path(args.schema).resolve())
+            if args.skip_bad:
+                dataset["skip_bad"] = True
+            cfg = dataclasses.replace(cfg, dataset=dataset)
+    except ConfigError as e:
+        print(f"latentdial train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    try:
+        out = train(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, StarGANTrainingError, ValueError, OSError) as e:
+        print(f"latentdial train: {e}", file=sys.stderr)
+        return 1
+    print(f"run directory: {out}")
+    return 0
