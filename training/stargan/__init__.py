@@ -6,5 +6,5 @@ the factor card describes the codes as the semi-supervised VAE's card describes 
 
 Modules: config (the TOML config), codes (the code layout and the classification loss),
 networks (G, D and the classifier graph), trainer (the loop and the run directory), samples (the
-sample sheet), run (reading a run back), export (the model directory), cli (``latentdial train``).
+sample sheet), run (reading a run back), cli (``latentdial train``). Export: export/editor.py.
 """

@@ -1,4 +1,4 @@
-"""Reading a StarGAN run directory back (export and tests).
+"""Reading a StarGAN run directory back (export/editor.py and tests).
 
 A StarGAN run directory is a run directory (training/run_dir.py) whose ``config.json`` says
 ``family = "stargan"``; ``model.safetensors`` holds ``generator.*`` and ``discriminator.*``, and
