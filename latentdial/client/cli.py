@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "info":
             info = c.model_info(args.model, version=args.model_version)
             print(f"{info.model.name}/{info.model.version}: {info.channels}x{info.height}x{info.width} images, "
-                  f"latent_dim {info.latent_dim}, runtime {info.runtime}")
+                  f"latent_dim {info.latent_dim}, runtime {info.runtime}"
+                  + ("" if info.kind == "vae" else f", kind {info.kind} (edits images only)"))
             for f in info.factors:
                 labels = f" labels {list(f.labels)}" if f.labels else ""
                 print(f"  factor {f.name} ({f.kind}) dims {list(f.dimensions)} "

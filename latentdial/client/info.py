@@ -105,10 +105,15 @@ class ModelInfo:
     provenance: dict[str, str]
     max_request_items: int
     version_status: tuple[VersionStatus, ...] = ()  # every version of this model the server knows of
+    #: "vae" (every call) or "editor" (image-to-image translation without a latent space: only
+    #: ``edit`` on images; ``latent_dim`` and ``factors`` describe its factor codes)
+    kind: str = "vae"
 
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
+        kind = _enum_name(pb.ModelKind, m.kind, "MODEL_KIND_")
         return cls(ModelRef(m.model.name, m.model.version), m.channels, m.height, m.width, m.latent_dim,
                    tuple(FactorInfo.from_proto(f) for f in m.factors), dict(m.metrics), m.runtime,
                    BatchingInfo.from_proto(m.batching), dict(m.provenance), m.max_request_items,
-                   tuple(VersionStatus.from_proto(s) for s in m.version_status))
+                   tuple(VersionStatus.from_proto(s) for s in m.version_status),
+                   "vae" if kind == "unspecified" else kind)  # servers before model kinds served VAEs only

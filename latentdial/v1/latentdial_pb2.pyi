@@ -28,6 +28,12 @@ class VersionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERSION_STATE_DRAINING: _ClassVar[VersionState]
     VERSION_STATE_FAILED: _ClassVar[VersionState]
 
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_VAE: _ClassVar[ModelKind]
+    MODEL_KIND_EDITOR: _ClassVar[ModelKind]
+
 class FactorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FACTOR_KIND_UNSPECIFIED: _ClassVar[FactorKind]
@@ -46,6 +52,9 @@ VERSION_STATE_LOADING: VersionState
 VERSION_STATE_READY: VersionState
 VERSION_STATE_DRAINING: VersionState
 VERSION_STATE_FAILED: VersionState
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_VAE: ModelKind
+MODEL_KIND_EDITOR: ModelKind
 FACTOR_KIND_UNSPECIFIED: FactorKind
 FACTOR_KIND_CONTINUOUS: FactorKind
 FACTOR_KIND_CATEGORICAL: FactorKind
@@ -158,7 +167,7 @@ class BatchingInfo(_message.Message):
     def __init__(self, max_batch_size: _Optional[int] = ..., max_queue_delay_ms: _Optional[float] = ..., max_queue_size: _Optional[int] = ..., enabled: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "channels", "height", "width", "latent_dim", "factors", "metrics", "runtime", "batching", "provenance", "max_request_items", "version_status")
+    __slots__ = ("model", "channels", "height", "width", "latent_dim", "factors", "metrics", "runtime", "batching", "provenance", "max_request_items", "version_status", "kind")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +194,7 @@ class ModelInfo(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_ITEMS_FIELD_NUMBER: _ClassVar[int]
     VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     channels: int
     height: int
@@ -197,7 +207,8 @@ class ModelInfo(_message.Message):
     provenance: _containers.ScalarMap[str, str]
     max_request_items: int
     version_status: _containers.RepeatedCompositeFieldContainer[VersionStatus]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., latent_dim: _Optional[int] = ..., factors: _Optional[_Iterable[_Union[FactorInfo, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., runtime: _Optional[str] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., max_request_items: _Optional[int] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ...) -> None: ...
+    kind: ModelKind
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., latent_dim: _Optional[int] = ..., factors: _Optional[_Iterable[_Union[FactorInfo, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., runtime: _Optional[str] = ..., batching: _Optional[_Union[BatchingInfo, _Mapping]] = ..., provenance: _Optional[_Mapping[str, str]] = ..., max_request_items: _Optional[int] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("model", "images", "sample", "seed")
