@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         repo = handle.engine.repository
         for m in repo.all():
             default = " (default)" if m.name == repo.default else ""
-            print(f"  model {m.name}/{m.version}{default}: {m.encoder.describe()}", flush=True)
+            print(f"  model {m.name}/{m.version}{default}: {m.describe()}", flush=True)
         for name, reason in repo.failed.items():
             print(f"  NOT SERVED {name}: {reason}", flush=True)
         from latentdial.serving.listener import scheme

@@ -6,7 +6,8 @@ requests of :mod:`requests`, call :mod:`dataplane` inside :meth:`Engine.call` an
 results back. The engine owns what they share, so an OIP call and a v1 call of the same graph
 wait in the same queue and are merged into one batch:
 
-- one :class:`ServedModel` per model version (the loaded model and its two batchers);
+- one :class:`ServedModel` per model version (the loaded model and a batcher per graph of its kind),
+  and the rule of which calls each kind serves (:func:`check_serves`);
 - the limits (``max_request_items``, ``max_in_flight``) and the readiness / drain state;
 - :meth:`Engine.call`, which wraps every request of every door: request id, metrics,
   readiness, the cap on requests in flight, the request's deadline (:meth:`deadline_after`,
@@ -39,11 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from latentdial.manifest import GRAPHS_OF_KIND
 from latentdial.serving.batcher import Arrays, DynamicBatcher
 from latentdial.serving.config import ServerConfig
 from latentdial.serving.errors import (
     DeadlineExceeded,
     ErrorKind,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     Overloaded,
@@ -51,14 +54,46 @@ from latentdial.serving.errors import (
     Unavailable,
 )
 from latentdial.serving.metrics import ServiceMetrics
-from latentdial.serving.repository import DRAINING, LoadedModel, ModelRepository, VersionStatus
+from latentdial.serving.repository import (
+    DRAINING,
+    KIND_DESCRIPTIONS,
+    LoadedModel,
+    ModelRepository,
+    VersionStatus,
+)
 from latentdial.serving.runtime_threads import RuntimeThreads
 from latentdial.serving.runtimes import Runtime
 from latentdial.serving.structured_log import request_id
 
 log = logging.getLogger(__name__)
 
+#: the graphs of a VAE (the default kind); :data:`KIND_GRAPHS` has every kind's
 GRAPHS = ("encoder", "decoder")
+#: model kind -> its graphs (``latentdial.manifest.GRAPHS_OF_KIND``)
+KIND_GRAPHS: dict[str, tuple[str, ...]] = dict(GRAPHS_OF_KIND)
+#: The domain calls a model of each kind serves; a kind that is not listed serves them all. An editor
+#: (StarGAN, Choi et al. 2018) has no latent space: it reads an image's factor codes with its
+#: classifier and redraws the image with target codes, so it edits attributes of images, shows its
+#: information and draws images of its dataset, and nothing that needs latents.
+KIND_CALLS: dict[str, frozenset[str]] = {
+    "editor": frozenset({"GetModelInfo", "EditAttributes", "Samples", "oip.classifier", "oip.editor"}),
+}
+
+
+def check_serves(m: LoadedModel, call: str) -> None:
+    """FailedPrecondition, saying why, when a model of ``m``'s kind does not serve ``call``
+    (a v1 call's name, "Samples", or "oip.<graph>"). The one rule of every door, asked before any work."""
+    allowed = KIND_CALLS.get(m.kind)
+    if allowed is None or call in allowed:
+        return
+    shown = call.removeprefix("oip.")
+    what = f"the OIP model {m.name}.{shown}" if call.startswith("oip.") else call
+    serves = (f"its OIP models are {', '.join(f'{m.name}.{g}' for g in m.graphs)}" if call.startswith("oip.")
+              else "EditAttributes is (on images)")
+    raise FailedPrecondition(
+        f"model {m.name}/{m.version} is {KIND_DESCRIPTIONS[m.kind]}: it has no latent space, so {what} is not "
+        f"served; {serves}"
+    )
 
 
 @dataclass(frozen=True)
@@ -66,8 +101,8 @@ class ServedModel:
     """One served model version: the loaded model and the batcher each of its graphs runs through."""
 
     model: LoadedModel
-    encoder: DynamicBatcher
-    decoder: DynamicBatcher
+    #: graph -> its batcher, one per graph of the model's kind
+    batchers: dict[str, DynamicBatcher]
 
     @property
     def name(self) -> str:
@@ -77,17 +112,34 @@ class ServedModel:
     def version(self) -> str:
         return self.model.version
 
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def encoder(self) -> DynamicBatcher:
+        return self.batcher("encoder")
+
+    @property
+    def decoder(self) -> DynamicBatcher:
+        return self.batcher("decoder")
+
+    def serves(self, call: str) -> ServedModel:
+        """This model when its kind serves ``call``; FailedPrecondition saying why not (:func:`check_serves`)."""
+        check_serves(self.model, call)
+        return self
+
     def batcher(self, graph: str) -> DynamicBatcher:
-        """The batcher of ``graph`` ("encoder" or "decoder")."""
-        if graph == "encoder":
-            return self.encoder
-        if graph == "decoder":
-            return self.decoder
-        raise InvalidArgument(f"unknown graph {graph!r}; use one of {list(GRAPHS)}")
+        """The batcher of ``graph`` ("encoder" or "decoder"; "classifier" or "editor" for an editor)."""
+        found = self.batchers.get(graph)
+        if found is None:
+            check_serves(self.model, f"oip.{graph}")  # another kind's graph: FailedPrecondition, saying why
+            raise InvalidArgument(f"unknown graph {graph!r}; use one of {list(self.batchers)}")
+        return found
 
     def runtime(self, graph: str) -> Runtime:
         """The runtime behind ``graph``; its ``run`` is looked up at every batch."""
-        return self.model.encoder if graph == "encoder" else self.model.decoder
+        return self.model.runtime(graph)
 
 
 #: The current request's deadline as ``loop.time()`` (set by :meth:`Engine.call`); None outside a request.
@@ -137,7 +189,7 @@ class Engine:
 
     # -------------------------------------------------------------- lifecycle
     async def load(self) -> ModelRepository:
-        """Load and warm every model (in a thread), then give each version its two batchers."""
+        """Load and warm every model (in a thread), then give each version a batcher per graph."""
         c = self.config
         repo = await asyncio.get_running_loop().run_in_executor(
             None,
@@ -152,7 +204,7 @@ class Engine:
         return repo
 
     def _serve(self, m: LoadedModel) -> ServedModel:
-        return ServedModel(m, self._batcher(m, "encoder"), self._batcher(m, "decoder"))
+        return ServedModel(m, {g: self._batcher(m, g) for g in m.graphs})
 
     def add(self, m: LoadedModel) -> ServedModel:
         """Serve a loaded, warm version from now on (its batchers first, then the lookup)."""
@@ -183,8 +235,8 @@ class Engine:
         finally:
             del self._released[key]
         s = self._served.pop(key)
-        await s.encoder.close()
-        await s.decoder.close()
+        for b in s.batchers.values():
+            await b.close()
         s.model.close()
         self.repository.set_status(name, version, None)
 
@@ -198,7 +250,7 @@ class Engine:
 
     def _batcher(self, m: LoadedModel, graph: str) -> DynamicBatcher:
         c = self.config
-        runtime = m.encoder if graph == "encoder" else m.decoder
+        runtime = m.runtime(graph)
         return DynamicBatcher(
             functools.partial(_run_graph, runtime),
             name=f"{m.name}/{m.version}/{graph}",
@@ -220,8 +272,8 @@ class Engine:
         """Fail whatever still waits, release the runtimes and the runtime threads."""
         self.draining = True
         for s in self._served.values():
-            await s.encoder.close()
-            await s.decoder.close()
+            for b in s.batchers.values():
+                await b.close()
         if self.repository is not None:
             self.repository.close()
         self.runtime_threads.shutdown(wait=False, cancel_futures=True)
@@ -349,3 +401,20 @@ class Engine:
         """latents (N, D) -> images (N, C, H, W) float32 in [0, 1]."""
         out = await s.decoder.submit({"latents": np.ascontiguousarray(z, np.float32)}, deadline=deadline)
         return out["images"]
+
+    async def classify(self, s: ServedModel, images: np.ndarray, deadline: float | None) -> np.ndarray:
+        """An editor's classifier: images (N, C, H, W) -> factor codes (N, D)."""
+        out = await s.batcher("classifier").submit({"images": images}, deadline=deadline)
+        return out["codes"]
+
+    async def translate(self, s: ServedModel, images: np.ndarray, codes: np.ndarray,
+                        deadline: float | None) -> np.ndarray:
+        """An editor's editor graph: images (N, C, H, W) redrawn with target codes (N, D) -> (N, C, H, W).
+
+        Row i of ``images`` and of ``codes`` travel together through the batcher: it splits and
+        merges every input of a request at the same rows.
+        """
+        out = await s.batcher("editor").submit(
+            {"images": images, "codes": np.ascontiguousarray(codes, np.float32)}, deadline=deadline)
+        (edited,) = out.values()  # its one output, whatever the file names it (repository._warm_editor)
+        return edited

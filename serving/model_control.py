@@ -219,7 +219,7 @@ class ModelControl:
             await self._on_change()
             raise FailedPrecondition(f"model {name}/{version} was refused: {reason}") from None
         self.engine.add(m)
-        log.info("serving %s/%s on %s; latest %s is %s/%s", name, version, m.encoder.describe(), name, name,
+        log.info("serving %s/%s on %s; latest %s is %s/%s", name, version, m.describe(), name, name,
                  repo.versions(name)[-1])
         await self._on_change()
         return m

@@ -68,19 +68,48 @@ def public_reason(reason: str, root: Path | str) -> str:
     return reason
 
 
+#: What a model of each kind is called where a client reads why a call is not served.
+KIND_DESCRIPTIONS = {"vae": "a VAE (encoder and decoder)", "editor": "an editor (image-to-image translation)"}
+
+
 @dataclass
 class LoadedModel:
-    """One served model version: its manifest, factor card and two warm runtimes."""
+    """One served model version: its manifest, factor card and a warm runtime per graph of its kind.
+
+    A "vae" has ``encoder`` and ``decoder``; an "editor" (``Manifest.kind``) has ``classifier``
+    (images -> codes) and ``editor`` (images, codes -> images).
+    """
 
     name: str
     version: str
     path: Path
     manifest: Manifest
-    encoder: Runtime
-    decoder: Runtime
+    #: graph -> its runtime, in the order of ``Manifest.graphs``
+    runtimes: dict[str, Runtime]
     card: FactorCard | None = None
     #: graph -> largest batch it is warmed up and served with (see :func:`batch_limit`)
     max_batch: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """"vae" or "editor" (``Manifest.kind``)."""
+        return self.manifest.kind
+
+    @property
+    def graphs(self) -> tuple[str, ...]:
+        return tuple(self.runtimes)
+
+    def runtime(self, graph: str) -> Runtime:
+        """The runtime of ``graph``; KeyError if this model's kind has no such graph."""
+        return self.runtimes[graph]
+
+    @property
+    def encoder(self) -> Runtime:
+        return self.runtimes["encoder"]
+
+    @property
+    def decoder(self) -> Runtime:
+        return self.runtimes["decoder"]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -88,15 +117,20 @@ class LoadedModel:
 
     @property
     def latent_dim(self) -> int:
+        """D: the latent size of a VAE, the number of factor codes of an editor."""
         return self.manifest.latent_dim
 
     @property
     def runtime_name(self) -> str:
-        return self.encoder.name
+        return next(iter(self.runtimes.values())).name
+
+    def describe(self) -> str:
+        """Where the graphs run, for logs: the first graph's runtime."""
+        return next(iter(self.runtimes.values())).describe()
 
     def close(self) -> None:
-        self.encoder.close()
-        self.decoder.close()
+        for r in self.runtimes.values():
+            r.close()
 
 
 def version_key(version: str) -> tuple[int, int | str]:
@@ -144,8 +178,9 @@ def check_files_contained(manifest: Manifest, path: Path, name: str, version: st
 
 def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", max_batch_size: int = 64,
                options: RuntimeOptions = SERVING_RUNTIME_OPTIONS, root: Path | None = None) -> LoadedModel:
-    """Verify and load one model version, then warm both graphs up to the batch each is served with
-    (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap). Raises ManifestError/RuntimeError.
+    """Verify and load one model version, then warm the graphs of its kind (:func:`check_kind`) up to the
+    batch each is served with (``batch_limit``: ``max_batch_size`` or the runtime's own lower cap).
+    Raises ManifestError/RuntimeError.
 
     ``root`` is the repository (default: two levels above ``path``); the directory, the manifest and
     every file it names must resolve inside it (:func:`check_contained`).
@@ -154,6 +189,7 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
     check_contained(path, name, version, root)
     manifest = Manifest.load(path)
     check_files_contained(manifest, path, name, version, root)
+    check_kind(manifest, name, version)
     manifest.verify_files(path)
     card = None
     if manifest.factor_card:
@@ -161,24 +197,86 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
             card = FactorCard.from_dict(manifest.factor_card)
         except FactorCardError as e:
             raise ManifestError(f"{path}: factor card is invalid: {e}") from e
-    enc = load_runtime(path, manifest, "encoder", preference=runtime, max_batch_size=max_batch_size,
-                       options=options)
-    dec = load_runtime(path, manifest, "decoder", preference=runtime, max_batch_size=max_batch_size,
-                       options=options)
+    runtimes = {g: load_runtime(path, manifest, g, preference=runtime, max_batch_size=max_batch_size, options=options)
+                for g in manifest.graphs}
+    try:
+        limits = {g: batch_limit(r, max_batch_size) for g, r in runtimes.items()}
+        (_warm_editor if manifest.kind == "editor" else _warm_vae)(path, manifest, runtimes, limits)
+    except BaseException:
+        for r in runtimes.values():
+            r.close()
+        raise
+    return LoadedModel(name, version, path, manifest, runtimes, card, max_batch=limits)
+
+
+def check_kind(manifest: Manifest, name: str, version: str) -> None:
+    """ManifestError naming the model unless its files and ``io`` are the graphs of its kind.
+
+    A kind's graphs are ``Manifest.graphs`` ("vae": encoder, decoder; "editor": classifier, editor):
+    every file must be one of them, each of them needs an fp32 ONNX file, and an editor's ``io``
+    must state the fixed signatures (``Manifest.default_io("editor")``).
+    """
+    ref, kind, wanted = f"{name}/{version}", manifest.kind, manifest.graphs
+    what = f"model {ref} (kind {kind!r}) is {KIND_DESCRIPTIONS[kind]}, whose graphs are {', '.join(wanted)}"
+    foreign = [g for g in dict.fromkeys(f.graph for f in manifest.files) if g not in wanted]  # in file order
+    if foreign:
+        hint = (" (an editor manifest must not list encoder or decoder files)" if kind == "editor" else
+                " (set \"kind\": \"editor\" in the manifest if this is an editor)")
+        raise ManifestError(f"{what}; its manifest lists files of {', '.join(foreign)}{hint}")
+    if kind == "editor":
+        missing = [g for g in wanted if manifest.find_file(g, "fp32", "onnx") is None]  # type: ignore[arg-type]
+        if missing:
+            raise ManifestError(f"{what}; its manifest lists no fp32 ONNX file of {', '.join(missing)}")
+        expected = Manifest.default_io("editor")
+        bad = {g: manifest.io.get(g) for g in wanted if manifest.io.get(g) != expected[g]}
+        if bad:
+            raise ManifestError(f"{what}; its io states {bad}, an editor's are {expected}")
+
+
+def _warm_vae(path: Path, manifest: Manifest, runtimes: dict[str, Runtime], limits: dict[str, int]) -> None:
+    """Check the encoder's and decoder's shapes against the manifest, warm each to its batch limit."""
+    enc, dec = runtimes["encoder"], runtimes["decoder"]
     c, h, w = manifest.image_shape
     out = enc.run({"images": np.zeros((1, c, h, w), np.float32)})
     if out["mean"].shape != (1, manifest.latent_dim):
         raise ManifestError(
             f"{path}: encoder returns mean {out['mean'].shape}, manifest says latent_dim={manifest.latent_dim}"
         )
-    limits = {"encoder": batch_limit(enc, max_batch_size), "decoder": batch_limit(dec, max_batch_size)}
     for n in sorted({1, limits["encoder"]}):
         enc.warmup({"images": np.zeros((n, c, h, w), np.float32)})
     for n in sorted({1, limits["decoder"]}):
         img = dec.run({"latents": np.zeros((n, manifest.latent_dim), np.float32)})["images"]
         if img.shape != (n, c, h, w):
             raise ManifestError(f"{path}: decoder returns {img.shape}, manifest says {(n, c, h, w)}")
-    return LoadedModel(name, version, path, manifest, enc, dec, card, max_batch=limits)
+
+
+def _warm_editor(path: Path, manifest: Manifest, runtimes: dict[str, Runtime], limits: dict[str, int]) -> None:
+    """Check the classifier's and editor's shapes against the manifest, warm each to its batch limit.
+
+    The editor graph's one output is read by position, whatever the file names it: an ONNX graph
+    cannot name it ``images`` like its input (one name, one value), and the name the contract gives
+    it (``latentdial.manifest.EDITOR_OUTPUTS``) is not needed to find it.
+    """
+    cls, ed = runtimes["classifier"], runtimes["editor"]
+    c, h, w = manifest.image_shape
+    d = manifest.latent_dim
+    ref = f"model {manifest.name}/{manifest.version}"
+    for g, r, need in (("classifier", cls, {"images"}), ("editor", ed, {"images", "codes"})):
+        if set(r.input_names) != need:
+            raise ManifestError(f"{ref}: its {g} graph takes inputs {list(r.input_names)}, an editor's {g} "
+                                f"takes {sorted(need)}")
+    if "codes" not in cls.output_names:
+        raise ManifestError(f"{ref}: its classifier graph returns {list(cls.output_names)}, not codes")
+    if len(ed.output_names) != 1:  # read by position (see above)
+        raise ManifestError(f"{ref}: its editor graph returns {list(ed.output_names)}, one image batch expected")
+    for n in sorted({1, limits["classifier"]}):
+        codes = cls.run({"images": np.zeros((n, c, h, w), np.float32)})["codes"]
+        if codes.shape != (n, d):
+            raise ManifestError(f"{ref}: classifier returns codes {codes.shape}, manifest says latent_dim={d}")
+    for n in sorted({1, limits["editor"]}):
+        (img,) = ed.run({"images": np.zeros((n, c, h, w), np.float32), "codes": np.zeros((n, d), np.float32)}).values()
+        if img.shape != (n, c, h, w):
+            raise ManifestError(f"{ref}: editor returns {img.shape}, manifest says {(n, c, h, w)}")
 
 
 #: States of a version that is not (or no longer) simply served; a served version is "ready".
@@ -238,7 +336,7 @@ class ModelRepository:
                 log.error("not serving %s/%s: %s", name, version, e)
                 failed[f"{name}/{version}"] = public_reason(str(e), root)  # clients see it in ListModels
                 continue
-            log.info("loaded %s/%s on %s", name, version, m.encoder.describe())
+            log.info("loaded %s/%s (%s) on %s", name, version, m.kind, m.describe())
             models.setdefault(name, {})[version] = m
         models = {
             name: dict(sorted(versions.items(), key=lambda kv: version_key(kv[0]))) for name, versions in models.items()

@@ -28,6 +28,9 @@ log = logging.getLogger("latentdial.serving.runtimes")
 AUTO_ORDER = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")
 ALL_RUNTIMES = (*AUTO_ORDER, "torch-cpu")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: The graphs of an editor-kind model (``Manifest.kind``). The editor graph takes two inputs (images
+#: and codes); TensorRT profiles here are built for one, and the graph choice measures the VAE graphs.
+EDITOR_GRAPHS = ("classifier", "editor")
 
 
 def default_engine_cache() -> Path:
@@ -50,6 +53,8 @@ def nvidia_gpu_present() -> bool:
 
 def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph = "encoder") -> str | None:
     """None if runtime ``name`` can run here (for ``manifest``'s ``graph`` when given); else why not."""
+    if name in ("tensorrt", "onnxruntime-tensorrt") and graph in EDITOR_GRAPHS:
+        return f"TensorRT profiles are built for the encoder and decoder only, not an editor model's {graph} graph"
     if name == "onnxruntime-cpu":
         return None if _installed("onnxruntime") else "onnxruntime is not installed"
     if name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
@@ -94,10 +99,15 @@ def _construct(name: str, model_dir: Path, manifest: Manifest, graph: Graph, *, 
                options: RuntimeOptions) -> Runtime:
     """Build runtime ``name``; RuntimeUnavailable if it cannot run this graph here."""
     io = manifest.io[graph]
-    item_shape = tuple(manifest.image_shape) if graph == "encoder" else (manifest.latent_dim,)
+    item_shape = tuple(manifest.image_shape) if graph in ("encoder", "classifier") else (manifest.latent_dim,)
     if name == "onnxruntime-cpu":
         from latentdial.serving.runtimes.onnxruntime_cpu import OrtCpuRuntime
 
+        if graph in EDITOR_GRAPHS:  # the graph choice measures one-input VAE graphs: the main file, tuned
+            from latentdial.graph_choice import DEFAULT_SET
+
+            return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
+                                 max_batch_size=max_batch_size, options=options, session=DEFAULT_SET)
         if precision != "fp32":
             return OrtCpuRuntime(model_dir / manifest.graph_file(graph, precision, "onnx").path,
                                  max_batch_size=max_batch_size, options=options)
