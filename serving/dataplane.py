@@ -56,9 +56,12 @@ class DataPlane:
         self.engine = engine
 
     # ---------------------------------------------------------------- models
-    def served(self, ref: ModelRef) -> ServedModel:
-        """Resolve (and, inside a request, hold) a model version; NotFound lists what exists."""
-        return self.engine.served(ref.name, ref.version)
+    def served(self, ref: ModelRef, call: str | None = None) -> ServedModel:
+        """Resolve (and, inside a request, hold) a model version; NotFound lists what exists. With
+        ``call`` (a v1 call's name, or "Samples"), FailedPrecondition when the model's kind does not
+        serve it (an editor has no latent space), before the door reads anything of the request."""
+        s = self.engine.served(ref.name, ref.version)
+        return s if call is None else s.serves(call)
 
     def list_models(self) -> list[ModelSummary]:
         return model_summaries(self.engine)
@@ -75,16 +78,19 @@ class DataPlane:
     # ---------------------------------------------------------- domain calls
     async def encode(self, s: ServedModel, r: EncodeRequest) -> EncodeResult:
         """images -> posterior mean, log_var (N, D); a seeded sample and each factor's value when asked."""
+        s.serves("Encode")
         mean, log_var = await self.engine.encode(s, r.images, current_deadline())
         sample = sample_posterior(mean, log_var, r.seed) if r.sample else None
         return EncodeResult(ref_of(s), mean, log_var, sample, factor_values(s, mean) if r.factor_values else {})
 
     async def decode(self, s: ServedModel, latents: np.ndarray) -> Decoded:
         """latents (N, D) -> images."""
+        s.serves("Decode")
         return Decoded(ref_of(s), latents, await self.engine.decode(s, latents, current_deadline()))
 
     async def reconstruct(self, s: ServedModel, r: ReconstructRequest) -> Decoded:
         """Encode, take the mean (or a seeded posterior sample), decode."""
+        s.serves("Reconstruct")
         mean, log_var = await self.engine.encode(s, r.images, current_deadline())
         return await self.decode(s, sample_posterior(mean, log_var, r.seed) if r.sample else mean)
 
@@ -97,6 +103,7 @@ class DataPlane:
 
     async def traverse(self, s: ServedModel, r: TraverseRequest) -> TraversalResult:
         """Sweep dimensions or named factors from each source; the grid order is (n*T + t)*S + s."""
+        s.serves("Traverse")
         sources = r.source.rows  # no source: refused before anything else
         plan = plan_traversal(s.model.latent_dim, dims=r.dims, factors=r.factors, start=r.start, stop=r.stop,
                               steps=r.steps, card=s.model.card)
@@ -112,13 +119,29 @@ class DataPlane:
         return TraversalResult(ref_of(s), images, len(base), r.steps, plan)
 
     async def edit(self, s: ServedModel, r: EditRequest) -> Decoded:
-        """Compile the edits against the model, then apply them once to the source's latents and decode."""
+        """Compile the edits against the model, then apply them once to the source's latents and decode.
+
+        An editor (``kind`` "editor") has codes where a VAE has latents: codes = classifier(images),
+        the same compiled edits applied to them, images' = editor(images, codes'); ``Decoded.latents``
+        holds the target codes codes' (N, D). Its source must be images.
+        """
+        s.serves("EditAttributes")
         r.source.rows  # noqa: B018 - no source: refused before the edits are compiled
         edits = compile_edits(r.edits, s.model.card, s.model.latent_dim)
+        if s.kind == "editor":
+            if r.source.images is None:
+                raise FailedPrecondition(
+                    f"model {s.name}/{s.version} is an editor (image-to-image translation): it has no latent "
+                    "space, so EditAttributes takes images, not latents"
+                )
+            deadline = current_deadline()
+            codes = edits.apply(await self.engine.classify(s, r.source.images, deadline))
+            return Decoded(ref_of(s), codes, await self.engine.translate(s, r.source.images, codes, deadline))
         return await self.decode(s, edits.apply(await self._latents(s, r.source)))
 
     async def generate(self, s: ServedModel, r: GenerateRequest) -> Decoded:
         """Seeded prior samples (count, D) with the pins applied, decoded."""
+        s.serves("Generate")
         count = self._count(r.count)
         pins = compile_edits(r.pins, s.model.card, s.model.latent_dim, "pins")
         z = generate_latents(count, s.model.latent_dim, seed=r.seed, temperature=r.temperature, pins=pins)
@@ -131,6 +154,7 @@ class DataPlane:
         numpy (``training/data/``), imported here lazily and never pulling torch; a dataset that
         needs files this server does not have is FailedPrecondition.
         """
+        s.serves("Samples")
         count = self._count(r.count)
         name = _dataset_name(s.model.manifest.provenance)
         if not name:

@@ -9,8 +9,16 @@ OIP encode equals a v1 Encode of the same images:
 | ``<model>.encoder`` | ``images`` (N, H, W, C) FP32 in [0, 1] (UINT8 in [0, 255] also accepted) | ``mean``, ``log_var`` (N, D) FP32 |
 | ``<model>.decoder`` | ``latents`` (N, D) FP32 | ``images`` (N, H, W, C) FP32 in [0, 1] |
 
+An editor-kind model (``Manifest.kind`` "editor": no latent space) is two other OIP models, one per
+graph; its ``<model>.encoder`` and ``<model>.decoder`` answer FAILED_PRECONDITION saying why:
+
+| OIP model | inputs | outputs |
+|---|---|---|
+| ``<model>.classifier`` | ``images`` (N, H, W, C) FP32 in [0, 1] (or UINT8) | ``codes`` (N, D) FP32 |
+| ``<model>.editor`` | ``images`` (N, H, W, C) FP32 in [0, 1] (or UINT8), ``codes`` (N, D) FP32 target codes | ``images`` (N, H, W, C) FP32 in [0, 1] |
+
 Both bindings call :func:`infer`, which validates with :mod:`codec` and runs the graph through
-the engine's batcher, the same queue v1 Encode and Decode use.
+the engine's batcher, the same queue v1 Encode and Decode (or an editor's EditAttributes) use.
 """
 
 from __future__ import annotations
@@ -21,7 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentdial.serving import codec
-from latentdial.serving.engine import GRAPHS, Engine, ServedModel, current_deadline
+from latentdial.serving.engine import (
+    GRAPHS,
+    KIND_GRAPHS,
+    Engine,
+    ServedModel,
+    check_serves,
+    current_deadline,
+)
 from latentdial.serving.errors import InvalidArgument, NotFound
 
 SERVER_NAME = "latentdial"
@@ -32,8 +47,8 @@ DATATYPES: dict[str, np.dtype] = {
     "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"),
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
-#: the graphs of a model, each one OIP model ``<model>.<graph>``
-GRAPH_SUFFIXES = GRAPHS
+#: the graphs of a model of any kind, each one OIP model ``<model>.<graph>``
+GRAPH_SUFFIXES = tuple(dict.fromkeys(g for graphs in (GRAPHS, *KIND_GRAPHS.values()) for g in graphs))
 #: Most input or output tensors one inference request may name (a graph has one input, two outputs at
 #: most); checked on the list's length before any tensor is read.
 MAX_TENSORS = 8
@@ -71,15 +86,25 @@ def split_name(name: str) -> tuple[str, str]:
     model, _, graph = name.rpartition(".")
     if not model or graph not in GRAPH_SUFFIXES:
         raise NotFound(
-            f"OIP model {name!r} is not served; OIP models are named <model>.encoder or <model>.decoder"
+            f"OIP model {name!r} is not served; OIP models are named <model>.encoder or <model>.decoder "
+            "(a VAE), <model>.classifier or <model>.editor (an editor)"
         )
     return model, graph
 
 
 def resolve(engine: Engine, name: str, version: str = "") -> tuple[ServedModel, str]:
-    """The served model version and graph behind an OIP model name; NotFound lists what exists."""
+    """The served model version and graph behind an OIP model name; NotFound lists what exists.
+
+    A graph the model's kind does not have: FailedPrecondition saying why for an editor asked for
+    its encoder or decoder (it has no latent space), NotFound for a VAE asked for an editor's graph.
+    """
     model, graph = split_name(name)
-    return engine.served(model, version), graph
+    s = engine.served(model, version)
+    if graph not in s.model.graphs:
+        check_serves(s.model, f"oip.{graph}")
+        raise NotFound(f"OIP model {name!r} is not served; model {s.name}/{s.version} is a {s.kind}, its OIP models "
+                       f"are {', '.join(oip_name(s, g) for g in s.model.graphs)}")
+    return s, graph
 
 
 def signature(s: ServedModel, graph: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -89,6 +114,10 @@ def signature(s: ServedModel, graph: str) -> tuple[list[TensorSpec], list[Tensor
     images = TensorSpec("images", "FP32", (-1, h, w, c))
     if graph == "encoder":
         return [images], [TensorSpec("mean", "FP32", (-1, d)), TensorSpec("log_var", "FP32", (-1, d))]
+    if graph == "classifier":
+        return [images], [TensorSpec("codes", "FP32", (-1, d))]
+    if graph == "editor":
+        return [images, TensorSpec("codes", "FP32", (-1, d))], [images]
     return [TensorSpec("latents", "FP32", (-1, d))], [images]
 
 
@@ -162,6 +191,17 @@ async def infer(engine: Engine, s: ServedModel, graph: str, inputs: dict[str, np
         x = codec.images_from_array(inputs["images"], s.model.image_shape, limit)
         mean, log_var = await engine.encode(s, x, deadline)
         outputs = {"mean": mean, "log_var": log_var}
+    elif graph == "classifier":
+        x = codec.images_from_array(inputs["images"], s.model.image_shape, limit)
+        outputs = {"codes": await engine.classify(s, x, deadline)}
+    elif graph == "editor":
+        x = codec.images_from_array(inputs["images"], s.model.image_shape, limit)
+        codes = codec.latents_from_array(inputs["codes"], s.model.latent_dim, limit, "codes")
+        if len(codes) != len(x):
+            raise InvalidArgument(f"{oip_name(s, graph)}: {len(x)} images but {len(codes)} rows of codes; "
+                                  "send one row of target codes per image")
+        images = await engine.translate(s, x, codes, deadline)
+        outputs = {"images": np.ascontiguousarray(images.transpose(0, 2, 3, 1), np.float32)}
     else:
         z = codec.latents_from_array(inputs["latents"], s.model.latent_dim, limit)
         images = await engine.decode(s, z, deadline)

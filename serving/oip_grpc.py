@@ -14,7 +14,7 @@ from latentdial.inference import grpc_service_pb2 as pb
 from latentdial.inference import grpc_service_pb2_grpc as pb_grpc
 from latentdial.serving import oip
 from latentdial.serving.engine import Engine
-from latentdial.serving.errors import InvalidArgument, NotFound
+from latentdial.serving.errors import FailedPrecondition, InvalidArgument, NotFound
 from latentdial.serving.grpc_call import rpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -78,7 +78,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         try:
             oip.resolve(self.engine, request.name, request.version)
-        except NotFound:
+        except (NotFound, FailedPrecondition):  # not served, or a graph this model's kind has not
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.engine.ready)
 

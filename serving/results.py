@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentdial.serving.edits import TraversalPlan
-from latentdial.serving.engine import GRAPHS, Engine, ServedModel
+from latentdial.serving.engine import GRAPHS, KIND_GRAPHS, Engine, ServedModel
 from latentdial.serving.requests import ModelRef
 
 
@@ -104,11 +104,14 @@ class BatchingInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Everything a door may show about one served model version."""
+    """Everything a door may show about one served model version. ``latent_dim`` and ``factors`` of an
+    editor describe its factor codes (the classifier's output, the editor's target)."""
 
     model: ModelRef
     versions: list[str]
     version_states: list[VersionState]
+    #: "vae" (encoder and decoder: every call) or "editor" (classifier and editor: EditAttributes on images)
+    kind: str
     channels: int
     height: int
     width: int
@@ -127,9 +130,10 @@ def ref_of(s: ServedModel) -> ModelRef:
     return ModelRef(s.name, s.version)
 
 
-def oip_models(name: str) -> list[str]:
-    """The Open Inference Protocol's model names of one model: ``<model>.encoder``, ``<model>.decoder``."""
-    return [f"{name}.{g}" for g in GRAPHS]
+def oip_models(name: str, kind: str = "vae") -> list[str]:
+    """The Open Inference Protocol's model names of one model, one per graph of its kind:
+    ``<model>.encoder``, ``<model>.decoder`` (a VAE); ``<model>.classifier``, ``<model>.editor`` (an editor)."""
+    return [f"{name}.{g}" for g in KIND_GRAPHS.get(kind, GRAPHS)]
 
 
 def _states(engine: Engine, name: str) -> list[VersionState]:
@@ -146,7 +150,8 @@ def model_summaries(engine: Engine) -> list[ModelSummary]:
             name=name, versions=repo.versions(name), latest_version=repo.versions(name)[-1],
             is_default=name == repo.default,
             default_version=(repo.default_version or "") if name == repo.default else "",
-            version_states=_states(engine, name), oip_models=oip_models(name),
+            version_states=_states(engine, name),
+            oip_models=oip_models(name, repo.get(name, repo.versions(name)[-1]).kind),
         )
         for name in repo.names()
     ]
@@ -161,13 +166,13 @@ def model_info(engine: Engine, s: ServedModel) -> ModelInfo:
         lo, hi = f.value_range
         factors.append(FactorInfo(f.name, f.kind, list(f.dims), float(lo), float(hi), [float(v) for v in f.values],
                                   list(f.labels), bool(f.calibrated)))
-    b = s.encoder
+    b = next(iter(s.batchers.values()))  # every graph's batcher has the same settings
     assert engine.repository is not None
     return ModelInfo(
         model=ref_of(s), versions=engine.repository.versions(s.name), version_states=_states(engine, s.name),
-        channels=c, height=h, width=w, latent_dim=m.latent_dim, factors=factors,
+        kind=m.kind, channels=c, height=h, width=w, latent_dim=m.latent_dim, factors=factors,
         metrics={k: float(v) for k, v in m.manifest.metrics.items()}, runtime=m.runtime_name,
         batching=BatchingInfo(b.max_batch_size, b.max_queue_delay_s * 1e3, b.max_queue_size, b.enabled),
         provenance=dict(m.manifest.provenance), max_request_items=engine.max_request_items,
-        oip_models=oip_models(s.name),
+        oip_models=oip_models(s.name, m.kind),
     )

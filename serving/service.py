@@ -44,6 +44,7 @@ _KINDS = {
     "categorical": pb.FACTOR_KIND_CATEGORICAL,
     "circular": pb.FACTOR_KIND_CIRCULAR,
 }
+_MODEL_KINDS = {"vae": pb.MODEL_KIND_VAE, "editor": pb.MODEL_KIND_EDITOR}
 _VERSION_STATES = {
     LOADING: pb.VERSION_STATE_LOADING, READY: pb.VERSION_STATE_READY,
     DRAINING: pb.VERSION_STATE_DRAINING, FAILED: pb.VERSION_STATE_FAILED,
@@ -58,8 +59,10 @@ class LatentDialService(pb_grpc.LatentDialServicer):
         self.plane = DataPlane(engine)
 
     # ---------------------------------------------------------------- helpers
-    def _served(self, ref: pb.ModelRef) -> ServedModel:
-        return self.plane.served(ModelRef(ref.name, ref.version))
+    def _served(self, ref: pb.ModelRef, call: str) -> ServedModel:
+        """The model version ``call`` runs on; FailedPrecondition before anything is read when its kind
+        does not serve ``call`` (an editor serves EditAttributes on images only)."""
+        return self.plane.served(ModelRef(ref.name, ref.version), call)
 
     def _images(self, s: ServedModel, batch: pb.ImageBatch, what: str = "images") -> np.ndarray:
         return codec.images_from_batch(batch, s.model.image_shape, self.engine.max_request_items, what)
@@ -131,11 +134,12 @@ class LatentDialService(pb_grpc.LatentDialServicer):
                                      max_queue_size=b.max_queue_size, enabled=b.enabled),
             provenance={k: v if isinstance(v, str) else json.dumps(v) for k, v in info.provenance.items()},
             max_request_items=info.max_request_items, version_status=_states_proto(info.version_states),
+            kind=_MODEL_KINDS[info.kind],
         )
 
     @rpc("Encode")
     async def Encode(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "Encode")
         r = await self.plane.encode(s, EncodeRequest(self._images(s, request.images), request.sample, request.seed))
         resp = pb.EncodeResponse(
             model=self._ref(r.model), mean=codec.array_to_tensor(r.mean), log_var=codec.array_to_tensor(r.log_var)
@@ -146,21 +150,21 @@ class LatentDialService(pb_grpc.LatentDialServicer):
 
     @rpc("Decode")
     async def Decode(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "Decode")
         codec.check_output_format(request.output_format)
         d = await self.plane.decode(s, self._latents(s, request.latents))
         return pb.DecodeResponse(model=self._ref(d.model), images=codec.batch_from_images(d.images, request.output_format))
 
     @rpc("Reconstruct")
     async def Reconstruct(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "Reconstruct")
         codec.check_output_format(request.output_format)
         r = ReconstructRequest(self._images(s, request.images), request.sample, request.seed)
         return pb.ReconstructResponse(**self._decoded(await self.plane.reconstruct(s, r), request.output_format))
 
     @rpc("Traverse")
     async def Traverse(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "Traverse")
         codec.check_output_format(request.output_format)
         if request.WhichOneof("source") is None:
             raise InvalidArgument("no source; set images or latents")
@@ -180,7 +184,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
 
     @rpc("EditAttributes")
     async def EditAttributes(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "EditAttributes")
         codec.check_output_format(request.output_format)
         check_edit_count(len(request.edits))  # before converting thousands of messages
         edits = [_edit_from_proto(e, i) for i, e in enumerate(request.edits)]
@@ -189,7 +193,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
 
     @rpc("Generate")
     async def Generate(self, request, context):
-        s = self._served(request.model)
+        s = self._served(request.model, "Generate")
         codec.check_output_format(request.output_format)
         temperature = request.temperature if request.HasField("temperature") else 1.0
         check_edit_count(len(request.pins), "pins")

@@ -144,9 +144,10 @@ class HttpCall:
     def check_token(self, request: Request) -> None:
         check_bearer(request.headers.get("authorization"), self.config.token)
 
-    def served(self, request: Request, model: str) -> ServedModel:
-        """The model version a route names (``?version=`` optional)."""
-        return self.plane.served(ModelRef(model, request.query_params.get("version", "")))
+    def served(self, request: Request, model: str, call: str | None = None) -> ServedModel:
+        """The model version a route names (``?version=`` optional); with ``call``, FailedPrecondition
+        before the body is read when the model's kind does not serve it (:meth:`DataPlane.served`)."""
+        return self.plane.served(ModelRef(model, request.query_params.get("version", "")), call)
 
     async def read_body(self, request: Request, deadline: float) -> None:
         """Read the body into ``request.state.body`` as a stream, by ``deadline`` (else 408), refused

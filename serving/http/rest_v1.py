@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from latentdial.serving import codec
+from latentdial.serving.dataplane import factor_values
 from latentdial.serving.edits import CheckedEdit, check_edit_count, check_traversal
 from latentdial.serving.engine import ServedModel
 from latentdial.serving.errors import InvalidArgument
@@ -193,7 +194,7 @@ def summary_json(m: ModelSummary) -> dict:
 def info_json(info: ModelInfo) -> dict:
     b = info.batching
     return {
-        "model": ref_json(info.model), "versions": info.versions,
+        "model": ref_json(info.model), "versions": info.versions, "kind": info.kind,
         "version_status": [{"version": v.version, "state": v.state, "reason": v.reason} for v in info.version_states],
         "channels": info.channels, "height": info.height, "width": info.width, "latent_dim": info.latent_dim,
         "factors": [{"name": f.name, "kind": f.kind, "dimensions": f.dims, "min": f.min_value, "max": f.max_value,
@@ -233,7 +234,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
               openapi_extra=_body_doc(EncodeBody, "one PNG; ?sample=true&seed=N"))
     async def encode(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "Encode")
             images, sample, seed = await _images_to_encode(call, request, s, EncodeBody, "encode")
             r = await plane.encode(s, EncodeRequest(images, sample, seed, factor_values=True))
             out = {"model": ref_json(r.model), "mean": r.mean.tolist(), "log_var": r.log_var.tolist(),
@@ -247,7 +248,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
               openapi_extra=_body_doc(DecodeBody, "not accepted: send JSON latents"))
     async def decode(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "Decode")
             body = await _json_body(call, request, DecodeBody, "decode")
             return decoded_response(request, await plane.decode(s, _latents(call, s, body.latents)))
         return await call.run(request, "http.decode", go)
@@ -256,7 +257,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
               openapi_extra=_body_doc(ReconstructBody, "one PNG; ?sample=true&seed=N"))
     async def reconstruct(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "Reconstruct")
             r = ReconstructRequest(*await _images_to_encode(call, request, s, ReconstructBody, "reconstruct"))
             return decoded_response(request, await plane.reconstruct(s, r))
         return await call.run(request, "http.reconstruct", go)
@@ -265,7 +266,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
               openapi_extra=_body_doc(TraverseBody, "one PNG; ?factors=a&factors=b or ?dimensions=0&steps=8"))
     async def traverse(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "Traverse")
             body, source = await _images_body(call, request, s, TraverseBody)
             r = _traverse_from_query(request, source) if body is None else TraverseRequest(
                 source, body.dimensions, body.factors, body.start, body.stop, body.steps)
@@ -280,18 +281,23 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
               openapi_extra=_body_doc(EditBody, "one PNG; ?set=scale=0.8&set=shape=heart&shift=pos_x=0.2"))
     async def edit(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "EditAttributes")
             body, source = await _images_body(call, request, s, EditBody)
             edits = (_edits_from_query(request) if body is None
                      else [edit_from(e, f"edits[{i}]") for i, e in enumerate(body.edits)])
-            return decoded_response(request, await plane.edit(s, EditRequest(source, edits)))
+            d = await plane.edit(s, EditRequest(source, edits))
+            if wants_png(request):
+                return decoded_response(request, d)
+            # each named factor's value in the edited latents (an editor's target codes): where the page's dials stand
+            return JSONResponse({"model": ref_json(d.model), "latents": d.latents.tolist(), "images": pngs(d.images),
+                                 "factors": factor_values(s, d.latents)})
         return await call.run(request, "http.edit", go)
 
     @app.post("/v1/models/{model}/generate", tags=["v1"], summary="seeded prior samples (Generate)",
               openapi_extra=_body_doc(GenerateBody, "not accepted: send JSON"))
     async def generate(request: Request, model: str, version: str = ""):
         async def go():
-            s = call.served(request, model)
+            s = call.served(request, model, "Generate")
             body = await _json_body(call, request, GenerateBody, "generate")
             pins = [pin_from(p, f"pins[{i}]") for i, p in enumerate(body.pins)]
             r = GenerateRequest(body.count, body.seed, finite(body.temperature, "temperature"), pins)
@@ -303,7 +309,7 @@ def add_routes(app: FastAPI, call: HttpCall) -> None:
     async def samples(request: Request, model: str, version: str = "", count: int = 1,
                       seed: int = Query(0, ge=0, le=MAX_SEED)):
         async def go():
-            x = await plane.samples(call.served(request, model), SamplesRequest(count, seed))
+            x = await plane.samples(call.served(request, model, "Samples"), SamplesRequest(count, seed))
             if wants_png(request):
                 return png_response(grid_png(x.images, 1, len(x.images)))
             return JSONResponse({"model": ref_json(x.model), "images": pngs(x.images)})
