@@ -1,12 +1,16 @@
 // The slider page: plain JavaScript over the REST API of this server (docs/api.md#http-api).
 // One control per factor of the model's factor card, raw latent sliders behind a toggle,
 // live edits while a slider moves, reset / random, and a traversal strip of the factor last moved.
+// An editor model (model info "kind": "editor", image-to-image translation without a latent space)
+// gets the factor dials only, as edits of the chosen image: no raw latents, no traversal strip.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = {
   model: "", version: "", info: null,
-  z0: null,          // latents (D,) of the source image
+  editor: false,     // the model is an editor: edits are sent with the source image, not latents
+  png: null,         // the source image as base64 PNG (an editor's edits carry it)
+  z0: null,          // latents (D,) of the source image (an editor: its factor codes)
   start: {},         // factor -> value read from the source
   moved: [],         // targets in the order first moved: "f:<name>" or "d:<dim>"
   last: null,        // the target moved last (its traversal is shown)
@@ -70,12 +74,29 @@ async function loadModels() {
 async function chooseModel() {
   [state.model, state.version] = $("model").value.split("|");
   state.info = await (await api(modelPath("") + q())).json();
-  state.z0 = null;
+  state.z0 = null; state.png = null;
+  showKind();
   tileSize(state.info.width, state.info.height);
   buildDials();
   ["source", "edited", "strip"].forEach((id) => $(id).removeAttribute("src"));
   $("edits").textContent = "no edit yet";
   setStatus(state.info.model.name + "/" + state.info.model.version + ": choose an image", "ready");
+}
+
+// An editor has no latent space: only EditAttributes on images is served, so the raw latent
+// dimensions and the traversal strip are not shown, and the page says why.
+function showKind() {
+  state.editor = state.info.kind === "editor";
+  document.body.dataset.kind = state.info.kind || "vae";
+  const note = $("kind-note");
+  note.hidden = !state.editor;
+  note.textContent = state.editor
+    ? state.info.model.name + "/" + state.info.model.version + " is an editor (image-to-image translation): it has " +
+      "no latent space, so the dials edit the image you choose; there are no raw latent dimensions and no traversal."
+    : "";
+  $("raw-toggle").hidden = state.editor;
+  if (state.editor) $("raw").checked = false;
+  document.querySelector(".strip").hidden = state.editor;
 }
 
 // The source and edited images are drawn at a whole multiple of the model's size near 192 px
@@ -131,8 +152,9 @@ function buildDials() {
     factors.appendChild(dial("factor-" + f.name, f.name, f.kind, control, "f:" + f.name));
   }
   if (!state.info.factors.length) {
-    factors.textContent = "This model has no factor card: use the raw latent dimensions.";
-    $("raw").checked = true;
+    factors.textContent = state.editor ? "This editor has no factor card: it has nothing to edit."
+      : "This model has no factor card: use the raw latent dimensions.";
+    $("raw").checked = !state.editor;
   }
   for (let d = 0; d < state.info.latent_dim; d++) {
     const control = document.createElement("input");
@@ -183,14 +205,31 @@ function describe(e) {
 
 // ----------------------------------------------------------------- source
 async function setSource(pngBlob) {
-  setStatus("encoding…", "busy");
+  setStatus(state.editor ? "reading the image's factors…" : "encoding…", "busy");
   $("source").src = URL.createObjectURL(pngBlob);
+  if (state.editor) {
+    // no Encode on an editor: an edit with no changes returns the image's factor codes and their values
+    state.png = await base64(pngBlob);
+    const out = await (await postJSON("edit", { images: [state.png], edits: [] })).json();
+    state.z0 = out.latents[0];
+    state.start = {};
+    for (const [name, values] of Object.entries(out.factors || {})) state.start[name] = values[0];
+    reset();
+    return;
+  }
   const r = await api(modelPath("encode") + q(), { method: "POST", headers: { "Content-Type": "image/png" }, body: pngBlob });
   const enc = await r.json();
   state.z0 = enc.mean[0];
   state.start = {};
   for (const [name, values] of Object.entries(enc.factors)) state.start[name] = values[0];
   reset();
+}
+
+async function base64(blob) {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(text);
 }
 
 async function sample() {
@@ -241,11 +280,12 @@ async function render() {
     do {
       state.again = false;
       const list = edits();
-      const out = await (await postJSON("edit", { latents: [state.z0], edits: list })).json();
+      const source = state.editor ? { images: [state.png] } : { latents: [state.z0] };
+      const out = await (await postJSON("edit", Object.assign(source, { edits: list }))).json();
       $("edited").src = "data:image/png;base64," + out.images[0];
       $("edits").textContent = list.length ? list.map(describe).join(", ") : "reconstruction (no edit)";
       document.body.dataset.renders = String(Number(document.body.dataset.renders) + 1);
-      if (state.last) await strip(out.latents[0]);
+      if (state.last && !state.editor) await strip(out.latents[0]);
     } while (state.again);
     setStatus(state.info.model.name + "/" + state.info.model.version + ": ready", "ready");
   } catch (e) {
@@ -301,5 +341,5 @@ $("sample").addEventListener("click", guard(sample));
 $("upload").addEventListener("change", guard((e) => e.target.files[0] && upload(e.target.files[0])));
 $("reset").addEventListener("click", () => state.z0 && reset());
 $("random").addEventListener("click", randomise);
-$("raw").addEventListener("change", () => { $("latents").hidden = !$("raw").checked; });
+$("raw").addEventListener("change", () => { $("latents").hidden = !$("raw").checked || state.editor; });
 guard(loadModels)();
