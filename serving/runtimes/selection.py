@@ -28,8 +28,9 @@ log = logging.getLogger("latentdial.serving.runtimes")
 AUTO_ORDER = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu")
 ALL_RUNTIMES = (*AUTO_ORDER, "torch-cpu")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: The graphs of an editor-kind model (``Manifest.kind``). The editor graph takes two inputs (images
-#: and codes); TensorRT profiles here are built for one, and the graph choice measures the VAE graphs.
+#: The graphs of an editor-kind model (``Manifest.kind``). They run on ONNX Runtime (CPU or CUDA):
+#: the editor graph takes two inputs (images and codes), and the TensorRT profiles and engines, the
+#: torch runtime's CUDA graphs and the graph choice's timings here are built for one-input VAE graphs.
 EDITOR_GRAPHS = ("classifier", "editor")
 
 
@@ -53,8 +54,8 @@ def nvidia_gpu_present() -> bool:
 
 def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph = "encoder") -> str | None:
     """None if runtime ``name`` can run here (for ``manifest``'s ``graph`` when given); else why not."""
-    if name in ("tensorrt", "onnxruntime-tensorrt") and graph in EDITOR_GRAPHS:
-        return f"TensorRT profiles are built for the encoder and decoder only, not an editor model's {graph} graph"
+    if name in ("tensorrt", "onnxruntime-tensorrt", "torch-cuda", "torch-cpu") and graph in EDITOR_GRAPHS:
+        return f"{name} runs the encoder and decoder of a VAE; an editor model's {graph} graph runs on ONNX Runtime"
     if name == "onnxruntime-cpu":
         return None if _installed("onnxruntime") else "onnxruntime is not installed"
     if name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):

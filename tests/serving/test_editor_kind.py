@@ -530,3 +530,18 @@ def test_the_page_edits_an_uploaded_image_with_an_editors_dials_and_says_why_the
     np.testing.assert_array_equal(after, want)
     assert not np.array_equal(after, before), "moving the dial did not change the image"
     assert not d.find_element(By.ID, "strip").get_attribute("src")  # no traversal was asked for
+
+
+def test_an_editors_graphs_run_on_onnx_runtime_only(served):
+    """TensorRT's profiles, the torch runtime's CUDA graphs and the graph choice are built for one-input
+    VAE graphs; an editor's graphs (the editor takes images and codes) are never handed to them."""
+    from latentdial.serving.runtimes import available_runtimes
+
+    server, _, _ = served
+    m = server.handle.engine.served("stargan").model
+    assert {g: r.name for g, r in m.runtimes.items()} == {"classifier": "onnxruntime-cpu", "editor": "onnxruntime-cpu"}
+    for graph in ("classifier", "editor"):
+        reasons = available_runtimes(m.manifest, graph)
+        for name in ("tensorrt", "onnxruntime-tensorrt", "torch-cuda", "torch-cpu"):
+            assert reasons[name] and "runs on ONNX Runtime" in reasons[name]
+        assert reasons["onnxruntime-cpu"] is None
