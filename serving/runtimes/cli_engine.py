@@ -1,7 +1,8 @@
 """``latentdial build-engine MODEL_DIR``: build (or refresh) the TensorRT engines of a model.
 
 MODEL_DIR may be one model directory (with manifest.json) or a whole repository
-(``models/``), in which case every model version in it is built. Engines go to the
+(``models/``), in which case every model version in it is built (editor-kind versions are
+skipped: their graphs run on ONNX Runtime). Engines go to the
 cache directory keyed by GPU model, TensorRT version and ONNX sha256; a valid
 cached engine is reused. Engines always cover the manifest's whole batch profile
 (min/opt/max), which is what serving looks up. Imports only the standard library at top level.
@@ -51,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"TensorRT {trt.__version__} on {gpu}; engine cache {cache}")
         for model_dir in targets:
             manifest = Manifest.load(model_dir)
+            if manifest.kind != "vae":  # an editor's graphs run on ONNX Runtime (runtimes/selection.py)
+                print(f"{manifest.name}/{manifest.version}: skipped, a model of kind {manifest.kind!r} has no "
+                      "TensorRT engines (its graphs run on ONNX Runtime)")
+                continue
             manifest.verify_files(model_dir)
             for graph in ("encoder", "decoder"):
                 if args.force:
