@@ -23,7 +23,11 @@ from latentdial.training.config import load_config
 from latentdial.training.data import get_dataset
 from latentdial.training.objectives.semi_supervised import supervised_factor_card
 from latentdial.training.stargan.codes import CodeLayout
-from latentdial.training.stargan.config import StarGANConfig, StarGANModelConfig, load_stargan_config
+from latentdial.training.stargan.config import (
+    StarGANConfig,
+    StarGANModelConfig,
+    load_stargan_config,
+)
 from latentdial.training.stargan.networks import build_networks
 from latentdial.training.stargan.run import load_stargan_run
 from latentdial.training.stargan.trainer import StarGANTrainer

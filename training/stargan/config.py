@@ -11,9 +11,10 @@ A StarGAN config is told apart from a VAE config by its top-level ``family = "st
     [optimizer]               # Adam for G and D
 
 The defaults are the paper's (Choi et al. 2018, "StarGAN: Unified Generative Adversarial
-Networks for Multi-Domain Image-to-Image Translation", Sec. 4 and Appendix): lambda_cls 1,
-lambda_rec 10, lambda_gp 10, Adam lr 1e-4 for G and D with betas (0.5, 0.999), n_critic 5,
-batch 16. Overrides and type checks reuse the VAE config's parser (training/config.py).
+Networks for Multi-Domain Image-to-Image Translation", training details, and the authors' code):
+lambda_cls 1, lambda_rec 10, lambda_gp 10, Adam lr 1e-4 for G and D with betas (0.5, 0.999),
+n_critic 5, batch 16, 200,000 iterations. The paper's linear lr decay over the second half of
+training is not implemented. Overrides and type checks reuse the VAE config's parser (training/config.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""StarGAN's generator and discriminator (Choi et al. 2018, Appendix, Tables 4 and 5), sized here
+"""StarGAN's generator and discriminator (Choi et al. 2018, the appendix's network architecture), sized here
 for 64x64 images, and the two exported graphs built from them.
 
 Generator G(x, c): the target codes c (N, D) are tiled into D constant channels and

@@ -1,7 +1,7 @@
 """The StarGAN training loop: (G, D) + two Adams + a labelled batch stream -> a run directory.
 
 Losses (Choi et al. 2018, "StarGAN: Unified Generative Adversarial Networks for Multi-Domain
-Image-to-Image Translation", Eqs. 1-8), with x a real image, c its codes and c' target codes:
+Image-to-Image Translation", Sec. 3), with x a real image, c its codes and c' target codes:
 
 - D: -E[D_src(x)] + E[D_src(G(x, c'))] + lambda_gp * GP + lambda_cls * L_cls(D_cls(x), c),
   GP = E[(||grad D_src(x_hat)||_2 - 1)^2] on x_hat between real and fake (WGAN-GP, Gulrajani
@@ -17,8 +17,8 @@ images, and a batch is ``batch_size`` unlabelled images then ``batch_size`` from
 (``num_labelled = 0``: ``batch_size`` images, all labelled). An unlabelled image's own codes c
 for the cycle are what D's auxiliary head reads from it, as the server reads them at edit time.
 
-A step is one D update. Checkpoints hold G, D, both optimisers, the torch RNG state and the
-loss log; batches are a pure function of (seed, step), so ``--resume`` continues the run.
+A step is one D update. Checkpoints hold G, D, both optimisers, the torch (and CUDA) RNG state
+and the loss log; batches are a pure function of (seed, step), so ``--resume`` continues the run.
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ class StarGANTrainer:
         path = self.out / CHECKPOINTS / f"step_{self.step:08d}.pt"
         state = {"step": self.step, "generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
                  "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
-                 "rng": torch.get_rng_state(), "rows": self.rows, "g_logs": self._g_logs,
+                 "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                 "rows": self.rows, "g_logs": self._g_logs,
                  "config": self.cfg.to_dict()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -220,6 +222,8 @@ class StarGANTrainer:
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
         torch.set_rng_state(state["rng"].cpu())
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step, self.rows, self._g_logs = int(state["step"]), list(state["rows"]), dict(state["g_logs"])
 
     def write_loss_log(self) -> None:
