@@ -165,7 +165,7 @@ def _export_graph(module, graph: str, image_shape, card_tables, code_dim: int, o
 
 
 def export_editor_run(run_dir: Path, model_dir: Path, *, name: str | None = None, version: str | None = None,
-                      variant_names: Sequence[str] = (), opset: int = 17, exporter: str = "dynamo", torch_program: bool = True,
+                      variant_names: str | Sequence[str] = (), opset: int = 17, exporter: str = "dynamo", torch_program: bool = True,
                       batches: Sequence[int] | None = None, overwrite: bool = False,
                       report: Report = print) -> Manifest:
     """Export the StarGAN run ``run_dir`` into ``model_dir`` (module docstring); return the manifest.
@@ -176,14 +176,14 @@ def export_editor_run(run_dir: Path, model_dir: Path, *, name: str | None = None
     import torch
 
     from latentdial.export import parity
-    from latentdial.export.bundle import ExportError, _library_versions
+    from latentdial.export.bundle import ExportError, _library_versions, parse_variants
     from latentdial.training.stargan.run import load_stargan_run
 
     run_dir, model_dir = Path(run_dir), Path(model_dir)
     batches = tuple(batches or parity.PARITY_BATCHES)
-    if variant_names:
-        raise ExportError(f"precision variants {list(variant_names)} are not exported for editor models; "
-                          "export without --variants")
+    if parse_variants(variant_names):
+        raise ExportError(f"precision variants {list(parse_variants(variant_names))} are not exported for "
+                          "editor models; export without --variants")
     if model_dir.exists() and not overwrite:
         raise ExportError(f"{model_dir} already exists; pick a new version or pass --overwrite")
     try:
