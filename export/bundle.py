@@ -184,7 +184,14 @@ def export_run(
     import torch
 
     from latentdial.training.run_dir import load_run
+    from latentdial.training.stargan.run import is_stargan_run
 
+    if is_stargan_run(Path(run_dir)):  # a model of kind "editor": classifier + editor graphs
+        from latentdial.export.editor import export_editor_run
+
+        return export_editor_run(run_dir, model_dir, name=name, version=version, variant_names=variant_names,
+                                 opset=opset, exporter=exporter, torch_program=torch_program, batches=batches,
+                                 overwrite=overwrite, report=report)
     run_dir, model_dir = Path(run_dir), Path(model_dir)
     variant_names = parse_variants(variant_names)
     if model_dir.exists() and not overwrite:

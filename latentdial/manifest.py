@@ -45,7 +45,9 @@ DECODER_OUTPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1], sigmoid inside
 CLASSIFIER_INPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
 CLASSIFIER_OUTPUTS = ("codes",)  # (N, D) float32: the factor codes the factor card describes
 EDITOR_INPUTS = ("images", "codes")  # (N, C, H, W) float32 in [0, 1]; (N, D) float32 target codes
-EDITOR_OUTPUTS = ("images",)  # (N, C, H, W) float32 in [0, 1]
+# (N, C, H, W) float32 in [0, 1]. Not "images": an ONNX graph cannot name an output like one of its
+# inputs (single static assignment; onnx.checker and ONNX Runtime refuse the file).
+EDITOR_OUTPUTS = ("edited",)
 GRAPHS_OF_KIND: dict[str, tuple[str, ...]] = {"vae": ("encoder", "decoder"), "editor": ("classifier", "editor")}
 
 

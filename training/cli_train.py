@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from latentdial.training.config import ConfigError, load_config
+    from latentdial.training.stargan.config import is_stargan_config
     from latentdial.training.trainer import TrainingError, train
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
         print("latentdial train: --schema and --skip-bad go with --data DIR", file=sys.stderr)
         return 2
     try:
+        if is_stargan_config(args.config, args.overrides):  # family = "stargan": a GAN editor, not a VAE
+            from latentdial.training.stargan.cli import run as run_stargan
+            return run_stargan(args)
         cfg = load_config(args.config, args.overrides)
         if args.data:
             cfg = with_folder(cfg, args.data, schema=args.schema, skip_bad=args.skip_bad)
