@@ -50,9 +50,12 @@ class StandInEngine:
 def served(card=TOY_CARD) -> SimpleNamespace:
     model = SimpleNamespace(card=card, latent_dim=D, image_shape=(1, 8, 8),
                             manifest=SimpleNamespace(provenance={"dataset": {"name": "toy"}}, metrics={"mig": 0.5}),
-                            runtime_name="onnxruntime-cpu")
+                            runtime_name="onnxruntime-cpu", kind="vae")
     batching = SimpleNamespace(max_batch_size=8, max_queue_delay_s=0.002, max_queue_size=64, enabled=True)
-    return SimpleNamespace(name="toy", version="3", model=model, encoder=batching)
+    s = SimpleNamespace(name="toy", version="3", kind="vae", model=model, encoder=batching,
+                        batchers={"encoder": batching, "decoder": batching})
+    s.serves = lambda call: s  # a VAE serves every call
+    return s
 
 
 def run(coro):
@@ -117,7 +120,8 @@ def test_encode_reads_factor_values_and_a_sample_only_when_asked():
 
 def test_model_info_is_built_once_with_everything_any_door_shows():
     repo = SimpleNamespace(versions=lambda name: ["2", "3"], names=lambda: ["toy"], default="toy", default_version=None,
-                           statuses=lambda name: {"2": VersionStatus(DRAINING), "3": VersionStatus(READY)})
+                           statuses=lambda name: {"2": VersionStatus(DRAINING), "3": VersionStatus(READY)},
+                           get=lambda name, version="": served().model)
     engine = SimpleNamespace(repository=repo, max_request_items=16)
     info = model_info(engine, served())
     assert info.model == ModelRef("toy", "3") and info.versions == ["2", "3"]
