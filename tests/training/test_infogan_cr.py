@@ -3,6 +3,7 @@ that resumes bit for bit, and the exported model under the encoder/decoder contr
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -50,11 +51,23 @@ def test_it_is_registered_and_the_shipped_recipe_is_the_authors_dsprites_one():
     assert (c.generator_lr, c.discriminator_lr, c.cr_discriminator_lr) == (1e-3, 2e-3, 2e-3)
     assert c.generator_beta1 == c.discriminator_beta1 == c.cr_discriminator_beta1 == 0.5
     assert c.generator_steps == 2 and c.q_std == 1.0
+    assert InfoGANCRConfig().generator_recon_weight == 0.0, "the objective itself defaults to the authors'"
 
 
 def test_the_latent_size_must_be_codes_plus_noise():
     with pytest.raises(ValueError, match="num_codes \\+ num_noise"):
         InfoGANCR(build_model(ModelConfig(latent_dim=8)), InfoGANCRConfig(num_codes=5, num_noise=5))
+
+
+def test_the_generic_smoke_config_trains_it_with_codes_and_noise_that_fit_its_latents(tmp_path):
+    """configs/smoke.toml has 4 latents: 2 codes + 2 noise dims fit them."""
+    cfg = load_config(REPO / "configs" / "smoke.toml", ["objective.name=infogan_cr", "objective.num_codes=2",
+                                                       "objective.num_noise=2", "steps=2", "checkpoint_every=2"])
+    out = train(cfg, tmp_path / "r", progress=False)
+    header, *rows = (out / "loss_log.csv").read_text().splitlines()
+    assert header.startswith("step,loss,inversion,recon")
+    assert all(math.isfinite(float(v)) for row in rows for v in row.split(","))
+    assert "infogan_cr" in (out / "report.md").read_text()
 
 
 def test_shapes_of_the_generator_and_both_discriminators():
@@ -84,7 +97,7 @@ def test_the_encoder_loss_reaches_only_the_encoder_and_the_gan_step_leaves_it_al
     obj = _objective()
     batch = torch.rand(6, 1, 64, 64).round()
     loss, logs = obj(batch, 0)
-    assert {"inversion", "roundtrip", "code_mse"} <= set(logs) and "kl" not in logs
+    assert {"inversion", "recon", "code_mse"} <= set(logs) and "kl" not in logs
     loss.backward()
     assert all(p.grad is None for p in obj.model.decoder.parameters())
     assert all(p.grad is not None for p in obj.model.encoder.parameters())
@@ -95,6 +108,26 @@ def test_the_encoder_loss_reaches_only_the_encoder_and_the_gan_step_leaves_it_al
     assert all(math.isfinite(v) for v in aux.values())
     assert all(torch.equal(v, obj.model.encoder.state_dict()[k]) for k, v in encoder.items())
     assert any(not torch.equal(v, obj.model.decoder.state_dict()[k]) for k, v in decoder.items())
+
+
+def test_the_generator_reconstruction_term_is_off_by_default_and_pulls_the_generator_to_the_data_when_on():
+    batch = torch.rand(4, 1, 64, 64).round()
+    plain = _objective()
+    plain(batch, 0)
+    assert "generator_recon" not in plain.auxiliary_step(0)
+    anchored = _objective(generator_recon_weight=1.0)
+    anchored(batch, 0)
+    codes = anchored._real_codes
+
+    def recon() -> float:
+        with torch.no_grad():
+            return float(torch.nn.functional.binary_cross_entropy_with_logits(
+                anchored.model.decoder(codes), batch, reduction="sum")) / len(batch)
+
+    before = recon()
+    logs = anchored.auxiliary_step(0)
+    assert math.isfinite(logs["generator_recon"])
+    assert recon() < before
 
 
 def test_the_cr_weight_rises_at_its_step_and_its_discriminator_restarts_there():
@@ -116,11 +149,11 @@ def test_the_cr_weight_rises_at_its_step_and_its_discriminator_restarts_there():
 
 def test_a_tiny_run_is_finite_and_resumes_bit_for_bit(tmp_path):
     straight = train(load_config(SMOKE, TINY), tmp_path / "straight", progress=False)
-    rows = (straight / "loss_log.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3
-    values = [float(v) for row in rows[1:] for v in row.split(",")]
-    assert all(math.isfinite(v) for v in values)
-    assert [float(r.split(",")[-1]) for r in rows[1:]] == [0.0, 2.0, 2.0]  # cr_weight, from step 3
+    with (straight / "loss_log.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert all(math.isfinite(float(v)) for row in rows for v in row.values())
+    assert [float(r["cr_weight"]) for r in rows] == [0.0, 2.0, 2.0]  # steps 1, 3, 5: on from step 3
 
     stopped = tmp_path / "stopped"
     train(load_config(SMOKE, [*TINY, "steps=3"]), stopped, progress=False)

@@ -24,6 +24,7 @@ The networks the objective owns (all trained in :meth:`InfoGANCR.auxiliary_step`
       D:  -log D(x) - log(1 - D(G(z))) + info_weight_discriminator * -log Q(c | G(z))
       H:  CE(H(G(z1), G(z2)), k)
       G:  -log D(G(z)) + info_weight_generator * -log Q(c | G(z)) + lambda(t) * CE(H(G(z1), G(z2)), k)
+          (+ generator_recon_weight * recon of the real batch, 0 by default; see below)
     lambda(t) = 0 before ``cr_start_step`` and ``cr_weight`` from it on; H and its Adam are
     re-initialised at that step (the authors' schedule: 0 -> 2 at step 288,000 of 322,560).
     Each step runs H, then D, then ``generator_steps`` (2) generator updates on the same latents,
@@ -32,14 +33,23 @@ The networks the objective owns (all trained in :meth:`InfoGANCR.auxiliary_step`
     normalisation; here the generator is the project's decoder (no batch norm: that is the
     serving contract) and both discriminators are spectrally normalised (``spectral_norm``).
 
+    Without batch norm this generator can collapse early: in short CPU runs at the authors'
+    learning rates (and at 1e-4 / 2e-4) it drifted to blank images with logits near -100 within
+    20-60 steps, where the sigmoid passes no gradient back. ``generator_recon_weight`` (0 = the
+    authors' objective) adds weight * Bernoulli NLL of the real batch under G(mean(x)) (encoder
+    codes detached) to the generator's loss; that term's gradient does not vanish at saturated
+    logits, so it keeps G on the data while the GAN terms shape it. It is this project's, not
+    the paper's.
+
 The inversion encoder (what the trainer's optimizer trains, the "loss" of this objective)
     The VAEModel's ENCODER learns to recover z from images so that a real image can be edited:
       inversion = -log N(z; mean(G(z)), exp(log_var(G(z)))) summed over the D dims, batch mean,
         on generated images (the generator is not updated by it); log_var is LEARNED: it is the
         encoder's own uncertainty about each dim (noise dims the generator ignores stay wide);
-      roundtrip = Bernoulli NLL of x under G(mean(x)), summed over pixels, batch mean, on the
-        real batch, with the generator's weights frozen (only the encoder learns from it).
-    loss = inversion_weight * inversion + roundtrip_weight * roundtrip. The paper has no encoder
+      recon (the round trip) = Bernoulli NLL of x under G(mean(x)), summed over pixels, batch mean,
+        on the real batch, with the generator's weights frozen (only the encoder learns from it).
+    loss = inversion_weight * inversion + roundtrip_weight * recon (logged as "recon", like the
+    VAEs' reconstruction term, so the two read alike in loss logs). The paper has no encoder
     (its Q head reads only the codes); both terms and their weights (1, 1) are this project's.
     There is no KL term: the encoder is a regression, not a posterior under a prior.
 
@@ -162,7 +172,8 @@ class InfoGANCRConfig(ObjectiveConfig):
     """Defaults: the authors' dSprites config (fjxmlzn/InfoGAN-CR, InfoGAN-CR_dSprites/config.py):
     5 uniform codes + 5 uniform noise dims, info_coe_de = info_coe_infod = 0.05, cr_coe 0 -> 2.0
     at batch 288,000, de_lr 1e-3, infod_lr = crd_lr = 2e-3 (Adam beta1 0.5), q_std 1, Q hidden 128,
-    two generator updates per step. ``inversion_weight`` / ``roundtrip_weight`` are this project's."""
+    two generator updates per step. ``inversion_weight``, ``roundtrip_weight`` and
+    ``generator_recon_weight`` (0: off) are this project's."""
 
     num_codes: int = 5
     num_noise: int = 5
@@ -182,6 +193,7 @@ class InfoGANCRConfig(ObjectiveConfig):
     cr_discriminator_beta1: float = 0.5
     inversion_weight: float = 1.0
     roundtrip_weight: float = 1.0
+    generator_recon_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_codes < 1 or self.num_noise < 0:
@@ -217,7 +229,8 @@ class InfoGANCR(VAEObjective):
         self.discriminator_optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=c.discriminator_lr, betas=(c.discriminator_beta1, 0.999))
         self.cr_optimizer = self._new_cr_optimizer()
-        self._real: torch.Tensor | None = None
+        self._real: torch.Tensor | None = None  # the last real batch and its encoder codes, for the GAN step
+        self._real_codes: torch.Tensor | None = None
 
     def _new_cr_optimizer(self) -> torch.optim.Adam:
         c = self.config
@@ -239,7 +252,7 @@ class InfoGANCR(VAEObjective):
         return -gaussian_log_density(codes, q, log_var).sum(dim=1).mean()
 
     # -- the encoder's loss (the trainer's optimizer) -------------------------------------
-    def inputs_images(self, batch: Batch) -> torch.Tensor:
+    def _real_images(self, batch: Batch) -> torch.Tensor:
         if isinstance(batch, (tuple, list)):
             raise TypeError("infogan_cr takes single images, not pairs; set pairs=False on the stream")
         return batch
@@ -247,11 +260,11 @@ class InfoGANCR(VAEObjective):
     def loss_terms(self, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Inversion on generated images + round trip on the real batch; only the encoder learns.
 
-        batch: (B, C, S, S) real images in [0, 1]. Terms: loss, inversion, roundtrip, code_mse
-        (mean squared error of the recovered codes, a read-out, not optimised by itself).
+        batch: (B, C, S, S) real images in [0, 1]. Terms: loss, inversion, recon (the round trip),
+        code_mse (mean squared error of the recovered codes, a read-out, not optimised by itself).
         """
         c = self.config
-        real = self.inputs_images(batch)
+        real = self._real_images(batch)
         self._real = real.detach()
         b = real.shape[0]
         z = sample_latents(b, c.num_codes, c.num_noise, real.device)
@@ -262,18 +275,19 @@ class InfoGANCR(VAEObjective):
         code_mse = (mean[:, : c.num_codes] - z[:, : c.num_codes]).pow(2).mean().detach()
         view = real if self.encoder_view is None else self.encoder_view(real)
         real_mean, _ = self.model.encoder(view)
+        self._real_codes = real_mean.detach()
         frozen = {k: v.detach() for k, v in self.model.decoder.named_parameters()}
         logits = functional_call(self.model.decoder, frozen, (real_mean,))
-        roundtrip = bernoulli_reconstruction(logits, real).mean()
-        loss = c.inversion_weight * inversion + c.roundtrip_weight * roundtrip
-        return loss, {"loss": loss, "inversion": inversion, "roundtrip": roundtrip, "code_mse": code_mse}
+        recon = bernoulli_reconstruction(logits, real).mean()
+        loss = c.inversion_weight * inversion + c.roundtrip_weight * recon
+        return loss, {"loss": loss, "inversion": inversion, "recon": recon, "code_mse": code_mse}
 
     # -- the GAN (its own optimizers) ------------------------------------------------------
     def auxiliary_step(self, step: int) -> Logs:
         """H step, D step, then ``generator_steps`` generator steps, on one draw of latents."""
         if self._real is None:
             raise RuntimeError("infogan_cr: call loss() before auxiliary_step()")
-        real, self._real = self._real, None
+        real, codes, self._real, self._real_codes = self._real, self._real_codes, None, None
         c = self.config
         if step == c.cr_start_step and step > 0:  # the authors restart H when lambda rises
             fresh = CRDiscriminator(self.model.config.channels, self.model.config.image_size, c.num_codes,
@@ -317,6 +331,9 @@ class InfoGANCR(VAEObjective):
                 g_info = self.q_nll(q, z[:, : c.num_codes])
                 g_cr = F.cross_entropy(self.cr_discriminator(fake1, fake2), shared)
                 g_loss = g_gan + c.info_weight_generator * g_info + lam * g_cr
+                if c.generator_recon_weight > 0:
+                    g_recon = bernoulli_reconstruction(self.model.decoder(codes), real).mean()
+                    g_loss = g_loss + c.generator_recon_weight * g_recon
                 self._finish(step, {"generator_loss": g_loss})
                 g_loss.backward()
                 self.generator_optimizer.step()
@@ -328,6 +345,7 @@ class InfoGANCR(VAEObjective):
             "generator_cr": float(g_cr.detach()), "q_nll": float(g_info.detach()),
             "discriminator_loss": float(d_loss.detach()), "discriminator_gan": float(d_gan.detach()),
             "cr_discriminator_loss": float(h_loss.detach()), "cr_accuracy": float(cr_acc), "cr_weight": lam,
+            **({"generator_recon": float(g_recon.detach())} if c.generator_recon_weight > 0 else {}),
         }
 
     # -- checkpoints -----------------------------------------------------------------------
