@@ -80,6 +80,13 @@ def test_shapes_of_the_generator_and_both_discriminators():
     logit, q = obj.discriminator(images)
     assert logit.shape == (4,) and q.shape == (4, 5)
     assert obj.cr_discriminator(images, images).shape == (4, 5)
+    big = InfoGANCR(build_model(ModelConfig(architecture="conv128", channels=3, image_size=128, latent_dim=6)),
+                    InfoGANCRConfig(num_codes=4, num_noise=2))
+    with torch.no_grad():
+        rgb = big.generate(sample_latents(2, 4, 2))
+        assert rgb.shape == (2, 3, 128, 128)
+        assert [t.shape for t in big.discriminator(rgb)] == [(2,), (2, 4)]
+        assert big.cr_discriminator(rgb, rgb).shape == (2, 4)
 
 
 def test_a_contrastive_pair_shares_exactly_its_one_code_and_the_noise():
