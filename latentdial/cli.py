@@ -15,7 +15,7 @@ import sys
 
 #: subcommand -> (module, one-line help). Add a stage's command here.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("latentdial.training.cli_train", "train a disentangling VAE into a run directory"),
+    "train": ("latentdial.training.cli_train", "train a model (a VAE, InfoGAN-CR, a contrastive encoder, StarGAN) into a run directory"),
     "sweep": ("latentdial.training.cli_sweep", "train several configs for a fixed budget and rank them"),
     "evaluate": ("latentdial.training.cli_evaluate", "compute disentanglement metrics and the factor card"),
     "export": ("latentdial.export.cli", "export a run directory to an ONNX model directory"),
@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-edits": ("latentdial.training.cli_edits", "measure edit fidelity through a running server"),
     "train-reader": ("latentdial.training.cli_reader", "train the attribute reader that judges edits"),
     "make-folder": ("latentdial.training.cli_make_folder", "write a labelled image folder rendered from a dataset"),
+    "centrality": ("latentdial.training.cli_centrality",
+                   "select the most central of several trained models (ModelCentrality), no labels used"),
 }
 
 

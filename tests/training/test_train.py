@@ -94,6 +94,7 @@ def _extra(objective: str) -> list[str]:
     return {
         "factor_vae": ["objective.discriminator_hidden=32", "objective.discriminator_layers=2"],
         "semi_supervised": ['objective.factors=["scale", "pos_x", "pos_y"]', "objective.num_labelled=20"],
+        "infogan_cr": ["objective.num_codes=2", "objective.num_noise=2"],  # latent_dim 4 = codes + noise
     }.get(objective, [])
 
 

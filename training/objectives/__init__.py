@@ -14,16 +14,18 @@ from latentdial.training.objectives.beta_vae import (
     BetaVAE,
     BetaVAEConfig,
 )
+from latentdial.training.objectives.contrastive import ContrastiveConfig, ContrastivePairs
 from latentdial.training.objectives.dip_vae import DIPVAEI, DIPVAEII, DIPVAEIConfig, DIPVAEIIConfig
 from latentdial.training.objectives.factor_vae import FactorVAE, FactorVAEConfig
 from latentdial.training.objectives.info_vae import InfoVAE, InfoVAEConfig
+from latentdial.training.objectives.infogan_cr import InfoGANCR, InfoGANCRConfig
 from latentdial.training.objectives.semi_supervised import SemiSupervisedConfig, SemiSupervisedVAE
 
 #: name -> objective class; each class carries its ``Config`` dataclass.
 OBJECTIVES: dict[str, type[VAEObjective]] = {
     cls.name: cls
     for cls in (VAEObjective, BetaVAE, AnnealedVAE, BetaTCVAE, FactorVAE, DIPVAEI, DIPVAEII, InfoVAE, AdaGVAE,
-                SemiSupervisedVAE)
+                SemiSupervisedVAE, ContrastivePairs, InfoGANCR)
 }
 
 
@@ -47,12 +49,16 @@ __all__ = [
     "BetaTCVAEConfig",
     "BetaVAE",
     "BetaVAEConfig",
+    "ContrastiveConfig",
+    "ContrastivePairs",
     "DIPVAEIConfig",
     "DIPVAEIIConfig",
     "FactorVAE",
     "FactorVAEConfig",
     "InfoVAE",
     "InfoVAEConfig",
+    "InfoGANCR",
+    "InfoGANCRConfig",
     "NonFiniteLossError",
     "ObjectiveConfig",
     "SemiSupervisedConfig",
