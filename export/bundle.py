@@ -155,6 +155,23 @@ def choose_graphs(model_dir: Path, manifest: Manifest, rounds: int, report: Repo
     return {graph_choice.host_key(): record}
 
 
+def publish_model_dir(tmp: Path, model_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest`` into the finished temporary directory ``tmp``, check every file against
+    it, then move ``tmp`` to ``model_dir`` in one rename (an existing version is swapped out and
+    dropped), so a reader never sees a half-written model directory."""
+    json.dumps(manifest.to_dict())  # fail here, not half-way through writing
+    manifest.save(tmp)
+    tmp.chmod(0o755)  # mkdtemp creates 0700; a model directory is read by the serving user
+    Manifest.load(tmp).verify_files(tmp)
+    if model_dir.exists():  # overwrite: swap, then drop the old directory
+        old = model_dir.with_name(f".{model_dir.name}.old-{_dt.datetime.now().timestamp():.0f}")
+        model_dir.rename(old)
+        tmp.rename(model_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(model_dir)
+
+
 def export_run(
     run_dir: Path,
     model_dir: Path,
@@ -234,17 +251,7 @@ def export_run(
         )
         if choice_rounds > 0:
             manifest.graph_choice = choose_graphs(tmp, manifest, choice_rounds, report)
-        json.dumps(manifest.to_dict())  # fail here, not half-way through writing
-        manifest.save(tmp)
-        tmp.chmod(0o755)  # mkdtemp creates 0700; a model directory is read by the serving user
-        Manifest.load(tmp).verify_files(tmp)
-        if model_dir.exists():  # overwrite: swap, then drop the old directory
-            old = model_dir.with_name(f".{model_dir.name}.old-{_dt.datetime.now().timestamp():.0f}")
-            model_dir.rename(old)
-            tmp.rename(model_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(model_dir)
+        publish_model_dir(tmp, model_dir, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from latentdial.export.bundle import publish_model_dir
 from latentdial.manifest import GraphFile, Manifest, sha256_file
 from latentdial.provenance import code_version
 
@@ -217,17 +217,7 @@ def export_editor_run(run_dir: Path, model_dir: Path, *, name: str | None = None
                 "versions": _library_versions(),
             },
         )
-        json.dumps(manifest.to_dict())
-        manifest.save(tmp)
-        tmp.chmod(0o755)
-        Manifest.load(tmp).verify_files(tmp)
-        if model_dir.exists():
-            old = model_dir.with_name(f".{model_dir.name}.old-{_dt.datetime.now().timestamp():.0f}")
-            model_dir.rename(old)
-            tmp.rename(model_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(model_dir)
+        publish_model_dir(tmp, model_dir, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     """Train (or resume) a StarGAN run from the ``latentdial train`` arguments."""
+    from latentdial.training.cli_train import with_folder
     from latentdial.training.config import ConfigError
     from latentdial.training.stargan.config import load_stargan_config
     from latentdial.training.stargan.trainer import StarGANTrainingError, train
@@ -25,15 +25,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_stargan_config(args.config, args.overrides)
         if args.data:
-            if not Path(args.data).is_dir():
-                raise ConfigError(f"--data {args.data}: no such folder")
-            dataset = {"name": "labelled_folder", "path": str(Path(args.data).resolve()),
-                       "channels": cfg.model.channels, "image_size": cfg.model.image_size}
-            if args.schema:
-                dataset["schema"] = str(Path(args.schema).resolve())
-            if args.skip_bad:
-                dataset["skip_bad"] = True
-            cfg = dataclasses.replace(cfg, dataset=dataset)
+            cfg = with_folder(cfg, args.data, schema=args.schema, skip_bad=args.skip_bad)
     except ConfigError as e:
         print(f"latentdial train: {e}", file=sys.stderr)
         return 2
