@@ -28,6 +28,21 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 FACTOR_CARD = "factor_card.json"
 METRICS = "metrics.json"
+LOSS_LOG = "loss_log.csv"
+
+
+def write_loss_log(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    """Write the logged rows (step, loss and each term) to ``run_dir/loss_log.csv``; the columns
+    are every key in first-seen order (a term logged only later gets an empty cell before)."""
+    if not rows:
+        return
+    import csv
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with (Path(run_dir) / LOSS_LOG).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @dataclass

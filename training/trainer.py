@@ -13,7 +13,6 @@ off), and its terms are read only at log steps. At the end rank 0 writes the run
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -42,11 +41,17 @@ from latentdial.training.graphed_step import GraphedStep
 from latentdial.training.model import VAEModel, build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
 from latentdial.training.objectives.base import check_finite
-from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, initial_weights, save_weights
+from latentdial.training.run_dir import (
+    CONFIG,
+    FACTOR_CARD,
+    WEIGHTS,
+    initial_weights,
+    save_weights,
+    write_loss_log,
+)
 
 log = logging.getLogger("latentdial.train")
 CHECKPOINTS = "checkpoints"
-LOSS_LOG = "loss_log.csv"
 
 
 class TrainingError(RuntimeError):
@@ -195,13 +200,7 @@ class Trainer:
             torch.cuda.set_rng_state(mine["cuda"].cpu())
 
     def write_loss_log(self) -> None:
-        if not self.rows:
-            return
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        with (self.out / LOSS_LOG).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_loss_log(self.out, self.rows)
 
     # -- the loop -----------------------------------------------------------------------
     def train(self, *, progress: bool = True) -> None:

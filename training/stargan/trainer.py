@@ -23,7 +23,6 @@ and the loss log; batches are a pure function of (seed, step), so ``--resume`` c
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -36,14 +35,13 @@ from tqdm import tqdm
 
 from latentdial.provenance import code_version
 from latentdial.training.config import ConfigError
-from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS
+from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, write_loss_log
 from latentdial.training.stargan.codes import CodeLayout
 from latentdial.training.stargan.config import StarGANConfig
 from latentdial.training.stargan.networks import Discriminator, Generator, build_networks
 
 log = logging.getLogger("latentdial.train.stargan")
 CHECKPOINTS = "checkpoints"
-LOSS_LOG = "loss_log.csv"
 SAMPLES = "samples.png"
 
 
@@ -227,13 +225,7 @@ class StarGANTrainer:
         self.step, self.rows, self._g_logs = int(state["step"]), list(state["rows"]), dict(state["g_logs"])
 
     def write_loss_log(self) -> None:
-        if not self.rows:
-            return
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        with (self.out / LOSS_LOG).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_loss_log(self.out, self.rows)
 
 
 def finish_run(trainer: StarGANTrainer) -> Path:
