@@ -19,7 +19,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors bench-peers pytriton-venv kserve-venv protos lint sweep study study-snap ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors bench-peers bench-edit-kinds pytriton-venv kserve-venv protos lint sweep study study-snap ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -102,6 +102,12 @@ $(KSERVE_VENV)/.installed:
 	$(PYTHON) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) kserve==0.21.0 onnxruntime==1.32.0 numpy
 	touch $@
+
+# EditAttributes on the shipped VAE (models/dsprites/5) beside a StarGAN editor of the shipped recipe
+# (untrained, 2 steps: speed only), one server; writes reports/bench_edit_kinds/bench_edit_kinds.{json,md}.
+# About 2 minutes; run it on a quiet machine.
+bench-edit-kinds: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_edit_kinds.py --out reports/bench_edit_kinds
 
 bench-train: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_train.py
