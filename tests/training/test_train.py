@@ -222,10 +222,11 @@ def test_ada_gvae_pair_k_fixes_how_many_factors_differ_within_a_pair(tmp_path):
 def test_shipped_model_configs_load(path):
     from latentdial.training.stargan.config import is_stargan_config, load_stargan_config
 
-    if is_stargan_config(path):  # the editor: the default's factors on the 1,000-label budget
+    if is_stargan_config(path):  # the editor: its dataset's semi-supervised factors, on 1,000 labels
         editor = load_stargan_config(path)
-        default = load_config(REPO / "configs" / "shipped" / "dsprites.toml")
-        assert editor.objective.factors == default.objective.factors and editor.objective.num_labelled == 1000
+        vae = load_config(REPO / "configs" / "shipped" / f"{editor.dataset['name']}.toml")
+        assert editor.objective.factors == vae.objective.factors and editor.objective.num_labelled == 1000
+        assert editor.model.channels == vae.model.channels
         return
     cfg = load_config(path)
     assert cfg.batch_size == 64
