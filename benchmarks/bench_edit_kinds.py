@@ -5,7 +5,7 @@ One server, one run, the same images and the same edit for both models:
 - ``vae``: the shipped semi-supervised VAE ``models/dsprites/5`` (encode -> edit the latents
   by the factor card -> decode);
 - ``editor``: a StarGAN editor (Choi et al. 2018) of the shipped recipe
-  ``configs/shipped/dsprites_stargan.toml`` (classifier -> edit the codes by the card ->
+  ``configs/families/dsprites_stargan.toml`` (classifier -> edit the codes by the card ->
   editor graph). Only speed is measured, so its weights are untrained: the recipe is trained
   for 2 steps (networks of the recipe's size) and exported with ``latentdial export``, unless
   ``--editor-model DIR`` names an exported editor version to use instead.

@@ -218,7 +218,8 @@ def test_ada_gvae_pair_k_fixes_how_many_factors_differ_within_a_pair(tmp_path):
     assert drawn.stream.k is None  # the paper's k = rnd: drawn per pair from 1 .. F-1
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "shipped").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*(REPO / "configs" / "shipped").glob("*.toml"),
+                                          *(REPO / "configs" / "families").glob("*.toml")]), ids=lambda p: p.name)
 def test_shipped_model_configs_load(path):
     from latentdial.training.stargan.config import is_stargan_config, load_stargan_config
 
