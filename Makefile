@@ -103,7 +103,7 @@ $(KSERVE_VENV)/.installed:
 	$(KSERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) kserve==0.21.0 onnxruntime==1.32.0 numpy
 	touch $@
 
-# EditAttributes on the shipped VAE (models/dsprites/5) beside a StarGAN editor of the shipped recipe
+# EditAttributes on the shipped VAE (models/dsprites/5) beside a StarGAN editor of the full recipe (configs/families/)
 # (untrained, 2 steps: speed only), one server; writes reports/bench_edit_kinds/bench_edit_kinds.{json,md}.
 # About 2 minutes; run it on a quiet machine.
 bench-edit-kinds: $(VENV)/.installed

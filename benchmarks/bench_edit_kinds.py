@@ -4,7 +4,7 @@ One server, one run, the same images and the same edit for both models:
 
 - ``vae``: the shipped semi-supervised VAE ``models/dsprites/5`` (encode -> edit the latents
   by the factor card -> decode);
-- ``editor``: a StarGAN editor (Choi et al. 2018) of the shipped recipe
+- ``editor``: a StarGAN editor (Choi et al. 2018) of the full recipe (configs/families/)
   ``configs/families/dsprites_stargan.toml`` (classifier -> edit the codes by the card ->
   editor graph). Only speed is measured, so its weights are untrained: the recipe is trained
   for 2 steps (networks of the recipe's size) and exported with ``latentdial export``, unless
@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STARGAN_RECIPE = ROOT / "configs" / "shipped" / "dsprites_stargan.toml"
+STARGAN_RECIPE = ROOT / "configs" / "families" / "dsprites_stargan.toml"
 DEFAULT_VAE = ROOT / "models" / "dsprites" / "5"
 DEFAULT_CELLS = ("1x1", "16x1", "1x64")
 KINDS = ("vae", "editor")
@@ -112,7 +112,7 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def build_editor(work: Path, *, steps: int = 2) -> Path:
-    """Train the shipped StarGAN recipe for ``steps`` steps and export it; the model version's directory.
+    """Train the full StarGAN recipe for ``steps`` steps and export it; the model version's directory.
 
     The weights are untrained (speed only); the networks are the recipe's size.
     """
