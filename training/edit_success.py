@@ -6,8 +6,9 @@ only on ground-truth renders) reads the edited image. Protocol (``evaluate_edits
 model trained on a dataset the reader reads:
 
 1. Draw N source factor vectors and render them.
-2. **Read-back**: reconstruct the sources (Reconstruct RPC) and read them. A factor reads
-   back if the reader sees the source's value in the reconstruction (the tolerances of
+2. **Read-back**: reconstruct the sources (Reconstruct RPC; for an editor, which has no latent
+   space, EditAttributes with no edit: the image redrawn with the codes its classifier read)
+   and read them. A factor reads back if the reader sees the source's value in the reconstruction (the tolerances of
    ``EDIT_TOLERANCE``). A model that cannot draw a factor cannot edit it either.
 3. For every factor of the dataset that the model's factor card can edit, draw for each source
    a target value the reader would *not* confuse with the source's value (so an edit that
@@ -274,7 +275,7 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
     """Run the protocol of the module docstring against a server.
 
     Args:
-        client: a ``latentdial.client.Client`` (anything with ``reconstruct`` and ``edit``).
+        client: a ``latentdial.client.Client`` (anything with ``model_info``, ``reconstruct`` and ``edit``).
         dataset: the model's ``GroundTruthData`` (or, for a model trained on a labelled folder, a
             renderer of the folder's grid), the one ``reader`` was trained on.
         card: the served model's factor card (which factors can be edited by value); its factors
@@ -311,9 +312,13 @@ def evaluate_edits(client: Any, dataset: Any, card: FactorCard, reader: Attribut
     todo = [(f, n) for f, n in enumerate(names) if not_editable(entries.get(n)) is None]
     bar = tqdm(total=num * (1 + len(todo)), desc="edits", unit="img", disable=not progress)
 
+    # a VAE reconstructs through its latents; an editor (no latent space) redraws the image with
+    # the codes its classifier read, unedited: EditAttributes with no edit
+    editor = getattr(client.model_info(model, version=version), "kind", "vae") == "editor"
     recon = np.zeros_like(sources)
     for c in _chunks(everything, batch):
-        recon[c] = _nchw(client.reconstruct(_nhwc(sources[c]), **ref).images)
+        x = _nhwc(sources[c])
+        recon[c] = _nchw((client.edit(x, [], **ref) if editor else client.reconstruct(x, **ref)).images)
         bar.update(len(c))
     readback = agreement(names, reader.read(recon), factors, tolerance)
 

@@ -64,6 +64,14 @@ def test_a_model_that_draws_the_ground_truth_succeeds_on_every_edit(reader):
         assert f["iou"] == 1.0
 
 
+def test_an_editor_without_latents_reads_back_through_an_edit_with_no_edit(reader):
+    ds = get_dataset("dsprites")
+    client = StandIn(ds, num=40, seed=0, kind="editor")  # its reconstruct raises
+    run = evaluate_edits(client, ds, dsprites_card(), reader, num=40, seed=0, batch=64, progress=False)
+    assert run.report["readback"]["all"] >= 0.99 and run.report["recon_iou"] == 1.0
+    assert client.seen == 40 * 6  # the round trip, then one edit per factor of the card
+
+
 def test_an_edit_that_changes_nothing_never_hits_its_target_and_keeps_everything(reader):
     ds = get_dataset("dsprites")
     r = _run(reader, ds.sample_observations_from_factors, num=200, edits=False).report
