@@ -29,6 +29,25 @@ WEIGHTS = "model.safetensors"
 FACTOR_CARD = "factor_card.json"
 METRICS = "metrics.json"
 LOSS_LOG = "loss_log.csv"
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_paths(out: Path) -> list[Path]:
+    """Checkpoints of ``out`` from oldest to newest."""
+    return sorted((Path(out) / CHECKPOINTS).glob("step_*.pt"))
+
+
+def write_checkpoint(out: Path, path: Path, state: dict[str, Any], keep: int) -> None:
+    """Save ``state`` to ``path`` in one rename (a crash never leaves half a checkpoint), then
+    drop all but the newest ``keep`` checkpoints of ``out``."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in checkpoint_paths(out)[:-keep]:
+        old.unlink()
 
 
 def write_loss_log(run_dir: Path, rows: list[dict[str, float]]) -> None:

@@ -42,16 +42,18 @@ from latentdial.training.model import VAEModel, build_model
 from latentdial.training.objectives import NonFiniteLossError, VAEObjective, get_objective
 from latentdial.training.objectives.base import check_finite
 from latentdial.training.run_dir import (
+    CHECKPOINTS,
     CONFIG,
     FACTOR_CARD,
     WEIGHTS,
+    checkpoint_paths,
     initial_weights,
     save_weights,
+    write_checkpoint,
     write_loss_log,
 )
 
 log = logging.getLogger("latentdial.train")
-CHECKPOINTS = "checkpoints"
 
 
 class TrainingError(RuntimeError):
@@ -68,10 +70,6 @@ def param_checksum(module: torch.nn.Module) -> str:
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-
-def checkpoint_paths(out: Path) -> list[Path]:
-    """Checkpoints of ``out`` from oldest to newest."""
-    return sorted((Path(out) / CHECKPOINTS).glob("step_*.pt"))
 
 
 def _to_device(batch: Any, device: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -147,12 +145,7 @@ class Trainer:
                 "rows": self.rows,
                 "config": self.cfg.to_dict(),
             }
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-            for old in checkpoint_paths(self.out)[: -self.cfg.keep_checkpoints]:
-                old.unlink()
+            write_checkpoint(self.out, path, state, self.cfg.keep_checkpoints)
             self.write_loss_log()
         barrier(self.ctx)
         return path

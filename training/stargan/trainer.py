@@ -35,13 +35,20 @@ from tqdm import tqdm
 
 from latentdial.provenance import code_version
 from latentdial.training.config import ConfigError
-from latentdial.training.run_dir import CONFIG, FACTOR_CARD, WEIGHTS, write_loss_log
+from latentdial.training.run_dir import (
+    CHECKPOINTS,
+    CONFIG,
+    FACTOR_CARD,
+    WEIGHTS,
+    checkpoint_paths,
+    write_checkpoint,
+    write_loss_log,
+)
 from latentdial.training.stargan.codes import CodeLayout
 from latentdial.training.stargan.config import StarGANConfig
 from latentdial.training.stargan.networks import Discriminator, Generator, build_networks
 
 log = logging.getLogger("latentdial.train.stargan")
-CHECKPOINTS = "checkpoints"
 SAMPLES = "samples.png"
 
 
@@ -52,10 +59,6 @@ class StarGANTrainingError(RuntimeError):
 def _f(value: torch.Tensor) -> float:
     return float(value.detach())
 
-
-def checkpoint_paths(out: Path) -> list[Path]:
-    """Checkpoints of ``out`` from oldest to newest."""
-    return sorted((Path(out) / CHECKPOINTS).glob("step_*.pt"))
 
 
 def gradient_penalty(discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -197,12 +200,7 @@ class StarGANTrainer:
                  "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                  "rows": self.rows, "g_logs": self._g_logs,
                  "config": self.cfg.to_dict()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        for old in checkpoint_paths(self.out)[: -self.cfg.keep_checkpoints]:
-            old.unlink()
+        write_checkpoint(self.out, path, state, self.cfg.keep_checkpoints)
         self.write_loss_log()
         return path
 
