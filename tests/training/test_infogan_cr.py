@@ -26,7 +26,7 @@ from latentdial.training.trainer import checkpoint_paths, train
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "infogan_cr.toml"
-SHIPPED = REPO / "configs" / "shipped" / "dsprites_infogan_cr.toml"
+RECIPE = REPO / "configs" / "families" / "dsprites_infogan_cr.toml"  # the authors' recipe
 TINY = ["steps=6", "batch_size=8", "log_every=2", "checkpoint_every=3", "objective.cr_start_step=3"]
 
 
@@ -40,9 +40,9 @@ def _objective(**overrides) -> InfoGANCR:
     return InfoGANCR(build_model(ModelConfig(latent_dim=10)), InfoGANCRConfig(**overrides))
 
 
-def test_it_is_registered_and_the_shipped_recipe_is_the_authors_dsprites_one():
+def test_it_is_registered_and_the_full_recipe_is_the_authors_dsprites_one():
     assert get_objective("infogan_cr") is InfoGANCR
-    cfg = load_config(SHIPPED)
+    cfg = load_config(RECIPE)
     c = cfg.objective
     assert cfg.steps == 28 * (737_280 // 64) == 322_560 and cfg.batch_size == 64
     assert (c.num_codes, c.num_noise, cfg.model.latent_dim) == (5, 5, 10)
