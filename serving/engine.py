@@ -67,10 +67,8 @@ from latentdial.serving.structured_log import request_id
 
 log = logging.getLogger(__name__)
 
-#: the graphs of a VAE (the default kind); :data:`KIND_GRAPHS` has every kind's
-GRAPHS = ("encoder", "decoder")
-#: model kind -> its graphs (``latentdial.manifest.GRAPHS_OF_KIND``)
-KIND_GRAPHS: dict[str, tuple[str, ...]] = dict(GRAPHS_OF_KIND)
+#: the graphs of a VAE (the default kind); ``latentdial.manifest.GRAPHS_OF_KIND`` has every kind's
+GRAPHS = GRAPHS_OF_KIND["vae"]
 #: The domain calls a model of each kind serves; a kind that is not listed serves them all. An editor
 #: (StarGAN, Choi et al. 2018) has no latent space: it reads an image's factor codes with its
 #: classifier and redraws the image with target codes, so it edits attributes of images, shows its

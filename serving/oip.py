@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentdial.manifest import GRAPHS_OF_KIND
 from latentdial.serving import codec
 from latentdial.serving.engine import (
-    GRAPHS,
-    KIND_GRAPHS,
     Engine,
     ServedModel,
     check_serves,
@@ -48,7 +47,7 @@ DATATYPES: dict[str, np.dtype] = {
     "INT64": np.dtype("<i8"), "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
 #: the graphs of a model of any kind, each one OIP model ``<model>.<graph>``
-GRAPH_SUFFIXES = tuple(dict.fromkeys(g for graphs in (GRAPHS, *KIND_GRAPHS.values()) for g in graphs))
+GRAPH_SUFFIXES = tuple(dict.fromkeys(g for graphs in GRAPHS_OF_KIND.values() for g in graphs))
 #: Most input or output tensors one inference request may name (a graph has one input, two outputs at
 #: most); checked on the list's length before any tensor is read.
 MAX_TENSORS = 8

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentdial.manifest import GRAPHS_OF_KIND
 from latentdial.serving.edits import TraversalPlan
-from latentdial.serving.engine import GRAPHS, KIND_GRAPHS, Engine, ServedModel
+from latentdial.serving.engine import GRAPHS, Engine, ServedModel
 from latentdial.serving.requests import ModelRef
 
 
@@ -133,7 +134,7 @@ def ref_of(s: ServedModel) -> ModelRef:
 def oip_models(name: str, kind: str = "vae") -> list[str]:
     """The Open Inference Protocol's model names of one model, one per graph of its kind:
     ``<model>.encoder``, ``<model>.decoder`` (a VAE); ``<model>.classifier``, ``<model>.editor`` (an editor)."""
-    return [f"{name}.{g}" for g in KIND_GRAPHS.get(kind, GRAPHS)]
+    return [f"{name}.{g}" for g in GRAPHS_OF_KIND.get(kind, GRAPHS)]
 
 
 def _states(engine: Engine, name: str) -> list[VersionState]:
