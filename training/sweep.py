@@ -24,6 +24,9 @@ A sweep file (``configs/sweep/*.toml``) names the runs, the grid and the budget:
     log_x = true
     zero_label = "all"           # where x = 0 sits on a log axis (one decade right of the largest x)
 
+    [select]                     # optional: pick each run's trial by ModelCentrality, no labels
+    method = "centrality"        # (training/sweep_select.py)
+
     [[run]]
     name = "dsprites"
     config = "configs/shipped/dsprites.toml"   # relative to the current directory (or --root)
@@ -90,6 +93,7 @@ from pathlib import Path
 from typing import Any
 
 from latentdial.training.config import ConfigError, load_config, read_toml
+from latentdial.training.sweep_select import SelectSpec, parse_select, select_models, selection_table
 
 log = logging.getLogger("latentdial.sweep")
 
@@ -203,6 +207,8 @@ class SweepSpec:
     ledger: Path | None = None
     #: the directory the file's relative paths (configs, the reader, ``init_from``) start from
     root: Path | None = None
+    #: ``[select]``: ModelCentrality over each run's trials; None: no selection
+    select: SelectSpec | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -341,7 +347,7 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
     """Parse a sweep TOML file; config paths are relative to ``root`` (default: the current directory)."""
     raw = read_toml(path, "sweep file", "configs/sweep/")
     known = {"steps", "seeds", "chunks", "cpus_per_trial", "num_threads", "metrics", "metrics_preset", "rank_by",
-             "grid", "plot", "run", "edits", "ledger"}
+             "grid", "plot", "run", "edits", "ledger", "select"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in {path}; valid keys: {', '.join(sorted(known))}")
@@ -383,6 +389,7 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
         edits=_edit_spec(raw["edits"], path, root) if "edits" in raw else None,
         ledger=root / str(raw["ledger"]) if "ledger" in raw else None,
         root=root,
+        select=parse_select(raw["select"], path) if "select" in raw else None,
     )
 
 
@@ -951,11 +958,14 @@ def line_plot(results: Sequence[RunResult], spec: SweepSpec, path: Path) -> bool
     return True
 
 
-def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult]) -> list[dict[str, Any]]:
+def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult],
+                  selection: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Write sweep.json, sweep.md, sweep.png and (with a grid) sweep_plot.png into ``out``; return
-    the ranked rows."""
+    the ranked rows. ``selection``: each run's ModelCentrality choice (:func:`select_models`),
+    added to both files."""
     out = Path(out)
     ranked = rank(results, spec.rank_by)
+    extra = edit_columns(results, spec.rank_by)
     payload = {
         "steps": spec.steps, "chunks": spec.chunk_ends(), "seeds": list(spec.seeds), "metrics": spec.metrics,
         "metrics_preset": spec.metrics_preset, "edits": None if spec.edits is None else spec.edits.asked(),
@@ -963,10 +973,12 @@ def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult]) -> l
         "plot": {"metric": spec.plot_metric(), "x": spec.plot_x(), "file": RESULTS_PLOT} if spec.grid else None,
         "best": ranked[0]["name"] if ranked and ranked[0]["score"] is not None else None,
         "ranked": ranked, "runs": [asdict(r) for r in results],
+        "selected": {run: {"trial": chosen["selected"], "ranking": chosen["ranking"]}
+                     for run, chosen in (selection or {}).items()} or None,
     }
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
-    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys,
-                                                 edit_columns(results, spec.rank_by), spec.edits))
+    (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys, extra, spec.edits)
+                                  + selection_table(selection or {}, results, [*spec.rank_by, *extra]))
     if ranked:
         bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
         line_plot(results, spec, out / RESULTS_PLOT)
@@ -1028,7 +1040,11 @@ def run_sweep(
     errors: list[tuple[str, str]] = []
     if pending and collect_only:
         log.info("sweep: %d of %d trial(s) not finished; collecting the others only", len(pending), len(trials))
-        return write_results(out, spec, collect_results(spec, out))
+        results = collect_results(spec, out)
+        ranked = write_results(out, spec, results)
+        if spec.select is not None:
+            ranked = write_results(out, spec, results, select_models(spec.select, out, results))
+        return ranked
     if pending:
         from latentdial.training.tune import run_trials
 
@@ -1038,7 +1054,10 @@ def run_sweep(
                             on_trial_done=lambda: write_results(out, spec, collect_results(spec, out)))
     else:
         log.info("sweep: every trial in %s is finished; rewriting the results", out)
-    ranked = write_results(out, spec, collect_results(spec, out))
+    results = collect_results(spec, out)
+    ranked = write_results(out, spec, results)
+    if spec.select is not None:  # after the plain results are safe: it is long, and may fail
+        ranked = write_results(out, spec, results, select_models(spec.select, out, results))
     failed = {name for name, _ in errors}
     unfinished = [t.dir_name for t in trials
                   if t.dir_name not in failed and finished_result(t, spec, out) is None]

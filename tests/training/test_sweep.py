@@ -38,6 +38,7 @@ from latentdial.training.sweep import (
     weights_step,
     write_results,
 )
+from latentdial.training.sweep_select import select_models
 
 REPO = Path(__file__).resolve().parents[2]
 #: Small enough that a trial trains and scores in seconds.
@@ -112,6 +113,20 @@ def test_the_shipped_sweep_file_names_every_disentangling_objective_once():
     assert spec.cpus_per_trial == 1 and spec.grid == () and spec.chunk_ends() == [spec.steps]
     # without a grid, run directories keep their names
     assert [t.dir_name for t in spec.trials()][:2] == ["beta_vae-s0", "annealed_vae-s0"]
+
+
+def test_the_infogan_cr_sweep_is_the_authors_recipe_over_ten_seeds_selected_by_model_centrality():
+    spec = load_sweep(REPO / "configs" / "sweep" / "infogan_cr.toml", REPO)
+    (run,) = spec.runs
+    assert run.config == REPO / "configs" / "families" / "dsprites_infogan_cr.toml"
+    recipe = load_config(run.config, list(run.overrides))
+    assert recipe.objective_name == "infogan_cr" and recipe.device == "cuda"
+    assert spec.steps == recipe.steps == 322560 and spec.seeds == tuple(range(10))
+    # the paper's "with selection" row: the authors' sizes, the reference metrics, edits by the reader
+    assert spec.select is not None and spec.select.sizes == {"num_groups": 500, "group_size": 100,
+                                                              "num_std": 10000, "seed": 0}
+    assert spec.metrics_preset == "reference" and spec.edits is not None and spec.edits.num == 1000
+    assert len(spec.chunk_ends()) > 1  # resumable: a stopped GPU job continues from its checkpoint
 
 
 def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds_and_datasets():
@@ -223,6 +238,48 @@ def test_bad_sweep_files_are_rejected_with_what_to_fix(tmp_path):
         spec.runs[0], overrides=("optimizer.cooldown_steps=4",)))
     with pytest.raises(ConfigError, match=r"chunk end\(s\) \[8\] fall inside the cooldown"):
         check_chunks(trial, spec)
+
+
+@pytest.mark.slow
+def test_select_picks_each_runs_most_central_trial_without_labels_and_keeps_it_until_weights_change(
+        tmp_path, monkeypatch):
+    import latentdial.training.model_centrality as mc
+
+    path = _write_sweep(tmp_path, steps=2, extra=(
+        '[select]\nmethod = "centrality"\ngroups = 20\ngroup_size = 10\nstd_images = 200\n'))
+    path.write_text(path.read_text().replace("seeds = [0]\n", "seeds = [0, 1, 2]\n", 1))
+    spec = load_sweep(path, REPO)
+    assert spec.select is not None and spec.select.sizes["num_groups"] == 20
+    out = tmp_path / "out"
+    results = [train_and_score(t, spec, out, eval_overrides=EVAL) for t in spec.trials()]
+    calls: list[int] = []
+    real = mc.centrality_of_runs
+    monkeypatch.setattr(mc, "centrality_of_runs", lambda dirs, **kw: calls.append(len(dirs)) or real(dirs, **kw))
+
+    selection = select_models(spec.select, out, results)
+    assert calls == [3, 3]  # one similarity matrix per run, over its three seeds
+    for run in ("beta", "tc"):
+        ranking = selection[run]["ranking"]
+        assert sorted(name for name, _ in ranking) == [f"{run}-s{s}" for s in (0, 1, 2)]
+        assert selection[run]["selected"] == ranking[0][0]
+        assert [score for _, score in ranking] == sorted((score for _, score in ranking), reverse=True)
+        assert all(0.0 <= score <= 1.0 for _, score in ranking)
+    write_results(out, spec, results, selection)
+    table = (out / "sweep.md").read_text()
+    chosen = selection["beta"]["selected"]
+    own = next(r for r in results if r.run_dir.endswith(chosen)).scores["mig"]
+    assert f"| beta | 3 | {chosen} | {selection['beta']['ranking'][0][1]:.3f} | {own:.3f} |" in table
+    assert json.loads((out / "sweep.json").read_text())["selected"]["tc"]["trial"] == selection["tc"]["selected"]
+
+    assert select_models(spec.select, out, results) == selection and calls == [3, 3]  # read back
+    longer = dataclasses.replace(spec, steps=3)
+    retrained = train_and_score(next(t for t in spec.trials() if t.run.name == "tc"), longer, out, eval_overrides=EVAL)
+    select_models(spec.select, out, [r for r in results if r.run_dir != retrained.run_dir] + [retrained])
+    assert calls == [3, 3, 3]  # only the run whose weights changed is measured again
+    with pytest.raises(ConfigError, match="method must be one of"):
+        load_sweep(_write_sweep(tmp_path, extra='[select]\nmethod = "medoid"\n'), REPO)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['grups'\] in \[select\]"):
+        load_sweep(_write_sweep(tmp_path, extra="[select]\ngrups = 3\n"), REPO)
 
 
 # -- one trial, without Ray ---------------------------------------------------------------------------
