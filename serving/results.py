@@ -77,6 +77,8 @@ class ModelSummary:
     default_version: str
     version_states: list[VersionState]
     oip_models: list[str]
+    #: the kind of the version an empty version selects (default_version when pinned, else the latest)
+    kind: str = "vae"
 
 
 @dataclass(frozen=True)
@@ -146,16 +148,16 @@ def model_summaries(engine: Engine) -> list[ModelSummary]:
     """Every served model with its versions and their states (ListModels)."""
     repo = engine.repository
     assert repo is not None
-    return [
-        ModelSummary(
+    summaries = []
+    for name in repo.names():
+        pinned = (repo.default_version or "") if name == repo.default else ""
+        kind = repo.get(name, pinned or repo.versions(name)[-1]).kind
+        summaries.append(ModelSummary(
             name=name, versions=repo.versions(name), latest_version=repo.versions(name)[-1],
-            is_default=name == repo.default,
-            default_version=(repo.default_version or "") if name == repo.default else "",
-            version_states=_states(engine, name),
-            oip_models=oip_models(name, repo.get(name, repo.versions(name)[-1]).kind),
-        )
-        for name in repo.names()
-    ]
+            is_default=name == repo.default, default_version=pinned, version_states=_states(engine, name),
+            oip_models=oip_models(name, kind), kind=kind,
+        ))
+    return summaries
 
 
 def model_info(engine: Engine, s: ServedModel) -> ModelInfo:

@@ -95,7 +95,7 @@ class LatentDialService(pb_grpc.LatentDialServicer):
                 pb.ModelSummary(
                     name=m.name, versions=m.versions, latest_version=m.latest_version, is_default=m.is_default,
                     version_status=_states_proto(m.version_states),
-                    default_version=m.default_version,
+                    default_version=m.default_version, kind=_MODEL_KINDS[m.kind],
                 )
                 for m in self.plane.list_models()
             ]

@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                 others = [f"{s.version} {s.state.upper()}" + (f" ({s.reason})" if s.reason else "")
                           for s in m.version_status if s.state != "ready"]
                 more = f"; {', '.join(others)}" if others else ""
-                print(f"{m.name}{star}: versions {list(m.versions)}, latest {m.latest_version}{more}")
+                kind = "" if m.kind == "vae" else f", kind {m.kind} (edits images only)"
+                print(f"{m.name}{star}: versions {list(m.versions)}, latest {m.latest_version}{kind}{more}")
         elif args.action in ("load", "unload"):
             if not args.model:
                 raise SystemExit(f"latentdial client {args.action}: name the model with --model")

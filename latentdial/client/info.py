@@ -20,6 +20,12 @@ def _enum_name(enum: Any, value: int, prefix: str) -> str:
         return f"unknown({value})"
 
 
+def _model_kind(value: int) -> str:
+    """pb.MODEL_KIND_EDITOR -> "editor"; servers before model kinds served VAEs only (unspecified -> "vae")."""
+    kind = _enum_name(pb.ModelKind, value, "MODEL_KIND_")
+    return "vae" if kind == "unspecified" else kind
+
+
 @dataclass(frozen=True)
 class VersionStatus:
     """Where one version of a model stands: state "loading", "ready", "draining" or "failed"."""
@@ -43,11 +49,14 @@ class ModelSummary:
     is_default: bool
     version_status: tuple[VersionStatus, ...] = ()  # every version the server knows of
     default_version: str = ""  # set when the default model is pinned to a version
+    #: "vae" or "editor": what the version an unversioned call reaches is (see ``ModelInfo.kind``)
+    kind: str = "vae"
 
     @classmethod
     def from_proto(cls, m: pb.ModelSummary) -> ModelSummary:
         return cls(m.name, tuple(m.versions), m.latest_version, m.is_default,
-                   tuple(VersionStatus.from_proto(s) for s in m.version_status), m.default_version)
+                   tuple(VersionStatus.from_proto(s) for s in m.version_status), m.default_version,
+                   _model_kind(m.kind))
 
 
 @dataclass(frozen=True)
@@ -111,9 +120,7 @@ class ModelInfo:
 
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
-        kind = _enum_name(pb.ModelKind, m.kind, "MODEL_KIND_")
         return cls(ModelRef(m.model.name, m.model.version), m.channels, m.height, m.width, m.latent_dim,
                    tuple(FactorInfo.from_proto(f) for f in m.factors), dict(m.metrics), m.runtime,
                    BatchingInfo.from_proto(m.batching), dict(m.provenance), m.max_request_items,
-                   tuple(VersionStatus.from_proto(s) for s in m.version_status),
-                   "vae" if kind == "unspecified" else kind)  # servers before model kinds served VAEs only
+                   tuple(VersionStatus.from_proto(s) for s in m.version_status), _model_kind(m.kind))

@@ -97,20 +97,22 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelSummary(_message.Message):
-    __slots__ = ("name", "versions", "latest_version", "is_default", "version_status", "default_version")
+    __slots__ = ("name", "versions", "latest_version", "is_default", "version_status", "default_version", "kind")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     VERSION_STATUS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
     latest_version: str
     is_default: bool
     version_status: _containers.RepeatedCompositeFieldContainer[VersionStatus]
     default_version: str
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., latest_version: _Optional[str] = ..., is_default: _Optional[bool] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., default_version: _Optional[str] = ...) -> None: ...
+    kind: ModelKind
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., latest_version: _Optional[str] = ..., is_default: _Optional[bool] = ..., version_status: _Optional[_Iterable[_Union[VersionStatus, _Mapping]]] = ..., default_version: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
 
 class VersionStatus(_message.Message):
     __slots__ = ("version", "state", "reason")

@@ -187,7 +187,7 @@ def _traverse_from_query(request: Request, source: Source) -> TraverseRequest:
 # ------------------------------------------------------------------ writing
 def summary_json(m: ModelSummary) -> dict:
     return {"name": m.name, "versions": m.versions, "latest_version": m.latest_version, "is_default": m.is_default,
-            "default_version": m.default_version, "oip_models": m.oip_models,
+            "default_version": m.default_version, "oip_models": m.oip_models, "kind": m.kind,
             "version_status": [{"version": v.version, "state": v.state, "reason": v.reason} for v in m.version_states]}
 
 

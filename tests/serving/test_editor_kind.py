@@ -180,6 +180,9 @@ def test_a_manifest_whose_graphs_are_not_its_kinds_is_refused_at_load_naming_the
     assert set(listed) == {"stargan", "toy"}
     with Client(server.address) as c:
         assert [s.name for s in c.list_models()] == ["stargan", "toy"]
+        # a listing says which models only edit images, on every door that lists
+        assert {s.name: s.kind for s in c.list_models()} == {"stargan": "editor", "toy": "vae"}
+    assert {name: m["kind"] for name, m in listed.items()} == {"stargan": "editor", "toy": "vae"}
     reason = server.handle.engine.repository.failed["badeditor/1"]
     assert "is an editor" in reason and "encoder, decoder" in reason
 
