@@ -90,7 +90,7 @@ def test_the_recorder_catches_a_sync_a_host_copy_and_a_mask_index():
     )
 
 
-@pytest.mark.parametrize("name", ["annealed_vae", "factor_vae"])
+@pytest.mark.parametrize("name", ["annealed_vae", "factor_vae", "infogan_cr"])
 def test_step_dependent_and_two_optimizer_objectives_are_trained_eagerly(name):
     assert get_objective(name).graph_safe is False
 
