@@ -2,7 +2,9 @@
 
 A child, not a server in the test process, so that its resident memory (from /proc) is the
 server's alone, and so that a crash shows up as a dead process. Default limits, a toy model
-(``toy``/1: 8x8 grey images, 4 latents); gRPC and HTTP on free loopback ports.
+(``toy``/1: 8x8 grey images, 4 latents, the default model) and an editor (``ed``/1: 64x64 grey
+images, 6 codes; fixtures/editor_model.py), so that both kinds' paths are attacked; gRPC and HTTP
+on free loopback ports.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from fixtures.editor_model import build_editor
 from fixtures.toy_model import build_toy_model
 
 from latentdial.serving.embedded import ServerProcess
@@ -31,6 +34,8 @@ class Served:
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzzed")
     build_toy_model(root, "toy", "1")
+    build_editor(root, "ed", "1")
+    (root / "default").write_text("toy\n")  # an empty ModelRef still reaches the toy
     http_port = free_port()
     log = tmp_path_factory.mktemp("fuzzed-log") / "server.log"
     with ServerProcess(repository=root, args=["--http-port", str(http_port)], log_path=log) as server:

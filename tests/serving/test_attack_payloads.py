@@ -1,5 +1,6 @@
 """Hostile payloads on both doors: malformed PNGs, PNG headers and tensor shapes that declare huge
-sizes, nesting 100,000 deep (JSON arrays on HTTP, protobuf groups on gRPC), empty bodies.
+sizes, nesting 100,000 deep (JSON arrays on HTTP, protobuf groups on gRPC), empty bodies. Each is
+sent to the toy VAE and to the editor ``ed`` (two-input graphs, edits on images only).
 
 Each gets a client error (HTTP 4xx with a JSON error, gRPC INVALID_ARGUMENT) that says what is
 wrong; the server's resident set rises by less than :data:`MAX_RSS_GROWTH_MIB` over all of them
@@ -53,6 +54,11 @@ IMAGE_ROUTES = ["encode", "reconstruct", "edit", "traverse"]
 JSON_ROUTES = ["/v1/models/toy/encode", "/v1/models/toy/decode", "/v1/models/toy/reconstruct",
                "/v1/models/toy/traverse", "/v1/models/toy/edit", "/v1/models/toy/generate",
                "/v2/models/toy.decoder/infer"]
+#: The editor's routes that read a body: its one domain call and its graphs on OIP.
+EDITOR_JSON_ROUTES = ["/v1/models/ed/edit", "/v2/models/ed.editor/infer", "/v2/models/ed.classifier/infer"]
+#: What is a bad image for the editor (64 x 64 grey, so the toy's wrong size is its right one).
+EDITOR_BAD_PNGS = {**{k: v for k, v in BAD_PNGS.items() if not k.startswith("64 x 64")},
+                   "8 x 8, not the editor's 64 x 64": _png(8)}
 HUGE = 2**62
 
 
@@ -64,7 +70,9 @@ def http_attacks() -> list[tuple[str, str, str, bytes]]:
     """(what, route, content type, body)."""
     out = [(f"PNG {what} to {route}", f"/v1/models/toy/{route}", "image/png", blob)
            for what, blob in BAD_PNGS.items() for route in IMAGE_ROUTES]
-    for route in JSON_ROUTES:
+    out += [(f"PNG {what} to the editor", "/v1/models/ed/edit?set=scale=0.5", "image/png", blob)
+            for what, blob in EDITOR_BAD_PNGS.items()]
+    for route in JSON_ROUTES + EDITOR_JSON_ROUTES:
         out += [
             ("JSON nested 100,000 deep", route, "application/json", DEEP_JSON),
             ("latents nested 100,000 deep", route, "application/json", b'{"latents": ' + DEEP_JSON + b"}"),
@@ -77,6 +85,11 @@ def http_attacks() -> list[tuple[str, str, str, bytes]]:
         out.append((f"OIP shape {shape[:3]}", infer, "application/json", json.dumps(_oip_input(shape, data=[0.0] * 4)).encode()))
     head = json.dumps(_oip_input([HUGE, 4], parameters={"binary_data_size": 16})).encode()
     out.append(("OIP binary shape 2^62 x 4", infer, "application/octet-stream", head + bytes(16)))
+    codes = {"name": "codes", "shape": [1, 6], "datatype": "FP32", "data": [0.0] * 6}
+    for shape in ([HUGE, HUGE], [2**31 - 1] * 8, [1] * 9, [-1, 64, 64, 1], [0, 64, 64, 1]):
+        body = {"inputs": [{"name": "images", "shape": shape, "datatype": "FP32", "data": [0.0] * 4}, codes]}
+        out.append((f"OIP editor images shape {shape[:3]}", "/v2/models/ed.editor/infer", "application/json",
+                    json.dumps(body).encode()))
     out.append(("ragged pixels", "/v1/models/toy/encode", "application/json",
                 b'{"pixels": [[[[0]]], ' + b"[[[0, 0]]], " * 1000 + b"[[[0]]]]}"))
     return out
@@ -90,6 +103,9 @@ def test_hostile_http_payloads_get_a_client_error_and_cost_no_memory(served):
             r = http.post(route, content=body, headers={"Content-Type": ctype, **extra})
             assert r.status_code in (400, 413, 415), (what, route, r.status_code, r.text[:300])
             assert r.json()["error"] and r.json()["code"] in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"), (what, r.text)
+        # the editor's attacks failed on what was wrong in them: the same route edits a good image
+        good = http.post("/v1/models/ed/edit?set=scale=0.5", content=_png(64), headers={"Content-Type": "image/png"})
+        assert good.status_code == 200, good.text[:300]
     print(f"\n{len(attacks)} hostile HTTP payloads: {rss}")
     served.assert_alive()
     assert rss.growth < MAX_RSS_GROWTH_MIB, str(rss)
@@ -118,6 +134,17 @@ def grpc_attacks(v1: pb_grpc.LatentDialStub, oip: oip_grpc.GRPCInferenceServiceS
             model_name="toy.decoder", inputs=[Input(name="latents", datatype="FP32", shape=shape,
                                                    contents=oip_pb.InferTensorContents(fp32_contents=[0.0] * 4))]),
             timeout=30)
+        out[f"editor images shape {shape[:3]}"] = lambda shape=shape: v1.EditAttributes(pb.EditAttributesRequest(
+            model=pb.ModelRef(name="ed"), images=pb.ImageBatch(tensor=_tensor(shape)),
+            edits=[pb.FactorEdit(factor="scale", set_value=0.5)]), timeout=30)
+        out[f"OIP editor raw shape {shape[:3]}"] = lambda shape=shape: oip.ModelInfer(oip_pb.ModelInferRequest(
+            model_name="ed.editor", inputs=[Input(name="images", datatype="FP32", shape=shape),
+                                            Input(name="codes", datatype="FP32", shape=[1, 6])],
+            raw_input_contents=[bytes(16), bytes(24)]), timeout=30)
+    for what, blob in EDITOR_BAD_PNGS.items():
+        out[f"editor PNG {what}"] = lambda blob=blob: v1.EditAttributes(pb.EditAttributesRequest(
+            model=pb.ModelRef(name="ed"), images=pb.ImageBatch(png=pb.PngImages(images=[blob])),
+            edits=[pb.FactorEdit(factor="scale", set_value=0.5)]), timeout=30)
     return out
 
 
@@ -135,6 +162,9 @@ def test_hostile_grpc_payloads_get_invalid_argument_and_cost_no_memory(served):
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, info.value.code(),
                                                                                info.value.details())
                 assert info.value.details(), what
+        v1.EditAttributes(pb.EditAttributesRequest(  # the same editor call on a good image is answered
+            model=pb.ModelRef(name="ed"), images=pb.ImageBatch(png=pb.PngImages(images=[_png(64)])),
+            edits=[pb.FactorEdit(factor="scale", set_value=0.5)]), timeout=30)
     print(f"\n{len(attacks)} hostile gRPC payloads: {rss}")
     served.assert_alive()
     assert rss.growth < MAX_RSS_GROWTH_MIB, str(rss)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from fixtures.editor_model import SHAPE, D, build_editor
 from fixtures.server import ServerThread, make_config
 from fixtures.toy_model import build_toy_model
 from PIL import Image
@@ -44,68 +44,6 @@ from latentdial.v1 import latentdial_pb2_grpc as pb_grpc
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHAPE = (1, 64, 64)  # dsprites' own size, so that the page's "sample from the data" serves an editor too
-D = 6
-
-
-# ------------------------------------------------------------------ the bundle
-def _card() -> dict:
-    """The factor card of the shipped semi-supervised dsprites/5, describing 6 code dimensions."""
-    card = json.loads((ROOT / "models" / "dsprites" / "5" / "manifest.json").read_text())["factor_card"]
-    assert card["latent_dim"] == D
-    return FactorCard.from_dict(card).to_dict()
-
-
-def build_editor(root: Path, name: str = "stargan", version: str = "1") -> Path:
-    """``root/name/version``: classifier.onnx, editor.onnx (torch.onnx) and an editor manifest.
-
-    classifier: codes = flatten(images) @ W + b (a fixed linear read of the image), (N, 6).
-    editor: images' = 0.5 * images + 0.5 * sigmoid(codes @ V + c) reshaped to (N, 1, 64, 64), in [0, 1].
-    The editor's output is named ``edited``: an ONNX graph cannot name an output ``images`` beside its
-    input ``images``; serving reads that one output by position.
-    """
-    import torch
-
-    c, h, w = SHAPE
-    g = torch.Generator().manual_seed(0)
-
-    class Classifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.randn(c * h * w, D, generator=g) / 64.0)
-            self.b = torch.nn.Parameter(torch.randn(D, generator=g) * 0.1)
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return images.flatten(1) @ self.w + self.b
-
-    class Editor(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.v = torch.nn.Parameter(torch.randn(D, c * h * w, generator=g))
-            self.c = torch.nn.Parameter(torch.randn(c * h * w, generator=g) * 0.1)
-
-        def forward(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-            paint = torch.sigmoid(codes @ self.v + self.c).reshape(-1, c, h, w)
-            return 0.5 * images + 0.5 * paint
-
-    out = root / name / version
-    out.mkdir(parents=True, exist_ok=True)
-    x, z = torch.rand(2, c, h, w), torch.randn(2, D)
-    with torch.no_grad():
-        torch.onnx.export(Classifier().eval(), (x,), str(out / "classifier.onnx"), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["codes"],
-                          dynamic_axes={"images": {0: "batch"}, "codes": {0: "batch"}})
-        torch.onnx.export(Editor().eval(), (x, z), str(out / "editor.onnx"), dynamo=False, opset_version=17,
-                          input_names=["images", "codes"], output_names=["edited"],
-                          dynamic_axes={"images": {0: "batch"}, "codes": {0: "batch"}, "edited": {0: "batch"}})
-    Manifest(
-        name=name, version=version, image_shape=SHAPE, latent_dim=D, kind="editor", io=Manifest.default_io("editor"),
-        files=[GraphFile("classifier", "classifier.onnx", sha256_file(out / "classifier.onnx")),
-               GraphFile("editor", "editor.onnx", sha256_file(out / "editor.onnx"))],
-        factor_card=_card(), metrics={},
-        provenance={"dataset": "dsprites", "objective": "stargan (test stand-in)", "code_version": "test"},
-    ).save(out)
-    return out
 
 
 def build_bad_editor(root: Path, vae_dir: Path) -> Path:
