@@ -93,7 +93,12 @@ from pathlib import Path
 from typing import Any
 
 from latentdial.training.config import ConfigError, load_config, read_toml
-from latentdial.training.sweep_select import SelectSpec, parse_select, select_models, selection_table
+from latentdial.training.sweep_select import (
+    SelectSpec,
+    parse_select,
+    select_models,
+    selection_table,
+)
 
 log = logging.getLogger("latentdial.sweep")
 
