@@ -17,12 +17,13 @@ half-written directory that looks like a valid model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,24 @@ def choose_graphs(model_dir: Path, manifest: Manifest, rounds: int, report: Repo
     return {graph_choice.host_key(): record}
 
 
+@contextlib.contextmanager
+def staged_model_dir(model_dir: Path) -> Iterator[Path]:
+    """A fresh temporary directory beside ``model_dir`` to write a model version into. It is
+    removed when the block raises; :func:`publish_model_dir` renames it into place at the end."""
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def with_hashes(files: Sequence[GraphFile], root: Path) -> list[GraphFile]:
+    """``files`` with the sha256 of each as it lies under ``root``, for the manifest."""
+    return [dataclasses.replace(f, sha256=sha256_file(root / f.path)) for f in files]
+
+
 def publish_model_dir(tmp: Path, model_dir: Path, manifest: Manifest) -> None:
     """Write ``manifest`` into the finished temporary directory ``tmp``, check every file against
     it, then move ``tmp`` to ``model_dir`` in one rename (an existing version is swapped out and
@@ -222,9 +241,7 @@ def export_run(
     name = name or model_dir.parent.name or "model"
     version = version or model_dir.name
 
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
-    try:
+    with staged_model_dir(model_dir) as tmp:
         files: list[GraphFile] = []
         with torch.no_grad():
             for graph in ("encoder", "decoder"):
@@ -232,7 +249,7 @@ def export_run(
                     run.model, graph, image_shape, cfg.latent_dim, tmp, opset=opset,
                     exporter=exporter, variant_names=variant_names, torch_program=torch_program,
                     batches=batches, speed_rounds=speed_rounds, report=report)
-        files = [dataclasses.replace(f, sha256=sha256_file(tmp / f.path)) for f in files]
+        files = with_hashes(files, tmp)
         manifest = Manifest(
             name=name, version=str(version), image_shape=image_shape, latent_dim=cfg.latent_dim,
             files=files, factor_card=run.factor_card.to_dict() if run.factor_card else None,
@@ -252,8 +269,5 @@ def export_run(
         if choice_rounds > 0:
             manifest.graph_choice = choose_graphs(tmp, manifest, choice_rounds, report)
         publish_model_dir(tmp, model_dir, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report(f"wrote {model_dir} ({', '.join(f.path for f in manifest.files)})")
     return manifest

@@ -19,18 +19,15 @@ place only when every check passed.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latentdial.export.bundle import publish_model_dir
-from latentdial.manifest import GraphFile, Manifest, sha256_file
+from latentdial.export.bundle import publish_model_dir, staged_model_dir, with_hashes
+from latentdial.manifest import GraphFile, Manifest
 from latentdial.provenance import code_version
 
 Report = Callable[[str], None]
@@ -196,16 +193,14 @@ def export_editor_run(run_dir: Path, model_dir: Path, *, name: str | None = None
     tables = [(list(f.dims), np.asarray(f.latent_table, dtype=np.float32)) for f in run.factor_card.factors]
     name = name or model_dir.parent.name or "model"
     version = version or model_dir.name
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.partial-", dir=model_dir.parent))
-    try:
+    with staged_model_dir(model_dir) as tmp:
         files: list[GraphFile] = []
         with torch.no_grad():
             for graph, module in (("classifier", run.classifier()), ("editor", run.generator.eval())):
                 files += _export_graph(module, graph, image_shape, tables, code_dim, tmp, opset=opset,
                                        exporter=exporter, torch_program=torch_program, batches=batches,
                                        report=report)
-        files = [dataclasses.replace(f, sha256=sha256_file(tmp / f.path)) for f in files]
+        files = with_hashes(files, tmp)
         manifest = Manifest(
             name=name, version=str(version), image_shape=image_shape, latent_dim=code_dim, files=files,
             io=Manifest.default_io("editor"), kind="editor", factor_card=run.factor_card.to_dict(),
@@ -218,8 +213,5 @@ def export_editor_run(run_dir: Path, model_dir: Path, *, name: str | None = None
             },
         )
         publish_model_dir(tmp, model_dir, manifest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report(f"wrote {model_dir} ({', '.join(f.path for f in manifest.files)})")
     return manifest
