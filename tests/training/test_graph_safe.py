@@ -58,17 +58,22 @@ def _batch(cls, objective, n: int = 8):
     return images
 
 
-def _objective(cls):
+def _objective(cls, **config):
     if cls.requires_labels:  # every dSprites factor named: orientation is a (cos, sin) pair
-        return cls(build_model(ModelConfig(latent_dim=8)), cls.Config(factors=[]))
-    return cls(build_model(ModelConfig(latent_dim=6)))
+        return cls(build_model(ModelConfig(latent_dim=8)), cls.Config(factors=[], **config))
+    return cls(build_model(ModelConfig(latent_dim=6)), cls.Config(**config))
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in OBJECTIVES.items() if c.graph_safe))
-def test_a_graph_safe_loss_and_its_backward_never_wait_for_the_device(name):
+#: graph-safe objectives, and options of theirs that add work to the step
+GRAPH_SAFE = [*((n, {}) for n in sorted(n for n, c in OBJECTIVES.items() if c.graph_safe)),
+              ("semi_supervised", {"edit_cycle": 1.0})]
+
+
+@pytest.mark.parametrize(("name", "config"), GRAPH_SAFE, ids=[f"{n}{'+' if c else ''}{','.join(c)}" for n, c in GRAPH_SAFE])
+def test_a_graph_safe_loss_and_its_backward_never_wait_for_the_device(name, config):
     torch.manual_seed(0)
     cls = get_objective(name)
-    objective = _objective(cls)
+    objective = _objective(cls, **config)
     batch = _batch(cls, objective)
     objective.loss_terms(batch, step=0)  # the first call may cache device tables (warm-up does it)
     with _Recorder() as rec:

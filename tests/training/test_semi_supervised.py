@@ -171,6 +171,38 @@ def test_snapping_commits_unlabelled_means_to_their_codes_so_they_cannot_drift()
     assert "commit" not in logs and float(mean_only) == 0.0
 
 
+def test_an_edited_code_snaps_every_factor_then_sets_one_to_a_random_code_of_its_table():
+    objective = _objective()
+    truth = _labels(256, seed=3)
+    mean = _perfect_mean(objective, truth) + 0.01 * torch.randn(256, 10)  # near the codes, not on them
+    z, indices = objective.edited_codes(mean, torch.full_like(truth, -1))
+    assert torch.allclose(z[:, :6], _perfect_mean(objective, indices)[:, :6])  # exact codes, as an edit writes
+    assert torch.equal(z[:, 6:], mean[:, 6:])  # free dims kept
+    # codes, not indices: dSprites' orientation grid holds 0 and 2 pi, one angle with two indices
+    source = _perfect_mean(objective, truth)
+    moved = torch.stack([(z[:, list(c.dims)] - source[:, list(c.dims)]).abs().amax(dim=1) > 1e-4
+                         for c in objective.codes], dim=1)  # (256, factors)
+    assert moved.sum(dim=1).max() == 1 and moved.any(dim=1).float().mean() > 0.5  # one factor a row at most
+    assert moved.any(dim=0).all()  # and every factor is edited somewhere in the batch
+
+
+def test_the_edit_cycle_trains_the_decoder_to_draw_what_the_encoder_reads_and_leaves_the_encoder_alone():
+    off, on = _objective(), _objective(edit_cycle=2.0)
+    labels = _labels(8)
+    mean = _perfect_mean(on, labels)
+    images = torch.zeros(8, 1, 64, 64)
+    base, logs = off.supervised(mean, Inputs(images=images, labels=labels))
+    assert "edit_cycle" not in logs
+    total, logs = on.supervised(mean, Inputs(images=images, labels=labels))
+    cycle = logs["edit_cycle"]
+    assert float(cycle) > 0 and torch.allclose(total, base + 2.0 * cycle)
+    cycle.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in on.model.encoder.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in on.model.decoder.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="edit_cycle must be >= 0"):
+        _objective(edit_cycle=-1.0)
+
+
 def test_without_decode_labels_the_decoder_reads_the_posterior_mean():
     objective = _objective(decode_labels=False)
     mean, z = torch.randn(4, 10), torch.randn(4, 10)

@@ -28,6 +28,17 @@ beta-weighted KL, so information that the labels already give costs them and buy
 The factor card comes from the supervision itself (:func:`supervision_card`): each named
 factor's calibration table is its code table, so an edit writes exactly the code the
 decoder was trained to draw.
+
+Edits the labelled images never showed (``edit_cycle``): with few labels the decoder reads exact
+codes only on the labelled pool, a few hundred combinations of factor values, while an edit
+writes an exact code next to any image's others. The edit cycle draws such edits from every
+batch: the named dims of half the batch's images are snapped to their nearest codes, one factor
+per image is set to a random code of its table, the decoder draws the result and the encoder,
+with its weights held fixed for this term, must read back exactly those codes (the supervised
+loss, per kind). Its gradient reaches the decoder only. It is the latent regression of InfoGAN
+(Chen et al. 2016, the mutual-information term on generated images) and of BicycleGAN's cLR-GAN
+(Zhu et al. 2017), and the domain classification of StarGAN's fakes (Choi et al. 2018), with the
+encoder that the labels trained as the reader.
 """
 
 from __future__ import annotations
@@ -73,6 +84,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
         "snap" the decoder only ever reads codes on the named dims, labelled or not, so it
         cannot learn to read information hidden between codes that an edit, which writes an
         exact code, would then erase.
+    edit_cycle: weight of the edit cycle (module docstring): the supervised loss of the encoder's
+        reading of decoded edits against the edited codes; 0 turns it off (its cost: a decoder and
+        an encoder pass over half the batch).
     commitment: with "snap", the weight of the commitment term ``||mean - sg(code)||^2`` on the
         named dims of unlabelled images (van den Oord et al. 2017, "Neural Discrete Representation
         Learning", beta = 0.25 there). Without it the straight-through gradient lets those means
@@ -90,6 +104,7 @@ class SemiSupervisedConfig(ObjectiveConfig):
     categorical_code: str = "centre"
     unlabelled_codes: str = "mean"
     commitment: float = 0.25
+    edit_cycle: float = 0.0
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -98,9 +113,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
             raise ValueError(f"categorical_code must be one of {CATEGORICAL_CODES}, got {self.categorical_code!r}")
         if self.num_labelled < 0:
             raise ValueError(f"num_labelled must be >= 0 (0 = every image), got {self.num_labelled}")
-        if self.gamma < 0 or self.beta < 0 or self.code_noise < 0 or self.commitment < 0:
-            raise ValueError(f"gamma, beta, code_noise and commitment must be >= 0, got {self.gamma}, {self.beta}, "
-                             f"{self.code_noise}, {self.commitment}")
+        if min(self.gamma, self.beta, self.code_noise, self.commitment, self.edit_cycle) < 0:
+            raise ValueError(f"gamma, beta, code_noise, commitment and edit_cycle must be >= 0, got {self.gamma}, "
+                             f"{self.beta}, {self.code_noise}, {self.commitment}, {self.edit_cycle}")
 
 
 @dataclass(frozen=True)
@@ -293,14 +308,63 @@ class SemiSupervisedVAE(VAEObjective):
     def _nearest_code(self, code: FactorCode, values: torch.Tensor) -> torch.Tensor:
         """The row of ``code.table`` nearest to each row of ``values`` (M, k) -> (M, k)."""
         table = self._on_device(f"table:{code.name}", code.table, values.device)  # (K, k)
-        return table[torch.cdist(values, table).argmin(dim=1)]
+        return table[self._nearest_index(code, values)]
+
+    def _nearest_index(self, code: FactorCode, values: torch.Tensor) -> torch.Tensor:
+        """The index of the row of ``code.table`` nearest to each row of ``values`` (M, k) -> (M,) int64."""
+        table = self._on_device(f"table:{code.name}", code.table, values.device)  # (K, k)
+        return torch.cdist(values, table).argmin(dim=1)
+
+    def edited_codes(self, mean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random single-factor edits of ``mean`` (M, D), as the edit cycle decodes them.
+
+        Every named factor is snapped to its nearest code, then one factor per row, drawn at
+        random, is set to a random code of its table; the free dims are kept. Returns (the edited
+        latents (M, D), their grid indices (M, F) in the layout of ``labels``: -1 for factors
+        that are not named). Nothing here waits for the device.
+        """
+        m = mean.shape[0]
+        which = torch.randint(len(self.codes), (m,), device=mean.device)
+        indices = torch.full_like(labels, -1)
+        parts = []
+        for f, code in enumerate(self.codes):
+            drawn = torch.randint(len(code.table), (m,), device=mean.device)
+            idx = torch.where(which == f, drawn, self._nearest_index(code, self._named(mean, code)))
+            indices[:, code.column] = idx
+            parts.append(self._on_device(f"table:{code.name}", code.table, mean.device)[idx])
+        return torch.cat([*parts, mean[:, self.num_named:]], dim=1), indices
+
+    def _edit_cycle(self, mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The edit cycle's loss (module docstring) on the first half of the batch: ()."""
+        half = max(1, mean.shape[0] // 2)
+        z, indices = self.edited_codes(mean[:half].detach(), labels[:half])
+        drawn = torch.sigmoid(self.model.decoder(z))  # (M/2, C, H, W)
+        fixed = {k: v.detach() for k, v in self.model.encoder.named_parameters()}
+        read, _ = torch.func.functional_call(self.model.encoder, fixed, (drawn,))
+        total, _ = self._code_loss(read, indices)
+        return total
 
     def supervised(self, mean: torch.Tensor, inputs: Inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert inputs.labels is not None
+        total, logs = self._code_loss(mean, inputs.labels)
+        loss = self.config.gamma * total
+        if self.config.unlabelled_codes == "snap" and self.config.commitment > 0:
+            commit = self._commitment(mean, inputs.labels)
+            logs["commit"] = commit
+            loss = loss + self.config.commitment * commit
+        if self.config.edit_cycle > 0:
+            cycle = self._edit_cycle(mean, inputs.labels)
+            logs["edit_cycle"] = cycle
+            loss = loss + self.config.edit_cycle * cycle
+        return loss, logs
+
+    def _code_loss(self, mean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over factors of the per-kind loss of ``mean``'s named dims against the codes of
+        ``labels`` (M, F), each averaged over the rows that carry that factor: ((), per factor)."""
         total = mean.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         for code in self.codes:
-            known, target = self._targets(code, inputs.labels)
+            known, target = self._targets(code, labels)
             u = self._named(mean, code)
             if code.kind == "circular":
                 theta = torch.atan2(target[:, 1], target[:, 0])
@@ -309,7 +373,7 @@ class SemiSupervisedVAE(VAEObjective):
                 if code.symmetry is not None:
                     col, orders = code.symmetry
                     table = self._on_device(f"symmetry:{code.name}", tuple(orders), mean.device)
-                    order = table[inputs.labels[:, col].clamp(min=0)]
+                    order = table[labels[:, col].clamp(min=0)]
                     max_order = max(orders)
                 per_row = circular_loss(u, theta, order, max_order)
             else:
@@ -317,12 +381,7 @@ class SemiSupervisedVAE(VAEObjective):
             term = (per_row * known).sum() / known.sum().clamp(min=1)
             logs[f"sup_{code.name}"] = term
             total = total + term
-        loss = self.config.gamma * total
-        if self.config.unlabelled_codes == "snap" and self.config.commitment > 0:
-            commit = self._commitment(mean, inputs.labels)
-            logs["commit"] = commit
-            loss = loss + self.config.commitment * commit
-        return loss, logs
+        return total, logs
 
     def _commitment(self, mean: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over factors of the mean over unlabelled rows of ||named mean - sg(nearest code)||^2: ()."""
