@@ -14,6 +14,7 @@ A sweep file (``configs/sweep/*.toml``) names the runs, the grid and the budget:
     num = 1000                   # sources; every factor the card can edit is edited once per source
     seed = 0                     # optional: of the sources and targets (default 0: the same for every trial)
     reader = "weights.safetensors"  # optional attribute reader (default: the dataset's, as evaluate-edits)
+    every_chunk = true           # optional: judge the edits at every chunk end too (sweep_chunks.png)
 
     [grid]                       # optional: any dotted config key -> the values to try
     objective.num_labelled = [100, 1000, 10000, 0]
@@ -106,6 +107,8 @@ RESULTS_JSON = "sweep.json"
 RESULTS_MD = "sweep.md"
 RESULTS_PNG = "sweep.png"
 RESULTS_PLOT = "sweep_plot.png"
+#: With ``[edits] every_chunk``: edit success against the step, one panel per trial.
+RESULTS_CHUNKS = "sweep_chunks.png"
 #: Written into each run directory after every chunk and after scoring: the trial's record.
 RUN_RESULT = "sweep_result.json"
 #: Keys a grid may not vary: the sweep sets them for every trial.
@@ -116,6 +119,8 @@ RESERVED = {"steps": "the sweep's budget (steps / --steps)", "num_threads": "set
 EDITS_JSON = "edits.json"
 EDITS_SHEET = "edits.png"
 EDIT_MODEL = ("model", "1")
+#: With ``[edits] every_chunk``: ``<run>/chunk-edits/<step>/edits.json`` (and ``edits.png``) per chunk end.
+CHUNK_EDITS = "chunk-edits"
 #: Score keys that the edit evaluation adds (``edit.<factor>``, ``readback.<factor>``, ``readback.all``).
 EDIT_PREFIXES = ("edit.", "readback.")
 
@@ -133,11 +138,14 @@ class EditSpec:
     seed: of the sources and targets; one seed for every trial, so trials are judged on the
         same sources and their spread over seeds is the models'.
     reader: attribute reader weights; None: the dataset's (shipped, else cached, else trained).
+    every_chunk: judge the edits at every chunk end as well as at the end, so a long trial shows
+        how its edits improve with steps (the chunk's weights, exported and judged the same way).
     """
 
     num: int = 1000
     seed: int = 0
     reader: Path | None = None
+    every_chunk: bool = False
 
     def __post_init__(self) -> None:
         if self.num < 1:
@@ -145,7 +153,8 @@ class EditSpec:
 
     def asked(self) -> dict[str, Any]:
         """What an ``edits.json`` must have been measured with to be read back."""
-        return {"num": self.num, "seed": self.seed, "reader": None if self.reader is None else str(self.reader)}
+        asked = {"num": self.num, "seed": self.seed, "reader": None if self.reader is None else str(self.reader)}
+        return {**asked, "every_chunk": True} if self.every_chunk else asked  # older records stay valid
 
 
 @dataclass(frozen=True)
@@ -305,6 +314,8 @@ class RunResult:
     segments: list[dict[str, Any]] = field(default_factory=list)
     #: export and edit evaluation, with ``[edits]``
     edit_seconds: float | None = None
+    #: with ``[edits] every_chunk``: chunk end step (as text) -> that chunk's edit figures
+    chunk_edits: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run = self.run or self.name
@@ -402,16 +413,16 @@ def _edit_spec(table: Any, path: Path | str, root: Path) -> EditSpec:
     """``[edits]`` of a sweep file; a reader path is relative to ``root``, like the configs."""
     if not isinstance(table, dict):
         raise ConfigError(f"edits in {path} must be a table ([edits] with num = ...), got {table!r}")
-    bad = sorted(set(table) - {"num", "seed", "reader"})
+    bad = sorted(set(table) - {"num", "seed", "reader", "every_chunk"})
     if bad:
-        raise ConfigError(f"unknown key(s) {bad} in [edits] of {path}; valid keys: num, reader, seed")
+        raise ConfigError(f"unknown key(s) {bad} in [edits] of {path}; valid keys: every_chunk, num, reader, seed")
     reader = None
     if table.get("reader") is not None:
         reader = root / str(table["reader"])
         if not reader.is_file():
             raise ConfigError(f"[edits] reader {reader} does not exist")
     return EditSpec(num=int(table.get("num", EditSpec.num)), seed=int(table.get("seed", EditSpec.seed)),
-                    reader=reader)
+                    reader=reader, every_chunk=bool(table.get("every_chunk", False)))
 
 
 def run_dir_name(run: SweepRun, seed: int) -> str:
@@ -627,6 +638,7 @@ def _result(trial: Trial, spec: SweepSpec, run_dir: Path, objective: str, record
         eval_seconds=record.get("eval_seconds"), scores={k: float(v) for k, v in scores.items()},
         run=trial.run.name, params=dict(trial.params), segments=list(record.get("segments", [])),
         edit_seconds=record.get("edits", {}).get("seconds") if spec.edits is not None else None,
+        chunk_edits=dict(record.get("chunk_edits", {})) if spec.edits is not None and spec.edits.every_chunk else {},
     )
 
 
@@ -663,6 +675,23 @@ def _exported(model_dir: Path, steps: int) -> bool:
     return str((manifest.provenance.get("weights_metadata") or {}).get("step")) == str(steps)
 
 
+def evaluate_chunk_edits(run_dir: Path, edits: EditSpec, step: int) -> dict[str, float]:
+    """The edit figures of ``run_dir``'s weights at chunk end ``step``, judged as at the end of the
+    trial: exported into ``<run>/chunk-edits/<step>/model/1`` (removed afterwards) and judged by
+    ``evaluate-edits``, whose report and sheet stay in ``<run>/chunk-edits/<step>/``."""
+    where = Path(run_dir) / CHUNK_EDITS / str(step)
+    shutil.rmtree(where, ignore_errors=True)
+    model_dir = where.joinpath(*EDIT_MODEL)
+    _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
+    argv = ["evaluate-edits", str(model_dir), "--num", str(edits.num), "--seed", str(edits.seed),
+            "--out", str(where / EDITS_JSON), "--sheet", str(where / EDITS_SHEET), "--quiet"]
+    if edits.reader is not None:
+        argv += ["--reader", str(edits.reader)]
+    _command(argv)
+    shutil.rmtree(where / EDIT_MODEL[0], ignore_errors=True)
+    return edit_figures(json.loads((where / EDITS_JSON).read_text()))
+
+
 def evaluate_trial_edits(run_dir: Path, edits: EditSpec, *, steps: int, progress: bool = False) -> dict[str, Any]:
     """Export ``run_dir`` to ``<run>/model/1`` and judge its edits as ``latentdial evaluate-edits`` does.
 
@@ -691,6 +720,18 @@ def evaluate_trial_edits(run_dir: Path, edits: EditSpec, *, steps: int, progress
     printed = _command(argv)
     log.info("sweep: edits of %s\n%s", run_dir, printed.rstrip())
     return {"asked": edits.asked(), "export_seconds": exported, "seconds": time.perf_counter() - began}
+
+
+def _judge_chunk(run_dir: Path, spec: SweepSpec, end: int, record: dict[str, Any]) -> None:
+    """With ``[edits] every_chunk``: judge the edits of chunk end ``end`` (not the last) once, while
+    ``run_dir``'s weights are that chunk's, and keep the figures in the trial's record."""
+    if spec.edits is None or not spec.edits.every_chunk or end >= spec.steps:
+        return
+    judged = record.setdefault("chunk_edits", {})
+    if str(end) in judged or weights_step(run_dir) != end:
+        return  # judged already, or the weights have moved on (nothing to judge them by)
+    judged[str(end)] = evaluate_chunk_edits(run_dir, spec.edits, end)
+    _write_record(run_dir, record)
 
 
 def _forget_evaluations(run_dir: Path) -> None:
@@ -741,6 +782,7 @@ def train_and_score(
         for end in spec.chunk_ends():
             start = newest_checkpoint_step(run_dir)
             if start >= end and (end < spec.steps or weights_step(run_dir) == end):
+                _judge_chunk(run_dir, spec, end, record)  # stopped before its edits were judged
                 continue  # this chunk was trained by an earlier session
             cfg = chunk_config(trial, spec, end, threads)
             began = time.perf_counter()
@@ -756,6 +798,7 @@ def train_and_score(
                 log.warning("sweep: %s stopped at step %d of %d; run the sweep again to resume it",
                             run_dir, reached, end)
                 return None
+            _judge_chunk(run_dir, spec, end, record)
     cfg = final_config(trial, spec)
     torch.set_num_threads(max(1, int(threads)))
     scores = recorded_scores(run_dir, spec, record)
@@ -963,6 +1006,59 @@ def line_plot(results: Sequence[RunResult], spec: SweepSpec, path: Path) -> bool
     return True
 
 
+def chunk_series(result: RunResult) -> list[tuple[int, dict[str, float]]]:
+    """(step, edit figures) at every judged chunk end of ``result`` and at its end, by step."""
+    points = [(int(step), figures) for step, figures in result.chunk_edits.items()]
+    final = {k: v for k, v in result.scores.items() if is_edit_key(k)}
+    return sorted(points + ([(result.steps, final)] if final else []))
+
+
+def chunk_table(results: Sequence[RunResult]) -> str:
+    """Markdown: the edit figures of every trial judged at its chunk ends, a row per step; "" if none."""
+    judged = [r for r in results if r.chunk_edits]
+    if not judged:
+        return ""
+    keys = edit_columns(judged)
+    lines = ["", "Edits at every chunk end (`[edits] every_chunk`), each chunk's weights judged as the end's:", "",
+             "| trial | step | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
+    for r in judged:
+        for step, figures in chunk_series(r):
+            lines.append(f"| {Path(r.run_dir).name} | {step:,} | "
+                         + " | ".join(f"{figures[k]:.3f}" if k in figures else "—" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def chunk_plot(results: Sequence[RunResult], path: Path) -> bool:
+    """``sweep_chunks.png``: edit success of every factor against the step, a panel per trial judged at
+    its chunk ends; False (nothing written) when none was."""
+    judged = [r for r in results if r.chunk_edits]
+    if not judged:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(judged), figsize=(5.2 * len(judged), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], judged, strict=True):
+        series = chunk_series(r)
+        for key in edit_columns([r]):
+            points = [(step, figures[key]) for step, figures in series if key in figures]
+            style = "--" if key.startswith("readback.") else "-"
+            if key.startswith("edit.") or key == "readback.all":
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=key)
+        ax.set_title(Path(r.run_dir).name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("share of edits / reconstructions")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult],
                   selection: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Write sweep.json, sweep.md, sweep.png and (with a grid) sweep_plot.png into ``out``; return
@@ -983,10 +1079,12 @@ def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult],
     }
     (out / RESULTS_JSON).write_text(json.dumps(payload, indent=2) + "\n")
     (out / RESULTS_MD).write_text(markdown_table(ranked, spec.rank_by, spec.steps, spec.grid_keys, extra, spec.edits)
-                                  + selection_table(selection or {}, results, [*spec.rank_by, *extra]))
+                                  + selection_table(selection or {}, results, [*spec.rank_by, *extra])
+                                  + chunk_table(results))
     if ranked:
         bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
         line_plot(results, spec, out / RESULTS_PLOT)
+        chunk_plot(results, out / RESULTS_CHUNKS)
     return ranked
 
 

@@ -421,6 +421,36 @@ def _result(name: str, seed: int, params: dict | None = None, run: str = "", **s
     return RunResult(name, seed, "", "beta_vae", [], 1, None, None, scores, run=run, params=params or {})
 
 
+@pytest.mark.slow
+def test_with_every_chunk_each_chunk_ends_weights_are_judged_once_and_shown_against_the_step(tmp_path):
+    path = write_edit_sweep(tmp_path, extra="chunks = [2]")
+    path.write_text(path.read_text().replace("num = 8\n", "num = 8\nevery_chunk = true\n"))
+    spec = load_sweep(path, REPO)
+    assert spec.edits == EditSpec(num=8, every_chunk=True)
+    assert spec.edits.asked()["every_chunk"] is True and "every_chunk" not in EditSpec(num=8).asked()
+    (trial,) = spec.trials()
+    out = tmp_path / "out"
+    result = train_and_score(trial, spec, out, eval_overrides=EVAL)
+    run_dir = out / "semi-s0"
+    report = json.loads((run_dir / "chunk-edits" / "2" / "edits.json").read_text())
+    assert report["num"] == 8 and (run_dir / "chunk-edits" / "2" / "edits.png").is_file()
+    assert not (run_dir / "chunk-edits" / "2" / "model").exists()  # the chunk's export is not kept
+    assert list(result.chunk_edits) == ["2"]
+    assert result.chunk_edits["2"]["edit.scale"] == report["factors"]["scale"]["success"]
+    assert result.chunk_edits["2"]["readback.all"] == report["readback"]["all"]
+    # a chunk end is judged once: read back, not judged again
+    stamp = (run_dir / "chunk-edits" / "2" / "edits.json").stat().st_mtime_ns
+    assert train_and_score(trial, spec, out, eval_overrides=EVAL).chunk_edits == result.chunk_edits
+    assert (run_dir / "chunk-edits" / "2" / "edits.json").stat().st_mtime_ns == stamp
+
+    write_results(out, spec, [result])
+    assert (out / "sweep_chunks.png").read_bytes()[:4] == b"\x89PNG"
+    table = (out / "sweep.md").read_text()
+    assert "Edits at every chunk end" in table
+    assert f"| semi-s0 | 2 | {result.chunk_edits['2']['edit.shape']:.3f} |" in table
+    assert f"| semi-s0 | 4 | {result.scores['edit.shape']:.3f} |" in table
+
+
 def test_rank_puts_a_run_missing_a_metric_last_and_averages_seeds():
     ranked = rank([_result("a", 0, mig=0.2), _result("a", 1, mig=0.4), _result("b", 0, sap=0.9),
                    _result("c", 0, mig=0.25)], ["mig"])
