@@ -138,7 +138,7 @@ class TrainConfig:
         top.pop("objective_name")
         top["dataset"] = dict(self.dataset)
         top["model"] = self.model.to_dict()
-        top["objective"] = {"name": self.objective_name, **dataclasses.asdict(self.objective)}
+        top["objective"] = {"name": self.objective_name, **self.objective.to_dict()}
         top["optimizer"] = dataclasses.asdict(self.optimizer)
         top["augment"] = self.augment.to_dict()
         return top

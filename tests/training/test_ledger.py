@@ -113,3 +113,30 @@ def test_a_sweep_without_init_skip_keeps_the_ledger_key_it_had_before_init_skip_
     from latentdial.training.sweep import ledger_key
 
     assert "init_skip" not in ledger_key(spec.trials()[0], spec)["config"]
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (REPO / "configs" / "sweep").glob("*.toml")
+                                         if "ledger" in p.read_text()))
+def test_every_committed_ledger_entry_still_reads_back_under_todays_code(sweep):
+    """An option added to a config (edit_cycle, init_skip) must not turn finished trials into new ones:
+    each entry's recorded config is the one today's code resolves for its trial. (The metrics and
+    edits asked are the sweep file's choice: the snap study keeps a fast-preset pilot on purpose.)"""
+    from latentdial.training.ledger import entry_path
+    from latentdial.training.sweep import ledger_key
+
+    spec = load_sweep(REPO / "configs" / "sweep" / sweep, REPO)
+    recorded = [t for t in spec.trials() if entry_path(spec.ledger, t.dir_name).is_file()]
+    for trial in recorded:
+        key = json.loads(entry_path(spec.ledger, trial.dir_name).read_text())["key"]
+        now = json.loads(json.dumps(ledger_key(trial, spec)))  # tuples as the file has them: lists
+        assert key["config"] == now["config"], trial.dir_name
+
+
+def test_an_option_at_its_default_is_left_out_of_a_config_it_was_added_after():
+    from latentdial.training.config import load_config
+
+    plain = load_config(REPO / "configs" / "shipped" / "dsprites.toml").to_dict()["objective"]
+    assert "edit_cycle" not in plain and plain["commitment"] == 0.25  # older options are always written
+    cycled = load_config(REPO / "configs" / "shipped" / "dsprites.toml", ["objective.edit_cycle=10.0"])
+    assert cycled.to_dict()["objective"]["edit_cycle"] == 10.0
+    assert load_config(REPO / "configs" / "shipped" / "dsprites.toml").objective.edit_cycle == 0.0

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -84,9 +84,21 @@ class Inputs:
 class ObjectiveConfig:
     """Hyper-parameters of the plain VAE (none beyond the architecture)."""
 
+    #: Options added after runs were recorded without them: written only when not at their default,
+    #: so those runs' configs (resume checks, a study's ledger keys) still read as the same recipe.
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option by name, but those of ``WRITTEN_WHEN_SET`` only when they differ from their default."""
+        out = asdict(self)
+        for f in fields(self):
+            if f.name in self.WRITTEN_WHEN_SET and f.default is not MISSING and out[f.name] == f.default:
+                del out[f.name]
+        return out
 
 
 def bernoulli_reconstruction(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

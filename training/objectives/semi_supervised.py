@@ -44,7 +44,7 @@ encoder that the labels trained as the reader.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class SemiSupervisedConfig(ObjectiveConfig):
     unlabelled_codes: str = "mean"
     commitment: float = 0.25
     edit_cycle: float = 0.0
+
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle",)
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
