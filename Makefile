@@ -19,7 +19,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 ADDRESS ?= 127.0.0.1:50051
 PYTEST_ARGS ?=
 
-.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors bench-peers bench-edit-kinds pytriton-venv kserve-venv protos lint sweep study study-snap ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
+.PHONY: serve test install-dev install-serve tritonclient-venv browser bench-frontdoors bench-peers bench-edit-kinds pytriton-venv kserve-venv protos lint sweep study study-snap study-gpu ship ship-finish ship-cooldown ship-gpu bench-runtimes bench-service profile-service bench-train bench-data bench-metrics loadtest container-check clean
 
 serve: $(SERVE_VENV)/.installed
 	$(SERVE_VENV)/bin/latentdial serve --repository models --host $(word 1,$(subst :, ,$(ADDRESS))) --port $(word 2,$(subst :, ,$(ADDRESS)))
@@ -137,6 +137,10 @@ study: $(VENV)/.installed
 
 study-snap: $(VENV)/.installed
 	$(VENV)/bin/latentdial sweep configs/sweep/label_study_snap.toml --out runs/label-study-snap $(SWEEP_ARGS)
+
+# A GPU job: the few-label default (1,000 labels) at the shipped default's length and schedule.
+study-gpu: $(VENV)/.installed
+	$(VENV)/bin/latentdial sweep configs/sweep/label_study_gpu.toml --out runs/label-study-gpu $(SWEEP_ARGS)
 
 # Reproduce a shipped model: train (bounded), evaluate, export, measure edits, write its report.
 #   make ship SHIP=<config> SHIP_STEPS=<step> SHIP_VERSION=<version> [SHIP_NAME=<model name, default SHIP>]

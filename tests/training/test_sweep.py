@@ -129,6 +129,21 @@ def test_the_infogan_cr_sweep_is_the_authors_recipe_over_ten_seeds_selected_by_m
     assert len(spec.chunk_ends()) > 1  # resumable: a stopped GPU job continues from its checkpoint
 
 
+def test_the_gpu_label_trial_is_the_shipped_default_recipe_and_length_with_1000_labels():
+    spec = load_sweep(REPO / "configs" / "sweep" / "label_study_gpu.toml", REPO)
+    (trial,) = spec.trials()
+    shipped = load_config(REPO / "configs" / "shipped" / "dsprites.toml")
+    last = chunk_config(trial, spec, spec.steps)
+    assert last.device == "cuda" and last.objective.num_labelled == 1000
+    # dsprites/5's schedule: 59,300 steps at the constant lr, then 36,000 cooling down to 0
+    assert spec.steps == 95300 and spec.chunk_ends() == [59300, 95300] and last.optimizer.cooldown_steps == 36000
+    check_chunks(trial, spec)
+    for key in ("model", "dataset", "batch_size"):
+        assert last.to_dict()[key] == shipped.to_dict()[key], key
+    assert {**last.to_dict()["objective"], "num_labelled": 0} == shipped.to_dict()["objective"]
+    assert spec.edits is not None and spec.edits.every_chunk and spec.metrics_preset == "reference"
+
+
 def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds_and_datasets():
     spec = load_sweep(REPO / "configs" / "sweep" / "label_study.toml", REPO)
     trials = spec.trials()
