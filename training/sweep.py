@@ -675,6 +675,20 @@ def _exported(model_dir: Path, steps: int) -> bool:
     return str((manifest.provenance.get("weights_metadata") or {}).get("step")) == str(steps)
 
 
+def _export_for_edits(run_dir: Path, model_dir: Path) -> str:
+    """``latentdial export RUN MODEL_DIR`` as the edit evaluation needs it: fp32 ONNX only; its output."""
+    return _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
+
+
+def _judge_edits(model_dir: Path, edits: EditSpec, report: Path, sheet: Path, *, quiet: bool) -> str:
+    """``latentdial evaluate-edits`` of ``model_dir`` as ``edits`` asks, into ``report`` and ``sheet``; its output."""
+    argv = ["evaluate-edits", str(model_dir), "--num", str(edits.num), "--seed", str(edits.seed),
+            "--out", str(report), "--sheet", str(sheet)]
+    if edits.reader is not None:
+        argv += ["--reader", str(edits.reader)]
+    return _command(argv + (["--quiet"] if quiet else []))
+
+
 def evaluate_chunk_edits(run_dir: Path, edits: EditSpec, step: int) -> dict[str, float]:
     """The edit figures of ``run_dir``'s weights at chunk end ``step``, judged as at the end of the
     trial: exported into ``<run>/chunk-edits/<step>/model/1`` (removed afterwards) and judged by
@@ -682,12 +696,8 @@ def evaluate_chunk_edits(run_dir: Path, edits: EditSpec, step: int) -> dict[str,
     where = Path(run_dir) / CHUNK_EDITS / str(step)
     shutil.rmtree(where, ignore_errors=True)
     model_dir = where.joinpath(*EDIT_MODEL)
-    _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
-    argv = ["evaluate-edits", str(model_dir), "--num", str(edits.num), "--seed", str(edits.seed),
-            "--out", str(where / EDITS_JSON), "--sheet", str(where / EDITS_SHEET), "--quiet"]
-    if edits.reader is not None:
-        argv += ["--reader", str(edits.reader)]
-    _command(argv)
+    _export_for_edits(run_dir, model_dir)
+    _judge_edits(model_dir, edits, where / EDITS_JSON, where / EDITS_SHEET, quiet=True)
     shutil.rmtree(where / EDIT_MODEL[0], ignore_errors=True)
     return edit_figures(json.loads((where / EDITS_JSON).read_text()))
 
@@ -707,17 +717,11 @@ def evaluate_trial_edits(run_dir: Path, edits: EditSpec, *, steps: int, progress
     began = time.perf_counter()
     if not _exported(model_dir, steps):
         shutil.rmtree(model_dir.parent, ignore_errors=True)  # an older export, or one killed half-way
-        printed = _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
+        printed = _export_for_edits(run_dir, model_dir)
         log.info("sweep: exported %s\n%s", run_dir, printed.rstrip())
     exported = time.perf_counter() - began
     (run_dir / EDITS_JSON).unlink(missing_ok=True)
-    argv = ["evaluate-edits", str(model_dir), "--num", str(edits.num), "--seed", str(edits.seed),
-            "--out", str(run_dir / EDITS_JSON), "--sheet", str(run_dir / EDITS_SHEET)]
-    if edits.reader is not None:
-        argv += ["--reader", str(edits.reader)]
-    if not progress:
-        argv.append("--quiet")
-    printed = _command(argv)
+    printed = _judge_edits(model_dir, edits, run_dir / EDITS_JSON, run_dir / EDITS_SHEET, quiet=not progress)
     log.info("sweep: edits of %s\n%s", run_dir, printed.rstrip())
     return {"asked": edits.asked(), "export_seconds": exported, "seconds": time.perf_counter() - began}
 
@@ -1042,11 +1046,10 @@ def chunk_plot(results: Sequence[RunResult], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(judged), figsize=(5.2 * len(judged), 3.8), squeeze=False)
     for ax, r in zip(axes[0], judged, strict=True):
         series = chunk_series(r)
-        for key in edit_columns([r]):
+        for key in [k for k in edit_columns([r]) if k.startswith("edit.") or k == "readback.all"]:
             points = [(step, figures[key]) for step, figures in series if key in figures]
-            style = "--" if key.startswith("readback.") else "-"
-            if key.startswith("edit.") or key == "readback.all":
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=key)
+            ax.plot([p[0] for p in points], [p[1] for p in points], "-" if key.startswith("edit.") else "--",
+                    marker="o", label=key)
         ax.set_title(Path(r.run_dir).name, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)
@@ -1085,6 +1088,15 @@ def write_results(out: Path, spec: SweepSpec, results: Sequence[RunResult],
         bar_chart(ranked, spec.rank_by, out / RESULTS_PNG)
         line_plot(results, spec, out / RESULTS_PLOT)
         chunk_plot(results, out / RESULTS_CHUNKS)
+    return ranked
+
+
+def _write_and_select(out: Path, spec: SweepSpec, results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """Write the results, then, with ``[select]``, select and write them again with the selection:
+    the plain results are safe first, since selecting is long and may fail."""
+    ranked = write_results(out, spec, results)
+    if spec.select is not None:
+        ranked = write_results(out, spec, results, select_models(spec.select, out, results))
     return ranked
 
 
@@ -1143,11 +1155,7 @@ def run_sweep(
     errors: list[tuple[str, str]] = []
     if pending and collect_only:
         log.info("sweep: %d of %d trial(s) not finished; collecting the others only", len(pending), len(trials))
-        results = collect_results(spec, out)
-        ranked = write_results(out, spec, results)
-        if spec.select is not None:
-            ranked = write_results(out, spec, results, select_models(spec.select, out, results))
-        return ranked
+        return _write_and_select(out, spec, collect_results(spec, out))
     if pending:
         from latentdial.training.tune import run_trials
 
@@ -1157,10 +1165,7 @@ def run_sweep(
                             on_trial_done=lambda: write_results(out, spec, collect_results(spec, out)))
     else:
         log.info("sweep: every trial in %s is finished; rewriting the results", out)
-    results = collect_results(spec, out)
-    ranked = write_results(out, spec, results)
-    if spec.select is not None:  # after the plain results are safe: it is long, and may fail
-        ranked = write_results(out, spec, results, select_models(spec.select, out, results))
+    ranked = _write_and_select(out, spec, collect_results(spec, out))
     failed = {name for name, _ in errors}
     unfinished = [t.dir_name for t in trials
                   if t.dir_name not in failed and finished_result(t, spec, out) is None]

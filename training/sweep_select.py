@@ -92,6 +92,7 @@ def select_models(select: SelectSpec, out: Path, results: Sequence[Any]) -> dict
     weights and sizes is read back, not computed again.
     """
     from latentdial.training.model_centrality import centrality_of_runs
+    from latentdial.training.run_dir import WEIGHTS
 
     out = Path(out)
     path = out / CENTRALITY_JSON
@@ -102,7 +103,7 @@ def select_models(select: SelectSpec, out: Path, results: Sequence[Any]) -> dict
     for r in results:
         run_dir = Path(r.run_dir)
         run_dir = run_dir if run_dir.is_absolute() else out / run_dir
-        if (run_dir / "model.safetensors").is_file():
+        if (run_dir / WEIGHTS).is_file():
             by_run.setdefault(r.run, []).append(run_dir)
     selection: dict[str, dict[str, Any]] = {}
     for run, dirs in by_run.items():
@@ -119,7 +120,7 @@ def select_models(select: SelectSpec, out: Path, results: Sequence[Any]) -> dict
         found = centrality_of_runs(dirs, **select.sizes)
         ranking = [[Path(name).name, score] for name, score in found["ranking"]]
         selection[run] = {"ranking": ranking, "selected": ranking[0][0], "weights": weights,
-                          "similarity": found["similarity"], "trials": [p.name for p in dirs]}
+                          "similarity": found["similarity"]}  # rows and columns in the order of weights
     path.write_text(json.dumps({"select": asked, "runs": {**runs, **selection}}, indent=2) + "\n")
     return selection
 
