@@ -71,7 +71,6 @@ def param_checksum(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-
 def _to_device(batch: Any, device: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, tuple):
         return tuple(torch.from_numpy(b).to(device) for b in batch)  # type: ignore[return-value]

@@ -60,7 +60,6 @@ def _f(value: torch.Tensor) -> float:
     return float(value.detach())
 
 
-
 def gradient_penalty(discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: E[(||d D_src(x_hat) / d x_hat||_2 - 1)^2], x_hat = a x + (1 - a) x~, a ~ U(0, 1) per image.
 
