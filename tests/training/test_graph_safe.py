@@ -66,7 +66,9 @@ def _objective(cls, **config):
 
 #: graph-safe objectives, and options of theirs that add work to the step
 GRAPH_SAFE = [*((n, {}) for n in sorted(n for n, c in OBJECTIVES.items() if c.graph_safe)),
-              ("semi_supervised", {"edit_cycle": 1.0})]
+              ("semi_supervised", {"edit_cycle": 1.0}),
+              ("semi_supervised", {"unlabelled_codes": "pseudo",
+                                   "views": {"shift": ["shape"], "rot90": ["shape"], "flip": ["shape"]}})]
 
 
 @pytest.mark.parametrize(("name", "config"), GRAPH_SAFE, ids=[f"{n}{'+' if c else ''}{','.join(c)}" for n, c in GRAPH_SAFE])

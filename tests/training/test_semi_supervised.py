@@ -153,6 +153,29 @@ def test_snapped_unlabelled_images_decode_the_nearest_code_with_the_gradient_pas
         _objective(unlabelled_codes="round")
 
 
+def test_pseudo_labelled_images_decode_the_nearest_code_and_send_no_gradient_to_the_encoder():
+    objective = _objective(unlabelled_codes="pseudo")
+    labels = _labels(8)
+    labels[4:] = -1
+    mean = (_perfect_mean(objective, _labels(8, seed=1)) + 0.005 * torch.randn(8, 10)).requires_grad_(True)
+    decoded = objective.hook_latents(torch.randn(8, 10), mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=labels))
+    assert torch.allclose(decoded[4:, :6], _perfect_mean(objective, _labels(8, seed=1))[4:, :6])  # the codes
+    assert torch.allclose(decoded[:4, :6], _perfect_mean(objective, labels[:4])[:, :6])  # labels win where given
+    assert not decoded[:, :6].requires_grad  # no path back to the means: only the labels train them
+
+
+def test_with_pseudo_labels_the_reconstruction_of_unlabelled_images_never_moves_the_encoder():
+    objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)), SemiSupervisedConfig(unlabelled_codes="pseudo"))
+    objective.attach_dataset(DSPRITES)
+    factors = _labels(8)
+    images = torch.from_numpy(DSPRITES.sample_observations_from_factors(factors.numpy(), np.random.default_rng(0)))
+    loss, terms = objective.loss_terms((images.float(), torch.full_like(factors, -1)), step=0)
+    assert float(terms["recon"]) > 0
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in objective.model.encoder.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in objective.model.decoder.parameters()) > 0
+
+
 def test_snapping_commits_unlabelled_means_to_their_codes_so_they_cannot_drift():
     objective = _objective(unlabelled_codes="snap", commitment=0.25)
     labels = torch.full_like(_labels(4), -1)

@@ -96,7 +96,10 @@ class ObjectiveConfig:
         """Every option by name, but those of ``WRITTEN_WHEN_SET`` only when they differ from their default."""
         out = asdict(self)
         for f in fields(self):
-            if f.name in self.WRITTEN_WHEN_SET and f.default is not MISSING and out[f.name] == f.default:
+            if f.name not in self.WRITTEN_WHEN_SET:
+                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if default is not MISSING and out[f.name] == default:
                 del out[f.name]
         return out
 
