@@ -68,7 +68,8 @@ def _objective(cls, **config):
 GRAPH_SAFE = [*((n, {}) for n in sorted(n for n, c in OBJECTIVES.items() if c.graph_safe)),
               ("semi_supervised", {"edit_cycle": 1.0}),
               ("semi_supervised", {"unlabelled_codes": "pseudo",
-                                   "views": {"shift": ["shape"], "rot90": ["shape"], "flip": ["shape"]}})]
+                                   "views": {"shift": ["shape"], "rot90": ["shape"], "flip": ["shape"]},
+                                   "views_angle": "orientation"})]
 
 
 @pytest.mark.parametrize(("name", "config"), GRAPH_SAFE, ids=[f"{n}{'+' if c else ''}{','.join(c)}" for n, c in GRAPH_SAFE])

@@ -4,11 +4,14 @@ frame; the encoder learns from the views under the supervised loss."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from latentdial.training.data import get_dataset
+from latentdial.training.data.dsprites import ORIENTATIONS, render_sprites
 from latentdial.training.model import ModelConfig, build_model
 from latentdial.training.objectives import SemiSupervisedConfig, SemiSupervisedVAE
 from latentdial.training.objectives.base import Inputs
@@ -51,7 +54,8 @@ def test_an_empty_image_stays_where_it_is():
 def test_a_view_keeps_the_labels_its_moves_keep_and_forgets_the_others():
     images, labels = _sprites(256)
     views = LabelViews(SPRITES, NAMES)
-    seen, kept = views(images, labels)
+    seen, kept, angles = views(images, labels)
+    assert angles is None
     assert seen.shape == images.shape and kept.shape == labels.shape
     shape, scale, orientation, pos_x, pos_y = range(5)
     assert torch.equal(kept[:, [shape, scale]], labels[:, [shape, scale]])  # every move keeps them
@@ -64,10 +68,34 @@ def test_a_view_keeps_the_labels_its_moves_keep_and_forgets_the_others():
     assert torch.equal(kept[~turned, orientation], labels[~turned, orientation])
 
 
+def test_the_angle_a_turned_or_mirrored_view_reports_is_the_angle_the_renderer_draws():
+    sprites = render_sprites()  # (shape, scale, orientation, 33, 33), each centred on its tile
+    rng = np.random.default_rng(0)
+    index = np.stack([rng.integers(3, size=200), np.full(200, 5), rng.integers(40, size=200)], axis=1)
+    tiles = torch.from_numpy(sprites[index[:, 0], index[:, 1], index[:, 2]][:, None].astype(np.float32))
+    labels = torch.from_numpy(np.concatenate([index, np.zeros((200, 2), np.int64)], axis=1))
+    views = LabelViews({"rot90": ["shape", "scale"], "flip": ["shape", "scale"]}, NAMES, angle="orientation")
+    seen, kept, angles = views(tiles, labels, torch.from_numpy(ORIENTATIONS[index[:, 2]]))
+    assert (kept[:, 2] == labels[:, 2]).all()  # the angle's label survives turns and mirrors
+    assert not torch.equal(angles, torch.from_numpy(ORIENTATIONS[index[:, 2]]))  # ... as a new angle
+    nearest = np.abs(np.angle(np.exp(1j * (angles.numpy()[:, None] - ORIENTATIONS[None, :])))).argmin(axis=1)
+    drawn = sprites[index[:, 0], index[:, 1], nearest].astype(bool)
+    view = seen[:, 0].numpy().astype(bool)
+    overlap = (drawn & view).sum(axis=(1, 2)) / (drawn | view).sum(axis=(1, 2))
+    assert overlap.mean() > 0.95  # the 40-step grid has no exact quarter turn: 92.3 degrees is the nearest
+    hearts = np.flatnonzero(index[:, 0] == 2)  # no symmetry: one angle fits
+    grid = sprites[2, 5].astype(bool)  # (40, 33, 33)
+    best = np.array([((grid & view[i]).sum(axis=(1, 2)) / (grid | view[i]).sum(axis=(1, 2))).argmax() for i in hearts])
+    steps = np.abs(best - nearest[hearts])
+    assert np.minimum(steps, 39 - steps).max() <= 1  # 0 and 2 pi are one angle on the grid
+    with pytest.raises(ValueError, match="need each image's angle"):
+        views(tiles, labels)
+
+
 def test_a_labelled_unknown_stays_unknown():
     images, labels = _sprites(16)
     labels[:, 0] = -1
-    _, kept = LabelViews({"flip": ["shape", "scale"]}, NAMES)(images, labels)
+    _, kept, _ = LabelViews({"flip": ["shape", "scale"]}, NAMES)(images, labels)
     assert (kept[:, 0] == -1).all()
 
 
@@ -85,6 +113,29 @@ def test_a_wrong_views_table_is_refused_by_name(views, match):
 def test_a_wrong_view_move_is_refused_when_the_config_is_read():
     with pytest.raises(ValueError, match="unknown move"):
         SemiSupervisedConfig(views={"zoom": ["shape"]})
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    ({"views": SPRITES, "views_angle": "scale"}, "circular factor whose period is a full turn"),
+    ({"views": SPRITES, "views_angle": "hue"}, "circular factor"),
+    ({"views_angle": "orientation"}, "needs objective.views"),
+])
+def test_a_turning_factor_must_be_a_labelled_full_turn(config, match):
+    objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)), SemiSupervisedConfig(**config))
+    with pytest.raises(ValueError, match=match):
+        objective.attach_dataset(DSPRITES)
+
+
+def test_the_views_loss_of_a_turned_sprite_is_least_at_its_turned_angle():
+    objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)),
+                                  SemiSupervisedConfig(views={"rot90": ["shape", "scale"]}, views_angle="orientation"))
+    objective.attach_dataset(DSPRITES)
+    labels = torch.tensor([[2, 5, 0, 10, 10]])  # a heart at 0 degrees
+    quarter = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])  # an encoder reading it at 90 degrees
+    _, turned = objective._code_loss(quarter, labels, {"orientation": torch.tensor([math.pi / 2])})
+    _, unturned = objective._code_loss(quarter, labels)
+    assert float(turned["sup_orientation"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(unturned["sup_orientation"]) == pytest.approx(1.0, abs=1e-6)  # 1 - cos(90 degrees)
 
 
 def test_the_encoder_learns_from_views_of_the_labelled_half_and_the_decoder_never_sees_them():

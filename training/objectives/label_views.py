@@ -22,12 +22,20 @@ The moves, each drawn per image (``views`` in the objective's config: move -> fa
 - ``rot90``: a quarter turn k in {0, 1, 2, 3} (square images only).
 - ``flip``: a left-right mirror, with probability 1/2.
 
+One circular factor may turn with the image (``views_angle``): a quarter turn adds 90 degrees to
+its angle and a mirror negates it, so its label is kept through both as an angle rather than
+forgotten. That holds when the factor's period is one full turn of the image, its angle grows
+in ``torch.rot90``'s sense (counter-clockwise as displayed) and every object at angle 0 is its
+own mirror image; dSprites' orientation is such a factor (checked against its renderer in the
+tests). The view then reports each image's new angle of that factor in radians.
+
 A move that leaves the image as it was (k = 0, no mirror, a zero shift) keeps every label.
 Everything is batched tensor work with no host sync, so a CUDA graph can capture it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -56,15 +64,22 @@ def check_views(views: Mapping[str, Sequence[str]], factor_names: Sequence[str] 
 class LabelViews:
     """Draws one view of each labelled image (module docstring).
 
-    views: move -> the names of the factors it keeps; factor_names: the label columns' names.
+    views: move -> the names of the factors it keeps; factor_names: the label columns' names;
+    angle: the circular factor that turns with the image (module docstring), or None.
     """
 
-    def __init__(self, views: Mapping[str, Sequence[str]], factor_names: Sequence[str]) -> None:
+    def __init__(self, views: Mapping[str, Sequence[str]], factor_names: Sequence[str],
+                 angle: str | None = None) -> None:
         check_views(views, factor_names)
-        self.moves = tuple(m for m in MOVES if m in views)
         names = list(factor_names)
+        if angle is not None and angle not in names:
+            raise ValueError(f"objective.views_angle {angle!r} is not a factor of the dataset: {names}")
+        self.moves = tuple(m for m in MOVES if m in views)
+        self.angle = angle
+        turned = {"rot90", "flip"}
         #: per move, (F,) bool: does the move keep the label of that column?
-        self._keeps = {m: torch.tensor([n in views[m] for n in names]) for m in self.moves}
+        self._keeps = {m: torch.tensor([n in views[m] or (n == angle and m in turned) for n in names])
+                       for m in self.moves}
         self._on: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def _keep(self, move: str, device: torch.device) -> torch.Tensor:
@@ -74,10 +89,18 @@ class LabelViews:
             self._on[key] = self._keeps[move].to(device)
         return self._on[key]
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (M, C, H, W) in [0, 1], labels (M, F) int64 (-1 unknown) -> a view of each and its labels."""
-        x, y = images, labels
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 angles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A view of each image, its labels and its angle.
+
+        images: (M, C, H, W) in [0, 1]; labels: (M, F) int64, -1 unknown; angles: (M,) radians, the
+        ``angle`` factor's angle of each image (None without one). Returns (views (M, C, H, W),
+        labels (M, F), the views' angles (M,) or None).
+        """
+        x, y, a = images, labels, angles
         m = x.shape[0]
+        if self.angle is not None and a is None:
+            raise ValueError(f"views turning {self.angle!r} need each image's angle")
         if "rot90" in self.moves:
             if x.shape[-1] != x.shape[-2]:
                 raise ValueError(f"views.rot90 needs square images, got {tuple(x.shape[-2:])}")
@@ -85,14 +108,16 @@ class LabelViews:
             turned = torch.stack([torch.rot90(x, j, dims=(-2, -1)) for j in range(4)])  # (4, M, C, H, W)
             x = turned[k, torch.arange(m, device=x.device)]
             y = self._forget(y, k != 0, "rot90")
+            a = None if a is None else a + k.to(a.dtype) * (math.pi / 2)
         if "flip" in self.moves:
             mirror = torch.rand(m, device=x.device) < 0.5
             x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
             y = self._forget(y, mirror, "flip")
+            a = None if a is None else torch.where(mirror, -a, a)
         if "shift" in self.moves:
             x, moved = shift_within_frame(x)
             y = self._forget(y, moved, "shift")
-        return x, y
+        return x, y, a
 
     def _forget(self, labels: torch.Tensor, moved: torch.Tensor, move: str) -> torch.Tensor:
         """``labels`` (M, F) with -1 where the row ``moved`` (M,) bool and the move does not keep the column."""

@@ -107,6 +107,8 @@ class SemiSupervisedConfig(ObjectiveConfig):
         labelled image, under the supervised loss on the labels the view kept (weight gamma).
         {} (the default) takes none. The stream puts the labelled pool's draws in the batch's
         second half (and labels every row when ``num_labelled`` is 0).
+    views_angle: the circular factor whose angle turns with the views' quarter turns and mirrors
+        (``label_views.py``; dSprites: "orientation"), so its label survives them; "" for none.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -120,8 +122,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
     commitment: float = 0.25
     edit_cycle: float = 0.0
     views: dict[str, list[str]] = field(default_factory=dict)
+    views_angle: str = ""
 
-    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views")
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle")
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -270,7 +273,17 @@ class SemiSupervisedVAE(VAEObjective):
         self.codes = factor_codes(dataset, self.config.factors, self.model.config.latent_dim,
                                   self.config.categorical_code)
         self.num_named = sum(len(c.dims) for c in self.codes)
-        self.views = LabelViews(self.config.views, list(dataset.factor_names)) if self.config.views else None
+        self.views = None
+        if self.config.views:
+            angle = self.config.views_angle or None
+            if angle is not None:
+                turning = next((c for c in self.codes if c.name == angle), None)
+                if turning is None or turning.kind != "circular" or not np.isclose(turning.period or 0.0, 2 * np.pi):
+                    raise ValueError(f"objective.views_angle {angle!r} must name a labelled circular factor whose "
+                                     "period is a full turn (2 pi)")
+            self.views = LabelViews(self.config.views, list(dataset.factor_names), angle)
+        elif self.config.views_angle:
+            raise ValueError("objective.views_angle needs objective.views")
 
     def factor_card(self) -> FactorCard:
         self._require_codes()
@@ -389,21 +402,29 @@ class SemiSupervisedVAE(VAEObjective):
         second half (its labelled half; ``views``): ()."""
         assert self.views is not None
         half = images.shape[0] // 2
-        x, y = self.views(images[half:], labels[half:])
+        y = labels[half:]
+        angles = None
+        if self.views.angle is not None:
+            code = next(c for c in self.codes if c.name == self.views.angle)
+            target = self._targets(code, y)[1]  # (M/2, 2) the label's (cos, sin)
+            angles = torch.atan2(target[:, 1], target[:, 0])
+        x, y, turned = self.views(images[half:], y, angles)
         read, _ = self.model.encoder(x)
-        total, _ = self._code_loss(read, y)
+        total, _ = self._code_loss(read, y, None if turned is None else {self.views.angle: turned})
         return total
 
-    def _code_loss(self, mean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _code_loss(self, mean: torch.Tensor, labels: torch.Tensor,
+                   angles: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum over factors of the per-kind loss of ``mean``'s named dims against the codes of
-        ``labels`` (M, F), each averaged over the rows that carry that factor: ((), per factor)."""
+        ``labels`` (M, F), each averaged over the rows that carry that factor: ((), per factor).
+        ``angles``: a circular factor's target angles (M,) in radians, in place of its label's."""
         total = mean.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         for code in self.codes:
             known, target = self._targets(code, labels)
             u = self._named(mean, code)
             if code.kind == "circular":
-                theta = torch.atan2(target[:, 1], target[:, 0])
+                theta = angles[code.name] if angles and code.name in angles else torch.atan2(target[:, 1], target[:, 0])
                 order = torch.ones_like(known, dtype=torch.int64)
                 max_order = 1
                 if code.symmetry is not None:
