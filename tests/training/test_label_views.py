@@ -35,20 +35,21 @@ def _sprites(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_a_shift_moves_the_whole_sprite_within_the_frame_by_whole_pixels():
     images, _ = _sprites(64)
-    shifted, moved = shift_within_frame(images)
+    shifted, dy, dx = shift_within_frame(images)
+    moved = (dy != 0) | (dx != 0)
     assert torch.equal(shifted.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))  # nothing cut off at the border
     assert set(shifted.unique().tolist()) <= {0.0, 1.0}  # whole pixels: binary stays binary
     assert moved.float().mean() > 0.8
     for i in range(64):  # each is the same sprite somewhere else
-        dy, dx = (torch.nonzero(shifted[i, 0]).min(dim=0).values - torch.nonzero(images[i, 0]).min(dim=0).values).tolist()
-        assert torch.equal(torch.roll(images[i], (dy, dx), dims=(1, 2)), shifted[i])
-        assert bool(moved[i]) == ((dy, dx) != (0, 0))
+        dy_i, dx_i = (torch.nonzero(shifted[i, 0]).min(dim=0).values - torch.nonzero(images[i, 0]).min(dim=0).values).tolist()
+        assert torch.equal(torch.roll(images[i], (dy_i, dx_i), dims=(1, 2)), shifted[i])
+        assert (int(dy[i]), int(dx[i])) == (dy_i, dx_i)
 
 
 def test_an_empty_image_stays_where_it_is():
     blank = torch.zeros(2, 1, 64, 64)
-    shifted, moved = shift_within_frame(blank)
-    assert torch.equal(shifted, blank) and not moved.any()
+    shifted, dy, dx = shift_within_frame(blank)
+    assert torch.equal(shifted, blank) and not dy.any() and not dx.any()
 
 
 def test_a_view_keeps_the_labels_its_moves_keep_and_forgets_the_others():
@@ -92,6 +93,34 @@ def test_the_angle_a_turned_or_mirrored_view_reports_is_the_angle_the_renderer_d
         views(tiles, labels)
 
 
+def test_the_place_a_view_reports_is_where_the_renderer_draws_the_sprite():
+    # squares at orientation 0 look the same turned and mirrored, so each view must be exactly the
+    # render of its own labels wherever they are known
+    rng = np.random.default_rng(1)
+    factors = np.stack([np.zeros(300, np.int64), rng.integers(6, size=300), np.zeros(300, np.int64),
+                        rng.integers(32, size=300), rng.integers(32, size=300)], axis=1)
+    images = torch.from_numpy(DSPRITES.sample_observations_from_factors(factors, rng)).float()
+    views = LabelViews(SPRITES, NAMES, position=["pos_x", "pos_y"], sizes=DSPRITES.factors_num_values)
+    seen, kept, _ = views(images, torch.from_numpy(factors))
+    placed = (kept[:, 3] >= 0).numpy()
+    assert placed.all()  # a known place stays on its grid
+    moved = kept[:, 3:].numpy() != factors[:, 3:]
+    assert moved[placed].any(axis=1).mean() > 0.8  # most views put the sprite somewhere else
+    drawn = DSPRITES.sample_observations_from_factors(np.where(kept.numpy() >= 0, kept.numpy(), 0)[placed], rng)
+    assert np.array_equal(seen.numpy()[placed], drawn)
+    unplaced = torch.from_numpy(factors).clone()
+    unplaced[:5, 3] = -1  # half a place is no place
+    _, kept, _ = views(images[:10], unplaced[:10])
+    assert (kept[:5, 3:] == -1).all() and (kept[5:, 3:] >= 0).all()
+
+
+def test_views_position_must_name_two_factors():
+    with pytest.raises(ValueError, match="two factors of the dataset, x then y"):
+        LabelViews(SPRITES, NAMES, position=["pos_x"], sizes=DSPRITES.factors_num_values)
+    with pytest.raises(ValueError, match="two factors"):
+        LabelViews(SPRITES, NAMES, position=["pos_x", "pos_x"], sizes=DSPRITES.factors_num_values)
+
+
 def test_a_labelled_unknown_stays_unknown():
     images, labels = _sprites(16)
     labels[:, 0] = -1
@@ -118,7 +147,8 @@ def test_a_wrong_view_move_is_refused_when_the_config_is_read():
 @pytest.mark.parametrize(("config", "match"), [
     ({"views": SPRITES, "views_angle": "scale"}, "circular factor whose period is a full turn"),
     ({"views": SPRITES, "views_angle": "hue"}, "circular factor"),
-    ({"views_angle": "orientation"}, "needs objective.views"),
+    ({"views_angle": "orientation"}, "need objective.views"),
+    ({"views_position": ["pos_x", "pos_y"]}, "need objective.views"),
 ])
 def test_a_turning_factor_must_be_a_labelled_full_turn(config, match):
     objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)), SemiSupervisedConfig(**config))

@@ -109,6 +109,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
         second half (and labels every row when ``num_labelled`` is 0).
     views_angle: the circular factor whose angle turns with the views' quarter turns and mirrors
         (``label_views.py``; dSprites: "orientation"), so its label survives them; "" for none.
+    views_position: the factors that place the object, x then y, each step one pixel on a grid
+        centred in the frame (``label_views.py``; dSprites: ["pos_x", "pos_y"]): their labels move
+        with every view; [] for none.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -123,8 +126,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
     edit_cycle: float = 0.0
     views: dict[str, list[str]] = field(default_factory=dict)
     views_angle: str = ""
+    views_position: list[str] = field(default_factory=list)
 
-    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle")
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle", "views_position")
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -281,9 +285,10 @@ class SemiSupervisedVAE(VAEObjective):
                 if turning is None or turning.kind != "circular" or not np.isclose(turning.period or 0.0, 2 * np.pi):
                     raise ValueError(f"objective.views_angle {angle!r} must name a labelled circular factor whose "
                                      "period is a full turn (2 pi)")
-            self.views = LabelViews(self.config.views, list(dataset.factor_names), angle)
-        elif self.config.views_angle:
-            raise ValueError("objective.views_angle needs objective.views")
+            self.views = LabelViews(self.config.views, list(dataset.factor_names), angle, self.config.views_position,
+                                    list(dataset.factors_num_values))
+        elif self.config.views_angle or self.config.views_position:
+            raise ValueError("objective.views_angle and views_position need objective.views")
 
     def factor_card(self) -> FactorCard:
         self._require_codes()
