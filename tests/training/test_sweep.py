@@ -129,19 +129,38 @@ def test_the_infogan_cr_sweep_is_the_authors_recipe_over_ten_seeds_selected_by_m
     assert len(spec.chunk_ends()) > 1  # resumable: a stopped GPU job continues from its checkpoint
 
 
-def test_the_gpu_label_trial_is_the_shipped_default_recipe_and_length_with_1000_labels():
+#: what the few-label recipe adds to the shipped default's objective (configs/few_labels/dsprites.toml)
+FEW_LABELS = {
+    "num_labelled": 1000, "unlabelled_codes": "pseudo", "views_angle": "orientation", "views_position": ["pos_x", "pos_y"],
+    "views": {"shift": ["shape", "scale", "orientation"], "rot90": ["shape", "scale"], "flip": ["shape", "scale"]},
+}
+
+
+def test_the_gpu_label_trials_are_the_shipped_default_recipe_and_length_with_1000_labels():
     spec = load_sweep(REPO / "configs" / "sweep" / "label_study_gpu.toml", REPO)
-    (trial,) = spec.trials()
+    plain, few = spec.trials()
     shipped = load_config(REPO / "configs" / "shipped" / "dsprites.toml")
-    last = chunk_config(trial, spec, spec.steps)
-    assert last.device == "cuda" and last.objective.num_labelled == 1000
     # dsprites/5's schedule: 59,300 steps at the constant lr, then 36,000 cooling down to 0
-    assert spec.steps == 95300 and spec.chunk_ends() == [59300, 95300] and last.optimizer.cooldown_steps == 36000
-    check_chunks(trial, spec)
-    for key in ("model", "dataset", "batch_size"):
-        assert last.to_dict()[key] == shipped.to_dict()[key], key
-    assert {**last.to_dict()["objective"], "num_labelled": 0} == shipped.to_dict()["objective"]
+    assert spec.steps == 95300 and spec.chunk_ends() == [59300, 95300]
     assert spec.edits is not None and spec.edits.every_chunk and spec.metrics_preset == "reference"
+    for trial, objective in ((plain, {"num_labelled": 1000}), (few, FEW_LABELS)):
+        last = chunk_config(trial, spec, spec.steps)
+        assert last.device == "cuda" and last.optimizer.cooldown_steps == 36000
+        check_chunks(trial, spec)
+        for key in ("model", "dataset", "batch_size"):
+            assert last.to_dict()[key] == shipped.to_dict()[key], key
+        assert {**last.to_dict()["optimizer"], "cooldown_steps": 0} == shipped.to_dict()["optimizer"]
+        assert last.to_dict()["objective"] == {**shipped.to_dict()["objective"], **objective}
+
+
+def test_the_few_label_recipe_is_the_shipped_default_with_1000_labels_pseudo_labels_and_views():
+    few = load_config(REPO / "configs" / "few_labels" / "dsprites.toml").to_dict()
+    shipped = load_config(REPO / "configs" / "shipped" / "dsprites.toml").to_dict()
+    assert few["objective"] == {**shipped["objective"], **FEW_LABELS}
+    assert {k: v for k, v in few.items() if k != "objective"} == {k: v for k, v in shipped.items() if k != "objective"}
+    spec = load_sweep(REPO / "configs" / "sweep" / "label_study_pseudo.toml", REPO)
+    assert {t.run.config.relative_to(REPO).as_posix() for t in spec.trials()} == {"configs/few_labels/dsprites.toml"}
+    assert dict(spec.grid) == {"objective.num_labelled": (1000, 100)}
 
 
 def test_the_label_study_is_the_shipped_semi_supervised_recipe_over_labels_seeds_and_datasets():
