@@ -99,8 +99,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
         Semi-Supervised Learning Method for Deep Neural Networks"). The decoder again reads only
         codes, and the reconstruction of unlabelled images no longer pulls the named means off
         their codes: only the labels train them. A conv encoder under that pull read the shape of
-        new dSprites images at 0.48 from 1,000 labels and 0.45 from 10,000, where the same
-        encoder trained on the 10,000 labels alone reads 0.94 (docs/models.md, "Few labels").
+        new dSprites images at 0.39 from 1,000 labels and 0.44 from 10,000 (6,000 steps), where
+        the same encoder trained on the 10,000 labels alone reads 0.96 (3,000 steps;
+        docs/models.md, "Few labels").
     views: label-aware views of the batch's labelled half (``label_views.py``): move -> the
         factors it keeps, e.g. ``{shift = ["shape", "scale", "orientation"], rot90 = ["shape",
         "scale"], flip = ["shape", "scale"]}``. Each step the encoder also reads one view of each
