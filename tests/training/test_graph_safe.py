@@ -53,7 +53,7 @@ def _batch(cls, objective, n: int = 8):
     if cls.requires_labels:
         objective.attach_dataset(dsprites)
         labels = torch.from_numpy(dsprites.sample_factors(n, rng))
-        labels[n // 2 :] = -1
+        labels[: n // 2] = -1  # the stream's layout: the unlabelled half first, then the labelled pool's draws
         return images, labels
     return images
 
