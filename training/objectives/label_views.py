@@ -135,10 +135,9 @@ class LabelViews:
             y = self._forget(y, k != 0, "rot90")
             a = None if a is None else a + k.to(a.dtype) * (math.pi / 2)
             if self.position is not None:
-                for _ in range(3):  # up to three quarter turns: (x, y) -> (y, K - 1 - x) each
+                for j in range(1, 4):  # the j-th quarter turn of the rows with k >= j: (x, y) -> (y, K - 1 - x)
                     px, py = y[:, self.position[0]], y[:, self.position[1]]
-                    k = k - 1
-                    turn = k >= 0
+                    turn = k >= j
                     y = self._place(y, torch.where(turn, py, px), torch.where(turn, self._mirror(px), py))
         if "flip" in self.moves:
             mirror = torch.rand(m, device=x.device) < 0.5
