@@ -4,8 +4,8 @@
 
 Trains only the conv64 encoder of the semi-supervised dSprites recipe on the supervised loss of
 N labelled images (no decoder, no unlabelled images), optionally with the label-aware views of
-``objective.views`` (the shipped sweep's moves: shift, quarter turns, mirrors, orientation
-turning with the image). At four points it reads 3,000 fresh renders: each factor's named dims
+the few-label recipe (``configs/few_labels/dsprites.toml``: shift, quarter turns, mirrors, the
+orientation turning and the place moving with the image). At four points it reads 3,000 fresh renders: each factor's named dims
 snapped to the nearest code, judged against the truth with the attribute reader's edit
 tolerances (``EDIT_TOLERANCE``). It is what the labels alone can teach; a model whose encoder
 reads worse inside the VAE loses to reconstruction what the labels taught
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
-#: The label-aware views of the few-label sweeps (configs/sweep/label_study_views.toml).
-SPRITE_VIEWS = {"shift": ["shape", "scale", "orientation"], "rot90": ["shape", "scale"], "flip": ["shape", "scale"]}
+#: The recipe whose label-aware views ``--views`` takes (objective.views, views_angle, views_position).
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "few_labels" / "dsprites.toml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from latentdial.training.config import load_config
     from latentdial.training.data import get_dataset
     from latentdial.training.edit_success import reading_of
     from latentdial.training.model import ModelConfig, build_model
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     data = get_dataset("dsprites")
     names = tuple(data.factor_names)
-    config = SemiSupervisedConfig(views=SPRITE_VIEWS, views_angle="orientation") if args.views else SemiSupervisedConfig()
+    config = SemiSupervisedConfig()
+    if args.views:
+        recipe = load_config(RECIPE).objective
+        config = SemiSupervisedConfig(views=recipe.views, views_angle=recipe.views_angle,
+                                      views_position=recipe.views_position)
     objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)), config)
     objective.attach_dataset(data)
     encoder = objective.model.encoder

@@ -11,7 +11,7 @@ Neural Networks": translations and reflections), made label-aware per factor, an
 matters with few labels is the one of semi-supervised learning (Sohn et al. 2020, "FixMatch",
 flips and translations on the labelled batch): a conv encoder trained on 1,000 dSprites images
 alone reads the shape of new images near chance (0.42 of three shapes after 3,000 steps), and
-with views of the same 1,000 images 0.98 (``scripts/encoder_ceiling.py``; docs/models.md, "Few
+with views of the same 1,000 images 0.97 (``scripts/encoder_ceiling.py``; docs/models.md, "Few
 labels").
 
 The moves, each drawn per image (``views`` in the objective's config: move -> factors it keeps):
