@@ -1,6 +1,7 @@
 """Where a model's read-back errors come from: its encoder, its decoder, or both in turn.
 
     python scripts/readback_split.py models/dsprites/5 [--num 3000] [--out split.json]
+    python scripts/readback_split.py models/idsprites/2 --dataset idsprites   # a folder model: its renderer
 
 Read-back (``latentdial evaluate-edits``) reconstructs rendered sources and asks the
 attribute reader whether each factor survived. A miss can be the encoder's (it wrote the
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model_dir", type=Path, help="model directory models/<name>/<version>")
     p.add_argument("--num", type=int, default=3000, help="rendered sources (default 3000)")
     p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--dataset", default=None,
+                   help="the renderer of the sources and its reader (default: the model's training data; "
+                        "a folder model needs one, e.g. idsprites)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
 
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest = Manifest.load(args.model_dir)
     card = FactorCard.from_dict(manifest.factor_card) if manifest.factor_card else None
-    data = resolve_dataset(manifest.provenance["dataset"])
+    data = resolve_dataset(args.dataset or manifest.provenance["dataset"])
     names = tuple(data.factor_names)
     entries = {e.name: e for e in card.factors} if card else {}
     missing = [n for n in names if not entries.get(n) or not entries[n].latent_table]
@@ -69,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         table = np.asarray(entry.latent_table, np.float32)  # (K, len(dims))
         true_code[:, entry.dims] = table[factors[:, f]]
         encoded[:, f] = ((mean[:, entry.dims][:, None, :] - table[None]) ** 2).sum(-1).argmin(1)
-    angle = ORIENTATIONS[encoded[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
+    on_sources = reader.read(sources)
+    if on_sources.layout is not None:  # a generic reader compares grid indices, circular ones included
+        encoder = Reading(encoded, np.zeros(len(factors)), on_sources.layout)
+    else:  # a dSprites reader compares orientation as an angle
+        angle = ORIENTATIONS[encoded[:, names.index("orientation")]] if "orientation" in names else np.zeros(len(factors))
+        encoder = Reading(encoded, angle)
     readings = {
-        "encoder": Reading(encoded, angle),
+        "encoder": encoder,
         "drawn": reader.read(decode(true_code)),
         "recon": reader.read(decode(mean)),
-        "reader": reader.read(sources),
+        "reader": on_sources,
     }
     agree = {k: agreement(names, r, factors) for k, r in readings.items()}
 

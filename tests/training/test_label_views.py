@@ -46,6 +46,24 @@ def test_a_shift_moves_the_whole_sprite_within_the_frame_by_whole_pixels():
         assert (int(dy[i]), int(dx[i])) == (dy_i, dx_i)
 
 
+def test_a_shift_keeps_dark_parts_in_the_frame_too():
+    """An Infinite dSprites shape is half its colour and half black on a grey ground: the shift must
+    keep both halves whole, not only the part lighter than the ground."""
+    pytest.importorskip("idsprites")
+    data = get_dataset("idsprites")
+    factors = data.sample_factors(64, np.random.default_rng(0))
+    factors[:, 4:] = 7  # the middle of the frame: every shape whole before it moves
+    images = torch.from_numpy(data.sample_observations_from_factors(factors))
+    ground = torch.tensor([169 / 255] * 3)[None, :, None, None]
+    dark = lambda x: (x < 0.1).all(dim=1).sum(dim=(1, 2))  # noqa: E731  the black half's pixels
+    off_ground = lambda x: ((x - ground).abs() > 0.01).any(dim=1).sum(dim=(1, 2))  # noqa: E731
+    shifted, dy, dx = shift_within_frame(images)
+    assert ((dy != 0) | (dx != 0)).float().mean() > 0.8
+    assert (dark(images) > 0).all()
+    assert torch.equal(dark(shifted), dark(images))  # the black half is never pushed off the frame
+    assert torch.equal(off_ground(shifted), off_ground(images))
+
+
 def test_an_empty_image_stays_where_it_is():
     blank = torch.zeros(2, 1, 64, 64)
     shifted, dy, dx = shift_within_frame(blank)

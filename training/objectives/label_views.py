@@ -17,9 +17,11 @@ labels").
 The moves, each drawn per image (``views`` in the objective's config: move -> factors it keeps):
 
 - ``shift``: an integer translation drawn uniformly among those that keep the whole foreground
-  in the frame (the foreground: pixels above the midpoint between the image's median, its
-  background, and 1); the uncovered border takes the background. For objects on a plain
-  background: a photograph's edge is not background.
+  in the frame (the foreground: pixels where some channel differs from that channel's median,
+  the background, by more than :data:`FOREGROUND`, so darker parts count as well as lighter
+  ones, e.g. the black half of an Infinite dSprites shape on its grey ground); the uncovered
+  border takes the background. For objects on a plain background: a photograph's edge is not
+  background.
 - ``rot90``: a quarter turn k in {0, 1, 2, 3} (square images only).
 - ``flip``: a left-right mirror, with probability 1/2.
 
@@ -51,6 +53,8 @@ import torch
 
 #: The moves a view may take, in the order they are applied.
 MOVES = ("rot90", "flip", "shift")
+#: A pixel is foreground when some channel differs from that channel's background by more than this.
+FOREGROUND = 0.25
 
 
 def check_views(views: Mapping[str, Sequence[str]], factor_names: Sequence[str] | None = None) -> None:
@@ -192,9 +196,8 @@ def shift_within_frame(images: torch.Tensor, room: tuple[torch.Tensor, ...] | No
     image with no foreground stays where it is.
     """
     m, c, h, w = images.shape
-    value = images.amax(dim=1)  # (M, H, W)
-    background = value.flatten(1).median(dim=1).values  # (M,)
-    fg = value > ((background + 1.0) / 2.0)[:, None, None]  # (M, H, W)
+    fill = images.flatten(2).median(dim=2).values[:, :, None, None]  # (M, C, 1, 1) each channel's background
+    fg = (images - fill).abs().amax(dim=1) > FOREGROUND  # (M, H, W)
     up, down, left, right = (None,) * 4 if room is None else room
     dy = _offset(fg.any(dim=2), h, up, down)  # rows with foreground
     dx = _offset(fg.any(dim=1), w, left, right)
@@ -203,7 +206,6 @@ def shift_within_frame(images: torch.Tensor, room: tuple[torch.Tensor, ...] | No
     inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (M, H, W)
     flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # (M, H, W)
     moved = images.flatten(2).gather(2, flat.flatten(1)[:, None, :].expand(m, c, h * w)).view(m, c, h, w)
-    fill = images.flatten(2).median(dim=2).values[:, :, None, None]  # (M, C, 1, 1) each channel's background
     return torch.where(inside[:, None], moved, fill), dy, dx
 
 
