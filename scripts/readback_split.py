@@ -1,7 +1,7 @@
 """Where a model's read-back errors come from: its encoder, its decoder, or both in turn.
 
     python scripts/readback_split.py models/dsprites/5 [--num 3000] [--out split.json]
-    python scripts/readback_split.py models/idsprites/2 --dataset idsprites   # a folder model: its renderer
+    python scripts/readback_split.py models/idsprites/3 --dataset idsprites   # a folder model: its renderer
 
 Read-back (``latentdial evaluate-edits``) reconstructs rendered sources and asks the
 attribute reader whether each factor survived. A miss can be the encoder's (it wrote the
