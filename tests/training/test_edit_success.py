@@ -287,6 +287,23 @@ def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp
     assert all(0.0 <= v <= 1.0 for row in r["overall"].values() for v in row.values())
 
 
+def test_readback_split_of_a_folder_model_reads_with_its_renderer_and_the_generic_reader(tmp_path):
+    """A folder model knows no renderer of its own: --dataset names one of its grid, and the generic
+    reader's comparison by kind applies to the encoder's readings too."""
+    pytest.importorskip("idsprites")
+    repo = Path(__file__).resolve().parents[2] / "models" / "idsprites"
+    model_dir = max(repo.iterdir(), key=lambda p: int(p.name))
+    out = tmp_path / "split.json"
+    assert _script_module("readback_split").main([str(model_dir), "--dataset", "idsprites", "--num", "200",
+                                                  "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r["overall"]["encoder"]) == {"shape", "color", "scale", "orientation", "pos_x", "pos_y", "all"}
+    assert set(r["by_shape"]) == {"shape_0", "shape_1", "shape_2"} and len(r["by_scale"]) == 6
+    assert r["overall"]["reader"]["all"] >= 0.97
+    # the shipped walkthrough model reads every factor of new renders, orientation as a grid index
+    assert r["overall"]["encoder"]["all"] >= 0.9, r["overall"]["encoder"]
+
+
 def test_model_report_names_the_training_schedule_from_the_manifest():
     line = _script_module("model_report")._training_line
     shipped = Manifest.load(Path(__file__).resolve().parents[2] / "models" / "dsprites" / "5")
