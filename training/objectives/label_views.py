@@ -53,7 +53,9 @@ import torch
 
 #: The moves a view may take, in the order they are applied.
 MOVES = ("rot90", "flip", "shift")
-#: A pixel is foreground when some channel differs from that channel's background by more than this.
+#: A pixel is foreground when some channel differs from that channel's background by more than this
+#: (the distance the generic reader's ``reader.generic.foreground`` maps; measured here beside the
+#: background colour the shift fills with, so that objectives need not import the reader).
 FOREGROUND = 0.25
 
 
