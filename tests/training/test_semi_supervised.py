@@ -330,3 +330,33 @@ def test_a_short_real_run_on_100_labels_learns_them_and_writes_the_supervised_ca
     assert saved.source == "supervised" and card.to_dict() == saved.to_dict()
     assert saved["orientation"].dims == [2, 3] and saved.latent_dim == 6
     assert "mig" in json.loads((out / "metrics.json").read_text())
+
+
+def test_pseudo_turns_spread_a_squares_pseudo_label_over_its_four_equivalent_angles_and_keep_a_hearts():
+    """A square reads the same at theta and theta + 90 degrees, and the encoder answers one of the
+    four: turned, its pseudo-labels cover all four as labelled squares do; a heart has one angle."""
+    objective = _objective(unlabelled_codes="pseudo", pseudo_turns=True)
+    orientation = next(c for c in objective.codes if c.name == "orientation")
+    n = 4000
+    factors = torch.zeros(n, 5, dtype=torch.int64)
+    factors[:, 2] = 3  # every image at grid angle 3 (about 28 degrees)
+    factors[: n // 2, 0], factors[n // 2 :, 0] = SQUARE, HEART
+    mean = _perfect_mean(objective, factors)
+    decoded = objective.hook_latents(torch.randn(n, 10), mean, Inputs(images=torch.zeros(n, 1, 64, 64),
+                                                                     labels=torch.full_like(factors, -1)))
+    u = decoded[:, list(orientation.dims)]
+    read = torch.atan2(u[:, 1], u[:, 0])
+    asked = math.atan2(*orientation.table[3][::-1].tolist())
+    quarter = torch.round(torch.remainder(read - asked, 2 * math.pi) / (math.pi / 2)).long() % 4
+    assert torch.allclose(torch.remainder(read - asked + math.pi / 4, math.pi / 2), torch.tensor(math.pi / 4), atol=1e-5)
+    counts = torch.bincount(quarter[: n // 2], minlength=4)
+    assert counts.min() > 0.2 * (n // 2), counts  # about a quarter each
+    assert torch.all(quarter[n // 2 :] == 0)  # hearts keep their one angle
+    assert torch.allclose(u.norm(dim=1), torch.ones(n), atol=1e-5)
+
+
+def test_pseudo_turns_asks_for_pseudo_labels_and_the_factor_the_symmetry_depends_on():
+    with pytest.raises(ValueError, match="needs unlabelled_codes"):
+        _objective(unlabelled_codes="mean", pseudo_turns=True)
+    with pytest.raises(ValueError, match="pseudo_turns needs a labelled circular factor"):
+        _objective(unlabelled_codes="pseudo", pseudo_turns=True, factors=["orientation", "scale"])

@@ -43,6 +43,7 @@ encoder that the labels trained as the reader.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -113,6 +114,14 @@ class SemiSupervisedConfig(ObjectiveConfig):
     views_position: the factors that place the object, x then y, each step one pixel on a grid
         centred in the frame (``label_views.py``; dSprites: ["pos_x", "pos_y"]): their labels move
         with every view; [] for none.
+    pseudo_turns: with "pseudo", turn the pseudo-label of a circular factor whose images repeat
+        within its period (dSprites orientation: a square every quarter turn, an ellipse every half)
+        by a random one of the angles the image does not tell apart: period x j / m, j uniform in
+        0 .. m - 1, m the symmetry order of the class the encoder reads for the factor the order
+        depends on (shape). A labelled square carries any of its four equivalent angles, but the
+        encoder answers one of them (the circular loss accepts any), so without the turn every
+        pseudo-labelled square sits in that one quadrant and the decoder learns the other three
+        from the labelled pool alone, while an edit may write any of them.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -128,8 +137,10 @@ class SemiSupervisedConfig(ObjectiveConfig):
     views: dict[str, list[str]] = field(default_factory=dict)
     views_angle: str = ""
     views_position: list[str] = field(default_factory=list)
+    pseudo_turns: bool = False
 
-    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle", "views_position")
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle", "views_position",
+                                                   "pseudo_turns")
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -139,6 +150,9 @@ class SemiSupervisedConfig(ObjectiveConfig):
         if self.num_labelled < 0:
             raise ValueError(f"num_labelled must be >= 0 (0 = every image), got {self.num_labelled}")
         check_views(self.views)
+        if self.pseudo_turns and self.unlabelled_codes != "pseudo":
+            raise ValueError(f'pseudo_turns turns pseudo-labels: it needs unlabelled_codes = "pseudo", '
+                             f"got {self.unlabelled_codes!r}")
         if min(self.gamma, self.beta, self.code_noise, self.commitment, self.edit_cycle) < 0:
             raise ValueError(f"gamma, beta, code_noise, commitment and edit_cycle must be >= 0, got {self.gamma}, "
                              f"{self.beta}, {self.code_noise}, {self.commitment}, {self.edit_cycle}")
@@ -290,6 +304,12 @@ class SemiSupervisedVAE(VAEObjective):
                                     list(dataset.factors_num_values))
         elif self.config.views_angle or self.config.views_position:
             raise ValueError("objective.views_angle and views_position need objective.views")
+        if self.config.pseudo_turns:
+            named = {c.column for c in self.codes}
+            turned = [c for c in self.codes if c.symmetry is not None]
+            if not turned or any(c.symmetry[0] not in named for c in turned):
+                raise ValueError("objective.pseudo_turns needs a labelled circular factor with a rotational symmetry "
+                                 "whose order depends on a labelled factor (dSprites: orientation and shape)")
 
     def factor_card(self) -> FactorCard:
         self._require_codes()
@@ -335,12 +355,27 @@ class SemiSupervisedVAE(VAEObjective):
             if self.config.unlabelled_codes == "snap":
                 value = self._noisy(value + (self._nearest_code(code, value) - value).detach())
             elif self.config.unlabelled_codes == "pseudo":
-                value = self._noisy(self._nearest_code(code, value.detach()))
+                value = self._nearest_code(code, value.detach())
+                if self.config.pseudo_turns and code.symmetry is not None:
+                    value = self._turned(code, value, mean.detach())
+                value = self._noisy(value)
             if self.config.decode_labels:
                 known, target = self._targets(code, inputs.labels)
                 value = torch.where(known[:, None], self._noisy(target), value)
             named.append(value)
         return torch.cat([*named, z[:, self.num_named:]], dim=1)
+
+    def _turned(self, code: FactorCode, values: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """``values`` (M, 2), (cos, sin) codes of ``code``, each turned by 2 pi j / m with j uniform in
+        0 .. m - 1 and m the symmetry order of the class ``mean`` (M, D) reads for the factor the
+        order depends on (``pseudo_turns``): an angle the image does not tell apart. (M, 2)."""
+        col, orders = code.symmetry
+        by = next(c for c in self.codes if c.column == col)
+        order = self._on_device(f"symmetry:{code.name}", tuple(orders), values.device)
+        m = order[self._nearest_index(by, self._named(mean, by))].to(values.dtype)  # (M,)
+        turn = 2 * math.pi * torch.floor(torch.rand_like(m) * m) / m  # (M,)
+        c, s = torch.cos(turn), torch.sin(turn)
+        return torch.stack([values[:, 0] * c - values[:, 1] * s, values[:, 0] * s + values[:, 1] * c], dim=1)
 
     def _noisy(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes`` plus Gaussian ``code_noise`` (M, k) -> (M, k)."""
