@@ -143,7 +143,7 @@ def test_the_gpu_label_trials_are_the_shipped_default_recipe_and_length_with_100
     # dsprites/5's schedule: 59,300 steps at the constant lr, then 36,000 cooling down to 0
     assert spec.steps == 95300 and spec.chunk_ends() == [59300, 95300]
     assert spec.edits is not None and spec.edits.every_chunk and spec.metrics_preset == "reference"
-    for trial, objective in ((plain, {"num_labelled": 1000}), (few, FEW_LABELS)):
+    for trial, objective in ((plain, {"num_labelled": 1000}), (few, {**FEW_LABELS, "pseudo_turns": True})):
         last = chunk_config(trial, spec, spec.steps)
         assert last.device == "cuda" and last.optimizer.cooldown_steps == 36000
         check_chunks(trial, spec)
