@@ -7,6 +7,8 @@ Examples::
     latentdial sweep configs/sweep/label_study.toml --out runs/label-study          # hours: see the file
     latentdial sweep configs/sweep/label_study.toml --out runs/try --steps 50 --edits 20 --preset fast
     latentdial sweep configs/sweep/label_study.toml --out /shared/study --address auto --cpus-per-trial 4
+    latentdial sweep configs/sweep/label_study_gpu.toml --out runs/gpu --train-only --time-limit-s 480  # GPU host
+    latentdial sweep configs/sweep/label_study_gpu.toml --out runs/gpu      # then anywhere: scores the weights
 
 A local Ray with every core of this machine runs the trials (one at a time unless
 ``--cpus-per-trial`` is smaller) and is stopped at the end; ``--address`` joins a running
@@ -21,6 +23,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edits per factor of every trial's edit evaluation (default: the file's [edits] "
                              "num; 0 turns it off)")
     parser.add_argument("--quiet", action="store_true", help="no Ray or Tune progress output")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the trials one after another in this process (no Ray) and measure "
+                             "nothing: for a GPU host; the same command without it scores them anywhere")
+    parser.add_argument("--time-limit-s", type=float, default=None, metavar="S",
+                        help="with --train-only: stop at a checkpoint after S seconds (the command resumes)")
+    parser.add_argument("--threads", type=int, default=1, help="with --train-only: torch threads per trial")
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: write the table, the plots and the ledger of the trials "
                              "already finished in --out or recorded in the sweep's ledger")
@@ -95,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 "--num-train / --num-test score at other sizes than the file's preset: not using the ledger %s",
                 spec.ledger)
             spec = dataclasses.replace(spec, ledger=None)
+        if args.train_only:
+            return _train_only(spec, args, only)
         ranked = run_sweep(spec, args.out, only=only, progress=not args.quiet, eval_overrides=sizes,
                            address=args.address, cpus_per_trial=args.cpus_per_trial,
                            max_failures=args.max_failures, collect_only=args.collect)
@@ -118,3 +129,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"latentdial sweep: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _train_only(spec: Any, args: argparse.Namespace, only: list[str] | None) -> int:
+    """``--train-only``: train, report the step each trial reached, and say how to score them."""
+    from latentdial.training.sweep import newest_checkpoint_step, train_sweep
+
+    short = train_sweep(spec, args.out, only=only, threads=args.threads, progress=not args.quiet,
+                        time_limit_s=args.time_limit_s)
+    for trial in spec.trials():
+        run_dir = args.out / trial.dir_name
+        if run_dir.is_dir():
+            print(f"{trial.dir_name}: step {newest_checkpoint_step(run_dir):,} of {spec.steps:,}")
+    if short:
+        print(f"latentdial sweep: {len(short)} trial(s) stopped before their budget; run the same command "
+              "again to resume them", file=sys.stderr)
+        return 1
+    print(f"trained; score with: latentdial sweep {args.spec} --out {args.out}")
+    return 0
+

@@ -751,6 +751,7 @@ def _forget_evaluations(run_dir: Path) -> None:
 def train_and_score(
     trial: Trial, spec: SweepSpec, out: Path, *, threads: int = 1, progress: bool = False,
     eval_overrides: dict[str, Any] | None = None, report: Callable[[dict[str, Any]], None] | None = None,
+    train_only: bool = False, deadline: float | None = None,
 ) -> RunResult | None:
     """Train one trial chunk by chunk into ``out/<dir_name>``, score it and (``[edits]``) judge its
     edits; the body of a Tune trial.
@@ -761,6 +762,11 @@ def train_and_score(
     ``"finished": True`` at the end (Tune's ``tune.report``). Returns None when training
     stopped before the budget (the config's ``time_limit_s``). ``eval_overrides`` go to
     ``evaluate_run`` (e.g. smaller point counts in tests).
+
+    ``train_only``: train the chunks and stop before anything is measured (no chunk edits, metrics or
+    export), returning None; the sweep run again without it, on any machine, scores the weights.
+    ``deadline`` (a ``time.monotonic()`` value): each chunk's ``time_limit_s`` is what is left of it,
+    so training stops at a checkpoint by then and a later run resumes it.
     """
     import torch
 
@@ -786,9 +792,16 @@ def train_and_score(
         for end in spec.chunk_ends():
             start = newest_checkpoint_step(run_dir)
             if start >= end and (end < spec.steps or weights_step(run_dir) == end):
-                _judge_chunk(run_dir, spec, end, record)  # stopped before its edits were judged
+                if not train_only:
+                    _judge_chunk(run_dir, spec, end, record)  # stopped before its edits were judged
                 continue  # this chunk was trained by an earlier session
             cfg = chunk_config(trial, spec, end, threads)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("sweep: %s: no time left for the chunk to step %d", run_dir, end)
+                    return None
+                cfg.time_limit_s = left
             began = time.perf_counter()
             train(cfg, run_dir, resume=start > 0, progress=progress)
             reached = newest_checkpoint_step(run_dir)
@@ -802,7 +815,10 @@ def train_and_score(
                 log.warning("sweep: %s stopped at step %d of %d; run the sweep again to resume it",
                             run_dir, reached, end)
                 return None
-            _judge_chunk(run_dir, spec, end, record)
+            if not train_only:
+                _judge_chunk(run_dir, spec, end, record)
+    if train_only:
+        return None
     cfg = final_config(trial, spec)
     torch.set_num_threads(max(1, int(threads)))
     scores = recorded_scores(run_dir, spec, record)
@@ -1129,6 +1145,34 @@ class SweepIncomplete(RuntimeError):
         if self.unfinished:
             lines.append(f"{len(self.unfinished)} trial(s) did not finish: {', '.join(self.unfinished)}")
         super().__init__("\n".join([*lines, "run the same command again to resume them"]))
+
+
+def train_sweep(spec: SweepSpec, out: Path, *, only: Sequence[str] | None = None, threads: int = 1,
+                progress: bool = True, time_limit_s: float | None = None) -> list[str]:
+    """Train the trials of ``spec`` (or of the runs named in ``only``) into ``out``, one after
+    another in this process without Ray, and measure nothing: the half of a sweep that wants the
+    accelerator, for a GPU host. The sweep run again without it, on any machine with ``out``'s
+    run directories, reads the weights back and scores them (metrics and edits at the file's sizes).
+
+    Chunk ends are not judged (their weights move on before a scorer sees them).
+    ``time_limit_s`` bounds the whole call: training stops at a checkpoint when it is spent,
+    and the same command resumes it. Returns the run directories that did not reach their budget.
+    """
+    out = Path(out).resolve()
+    trials = spec.trials(select_runs(spec, only))
+    for trial in trials:
+        check_chunks(trial, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = None if not time_limit_s else time.monotonic() + time_limit_s
+    short = []
+    for trial in trials:
+        if weights_step(out / trial.dir_name) == spec.steps:
+            log.info("sweep: %s is trained to %d steps already", trial.dir_name, spec.steps)
+            continue
+        train_and_score(trial, spec, out, threads=threads, progress=progress, train_only=True, deadline=deadline)
+        if weights_step(out / trial.dir_name) != spec.steps:
+            short.append(trial.dir_name)
+    return short
 
 
 def run_sweep(

@@ -368,6 +368,39 @@ def test_a_finished_trial_is_read_back_not_retrained(tmp_path):
         train_and_score(other, longer, tmp_path / "out", eval_overrides=EVAL)
 
 
+def test_train_only_trains_without_ray_or_measuring_and_the_plain_sweep_then_scores_those_weights(tmp_path, capsys):
+    from latentdial.cli import main as cli_main
+
+    path = write_edit_sweep(tmp_path)
+    out = tmp_path / "out"
+    assert cli_main(["sweep", str(path), "--out", str(out), "--root", str(REPO), "--train-only", "--quiet"]) == 0
+    assert "semi-s0: step 4 of 4" in capsys.readouterr().out
+    run_dir = out / "semi-s0"
+    weights = run_dir / "model.safetensors"
+    assert weights_step(run_dir) == 4
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "edits.json").exists()
+    record = json.loads((run_dir / "sweep_result.json").read_text())
+    assert record["finished"] is False and [(s["from"], s["to"]) for s in record["segments"]] == [(0, 4)]
+    stamp = weights.stat().st_mtime_ns
+
+    spec = load_sweep(path, REPO)
+    scored = train_and_score(spec.trials()[0], spec, out, eval_overrides=EVAL)
+    assert weights.stat().st_mtime_ns == stamp  # scored, not trained again
+    assert [(s["from"], s["to"]) for s in scored.segments] == [(0, 4)]
+    assert "mig" in scored.scores and "edit.shape" in scored.scores and (run_dir / "edits.json").is_file()
+
+
+def test_train_only_stops_at_its_time_limit_and_says_the_trials_are_unfinished(tmp_path, capsys):
+    from latentdial.cli import main as cli_main
+
+    path = _write_sweep(tmp_path)
+    out = tmp_path / "out"
+    assert cli_main(["sweep", str(path), "--out", str(out), "--root", str(REPO), "--train-only",
+                     "--time-limit-s", "1e-9", "--quiet"]) == 1
+    assert "stopped before their budget" in capsys.readouterr().err
+    assert all(weights_step(out / name) != 4 for name in ("beta-s0", "tc-s0"))
+
+
 @pytest.mark.slow
 def test_a_finished_trial_whose_metrics_lack_a_rank_by_key_is_evaluated_again_not_retrained(tmp_path):
     spec = load_sweep(_write_sweep(tmp_path), REPO)
