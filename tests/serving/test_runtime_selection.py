@@ -21,7 +21,7 @@ from latentdial.serving.runtimes import (
     load_runtime,
 )
 from latentdial.serving.runtimes.onnxruntime_gpu import profile_shapes, provider_options
-from latentdial.serving.runtimes.torch_runtime import batch_buckets, bucket_for
+from latentdial.serving.runtimes.torch_runtime import batch_buckets, bucket_for, ieee_fp32
 
 
 @pytest.fixture
@@ -139,6 +139,18 @@ def test_cuda_graph_buckets_pad_up_to_the_smallest_that_fits():
 
 def _session_config(runtime, key: str) -> str:
     return runtime._session.get_session_options().get_session_config_entry(key)
+
+
+def test_an_fp32_torch_runtime_on_cuda_turns_tf32_off_for_convolutions_and_matrix_products():
+    # on an H100, cuDNN's default TF32 put dsprites/5's decoder 1.3e-3 from ONNX Runtime CPU
+    torch = pytest.importorskip("torch")
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        ieee_fp32(torch)
+        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_runtime_options_reach_the_onnxruntime_session(toy):
