@@ -69,7 +69,8 @@ GRAPH_SAFE = [*((n, {}) for n in sorted(n for n, c in OBJECTIVES.items() if c.gr
               ("semi_supervised", {"edit_cycle": 1.0}),
               ("semi_supervised", {"unlabelled_codes": "pseudo",
                                    "views": {"shift": ["shape"], "rot90": ["shape"], "flip": ["shape"]},
-                                   "views_angle": "orientation", "pseudo_turns": True})]
+                                   "views_angle": "orientation", "pseudo_turns": True,
+                                   "pseudo_circular": "read"})]
 
 
 @pytest.mark.parametrize(("name", "config"), GRAPH_SAFE, ids=[f"{n}{'+' if c else ''}{','.join(c)}" for n, c in GRAPH_SAFE])

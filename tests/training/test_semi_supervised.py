@@ -164,6 +164,28 @@ def test_pseudo_labelled_images_decode_the_nearest_code_and_send_no_gradient_to_
     assert not decoded[:, :6].requires_grad  # no path back to the means: only the labels train them
 
 
+def test_read_circular_pseudo_labels_keep_the_encoders_angle_off_the_grid_and_snap_the_rest():
+    objective = _objective(unlabelled_codes="pseudo", pseudo_circular="read")
+    orientation = next(c for c in objective.codes if c.name == "orientation")
+    labels = _labels(8)
+    labels[4:] = -1
+    torch.manual_seed(0)
+    mean = (_perfect_mean(objective, _labels(8, seed=1)) + 0.01 * torch.randn(8, 10)).requires_grad_(True)
+    decoded = objective.hook_latents(torch.randn(8, 10), mean, Inputs(images=torch.zeros(8, 1, 64, 64), labels=labels))
+    dims = list(orientation.dims)
+    assert not torch.allclose(decoded[4:, dims], _perfect_mean(objective, _labels(8, seed=1))[4:, dims])  # off the grid
+    read = mean.detach()[4:, dims]
+    assert torch.allclose(decoded[4:, dims], read / read.norm(dim=1, keepdim=True), atol=1e-6)  # the angle read
+    others = [d for d in range(6) if d not in dims]
+    assert torch.allclose(decoded[4:, others], _perfect_mean(objective, _labels(8, seed=1))[4:, others])  # the grid
+    assert torch.allclose(decoded[:4, :6], _perfect_mean(objective, labels[:4])[:, :6])  # labels win where given
+    assert not decoded[:, :6].requires_grad
+    with pytest.raises(ValueError, match="needs unlabelled_codes"):
+        _objective(unlabelled_codes="mean", pseudo_circular="read")
+    with pytest.raises(ValueError, match="pseudo_circular must be one of"):
+        _objective(unlabelled_codes="pseudo", pseudo_circular="round")
+
+
 def test_with_pseudo_labels_the_reconstruction_of_unlabelled_images_never_moves_the_encoder():
     objective = SemiSupervisedVAE(build_model(ModelConfig(latent_dim=6)), SemiSupervisedConfig(unlabelled_codes="pseudo"))
     objective.attach_dataset(DSPRITES)

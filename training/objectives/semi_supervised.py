@@ -63,6 +63,7 @@ from latentdial.training.objectives.label_views import LabelViews, check_views
 CATEGORICAL_CODES = ("centre", "one_hot")
 #: What the decoder reads on the named dims of an unlabelled image (``unlabelled_codes``).
 UNLABELLED_CODES = ("mean", "snap", "pseudo")
+PSEUDO_CIRCULAR = ("nearest", "read")
 
 
 @dataclass
@@ -122,6 +123,12 @@ class SemiSupervisedConfig(ObjectiveConfig):
         encoder answers one of them (the circular loss accepts any), so without the turn every
         pseudo-labelled square sits in that one quadrant and the decoder learns the other three
         from the labelled pool alone, while an edit may write any of them.
+    pseudo_circular: with "pseudo", how a circular factor's pseudo-label is made: "nearest" (the
+        default) is the nearest code of the grid, like every other factor's; "read" is the
+        encoder's (cos, sin) reading scaled to unit length, off the grid. Snapping costs a whole
+        grid step whenever the reading is more than half a step off: the 95,300-step few-label
+        dSprites model's heart orientation pseudo-labels are a step (9.2 degrees) off on 23 % of
+        hearts snapped, while its unsnapped readings are 3.2 degrees off on average.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -138,9 +145,10 @@ class SemiSupervisedConfig(ObjectiveConfig):
     views_angle: str = ""
     views_position: list[str] = field(default_factory=list)
     pseudo_turns: bool = False
+    pseudo_circular: str = "nearest"
 
     WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle", "views_position",
-                                                   "pseudo_turns")
+                                                   "pseudo_turns", "pseudo_circular")
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -152,6 +160,11 @@ class SemiSupervisedConfig(ObjectiveConfig):
         check_views(self.views)
         if self.pseudo_turns and self.unlabelled_codes != "pseudo":
             raise ValueError(f'pseudo_turns turns pseudo-labels: it needs unlabelled_codes = "pseudo", '
+                             f"got {self.unlabelled_codes!r}")
+        if self.pseudo_circular not in PSEUDO_CIRCULAR:
+            raise ValueError(f"pseudo_circular must be one of {PSEUDO_CIRCULAR}, got {self.pseudo_circular!r}")
+        if self.pseudo_circular != "nearest" and self.unlabelled_codes != "pseudo":
+            raise ValueError(f'pseudo_circular shapes pseudo-labels: it needs unlabelled_codes = "pseudo", '
                              f"got {self.unlabelled_codes!r}")
         if min(self.gamma, self.beta, self.code_noise, self.commitment, self.edit_cycle) < 0:
             raise ValueError(f"gamma, beta, code_noise, commitment and edit_cycle must be >= 0, got {self.gamma}, "
@@ -355,7 +368,10 @@ class SemiSupervisedVAE(VAEObjective):
             if self.config.unlabelled_codes == "snap":
                 value = self._noisy(value + (self._nearest_code(code, value) - value).detach())
             elif self.config.unlabelled_codes == "pseudo":
-                value = self._nearest_code(code, value.detach())
+                if code.kind == "circular" and self.config.pseudo_circular == "read":
+                    value = torch.nn.functional.normalize(value.detach(), dim=1)
+                else:
+                    value = self._nearest_code(code, value.detach())
                 if self.config.pseudo_turns and code.symmetry is not None:
                     value = self._turned(code, value, mean.detach())
                 value = self._noisy(value)
