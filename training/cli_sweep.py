@@ -147,4 +147,3 @@ def _train_only(spec: Any, args: argparse.Namespace, only: list[str] | None) -> 
         return 1
     print(f"trained; score with: latentdial sweep {args.spec} --out {args.out}")
     return 0
-
