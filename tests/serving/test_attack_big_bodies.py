@@ -8,8 +8,11 @@ such requests). The bar, while :data:`CONCURRENT` such bodies arrive at once, tw
 
 - each gets a client error (its bytes are no PNG and no valid JSON body), never a 5xx;
 - the server's resident set peaks at most :data:`MIB_PER_BODY` MiB per concurrent body above where it
-  started, and the second wave's peak is no higher than the first's plus :data:`MAX_LEAK_MIB`
-  (what a wave leaves behind is reused, not added to);
+  started, in either wave, and what stays resident after the second wave is no more than after the
+  first plus :data:`MAX_LEAK_MIB` (what a wave leaves behind is reused, not added to). The second
+  wave's peak is not held to the first's: it starts from what the allocator kept, and how much of
+  that it reuses depends on how the bodies' reads overlap (seen once: the first wave 131 -> 700 peak
+  -> 465 MiB, the second 465 -> 794 -> 466);
 - a well-behaved client's small calls on both doors all succeed, half of them within
   :data:`P50_BOUND_MS` and 99 % within :data:`P99_BOUND_MS`. A wave takes 4-5 s here; a server that
   stalled until its bodies were in would hold the benign calls that long. The p99 is loose because
@@ -81,8 +84,9 @@ def test_concurrent_bodies_at_the_size_limit_cost_bounded_memory_and_stall_no_on
     served.assert_alive()
     assert all(s == 400 for wave in statuses for s in wave), statuses
     first, second = peaks
-    assert first.growth < CONCURRENT * MIB_PER_BODY, str(first)
-    assert second.peak < first.peak + MAX_LEAK_MIB, (str(first), str(second))
+    for wave in peaks:  # memory per concurrent body, above where the server started
+        assert wave.peak - first.before < CONCURRENT * MIB_PER_BODY, (str(first), str(wave))
+    assert second.after < first.after + MAX_LEAK_MIB, (str(first), str(second))  # no leak
 
 
 def test_bodies_declaring_more_than_the_limit_are_refused_before_they_are_read(served):
