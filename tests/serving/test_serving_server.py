@@ -140,23 +140,34 @@ def test_many_concurrent_callers_get_exactly_the_unbatched_results(toy_repo):
 def test_graceful_shutdown_under_load_loses_no_accepted_request(toy_repo):
     root, model = toy_repo
     server = ServerThread(make_config(root, max_batch_size=4)).start()
-    slow(server, "decoder", 0.3)
+    # the decoder holds every batch until the drain has begun, so all 24 calls are accepted
+    # and still unanswered when the server is told to stop, however slowly they arrive
+    release = threading.Event()
+    runtime = server.handle.engine.served().runtime("decoder")
+    inner = runtime.run
+    runtime.run = lambda inputs: (release.wait(30), inner(inputs))[1]
     z = np.random.default_rng(1).standard_normal((24, 4)).astype(np.float32)
     try:
-        with Client(server.address, retries=0) as c, ThreadPoolExecutor(24) as pool:
+        with Client(server.address, retries=0) as c, ThreadPoolExecutor(25) as pool:
             jobs = [pool.submit(c.decode, z[i : i + 1]) for i in range(24)]
-            deadline = time.time() + 5
+            deadline = time.time() + 20
             while server.handle.metrics.in_flight._value.get() < 24 and time.time() < deadline:
                 time.sleep(0.01)
             in_flight = server.handle.metrics.in_flight._value.get()
-            # once seen with 0 in flight after 5 s: say what the calls had done by then
             assert in_flight == 24, (in_flight, [repr(j.exception()) for j in jobs if j.done()])
-            server.call(server.handle.stop(10.0))
+            stopping = pool.submit(server.call, server.handle.stop(10.0))
+            deadline = time.time() + 10
+            while not server.handle.engine.draining and time.time() < deadline:
+                time.sleep(0.01)
+            assert server.handle.engine.draining and not any(j.done() for j in jobs)
+            release.set()
+            stopping.result(20)
             for i, j in enumerate(jobs):
                 np.testing.assert_allclose(j.result(10)[0], model.decode(z[i : i + 1])[0].transpose(1, 2, 0), atol=1e-5)
             with pytest.raises(UnavailableError):
                 c.decode(z[:1], timeout_s=2)
     finally:
+        release.set()
         server.stop()
 
 
