@@ -32,6 +32,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from fixtures.load import wait_until
 from fixtures.server import ServerThread, make_config
 from fixtures.toy_model import build_toy_model
 from PIL import Image
@@ -203,13 +204,6 @@ def slow_decoder(server: ServerThread, delay_s: float) -> None:
     runtime.run = run
 
 
-def wait_until(predicate, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def toy(tmp_path):
     build_toy_model(tmp_path, "toy", "1")
@@ -223,7 +217,7 @@ def test_requests_beyond_the_in_flight_cap_are_refused_on_every_door_and_served_
         busy = [threading.Thread(target=c.decode, args=(np.zeros((1, 4)),)) for _ in range(2)]
         for t in busy:
             t.start()
-        wait_until(lambda: server.handle.engine.in_flight == 2)
+        wait_until(lambda: server.handle.engine.in_flight == 2, timeout_s=10.0)
         with pytest.raises(ResourceExhaustedError, match="max_in_flight=2"):
             c.list_models()
         r = http.post("/v1/models/toy/decode", json={"latents": [[0, 0, 0, 0]]})
@@ -294,11 +288,11 @@ def test_a_body_still_arriving_holds_no_slot_of_the_in_flight_cap_and_a_hang_up_
         reading = server.handle.http.call
         with caplog.at_level(logging.DEBUG, logger="latentdial"):
             with body_arriving(server.http_url, b'{"latents": ', 1000):
-                wait_until(lambda: reading.arriving == 12)
+                wait_until(lambda: reading.arriving == 12, timeout_s=10.0)
                 assert server.handle.engine.in_flight == 0
                 assert http.post("/v1/models/toy/decode", json={"latents": [[0, 0, 0, 0]]}).status_code == 200
                 assert c.decode(np.zeros((1, 4))).shape[0] == 1
-            wait_until(lambda: reading.arriving == 0)  # the client hung up: its bytes are let go
+            wait_until(lambda: reading.arriving == 0, timeout_s=10.0)  # the client hung up: its bytes are let go
         gone = [r for r in caplog.records if "hung up" in r.getMessage()]
         assert [(r.levelno, r.getMessage()) for r in gone] == [
             (logging.DEBUG, "http.decode -> CANCELLED: the client hung up after 12 bytes of its body")]
@@ -312,11 +306,11 @@ def test_the_bodies_still_arriving_are_bounded_together_by_the_caps_worth_of_bod
         assert reading.arriving_limit == 2 << 20
         part = b'{"latents": [[0, 0, 0, 0]]' + b" " * (700 << 10)
         with body_arriving(server.http_url, part, 1 << 20), body_arriving(server.http_url, part, 1 << 20):
-            wait_until(lambda: reading.arriving == 2 * len(part))
+            wait_until(lambda: reading.arriving == 2 * len(part), timeout_s=10.0)
             r = http.post("/v1/models/toy/decode", content=part + b"}", headers={"Content-Type": "application/json"})
             assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
             assert "bodies still arriving hold more than 2 MiB" in r.json()["error"]
-        wait_until(lambda: reading.arriving == 0)
+        wait_until(lambda: reading.arriving == 0, timeout_s=10.0)
         r = http.post("/v1/models/toy/decode", content=part + b"}", headers={"Content-Type": "application/json"})
         assert r.status_code == 200, r.text
 

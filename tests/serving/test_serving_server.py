@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from fixtures.load import wait_until
 from fixtures.server import ServerThread, health_status, make_config
 from fixtures.toy_model import build_toy_model
 from grpc_health.v1 import health_pb2
@@ -150,16 +151,12 @@ def test_graceful_shutdown_under_load_loses_no_accepted_request(toy_repo):
     try:
         with Client(server.address, retries=0) as c, ThreadPoolExecutor(25) as pool:
             jobs = [pool.submit(c.decode, z[i : i + 1]) for i in range(24)]
-            deadline = time.time() + 20
-            while server.handle.metrics.in_flight._value.get() < 24 and time.time() < deadline:
-                time.sleep(0.01)
-            in_flight = server.handle.metrics.in_flight._value.get()
-            assert in_flight == 24, (in_flight, [repr(j.exception()) for j in jobs if j.done()])
+            in_flight = server.handle.metrics.in_flight._value.get
+            wait_until(lambda: in_flight() == 24, timeout_s=20,
+                       what=lambda: f"24 in flight: {in_flight()}, done {[repr(j.exception()) for j in jobs if j.done()]}")
             stopping = pool.submit(server.call, server.handle.stop(10.0))
-            deadline = time.time() + 10
-            while not server.handle.engine.draining and time.time() < deadline:
-                time.sleep(0.01)
-            assert server.handle.engine.draining and not any(j.done() for j in jobs)
+            wait_until(lambda: server.handle.engine.draining, timeout_s=10, what="the drain to begin")
+            assert not any(j.done() for j in jobs)
             release.set()
             stopping.result(20)
             for i, j in enumerate(jobs):

@@ -63,6 +63,7 @@ from latentdial.training.objectives.label_views import LabelViews, check_views
 CATEGORICAL_CODES = ("centre", "one_hot")
 #: What the decoder reads on the named dims of an unlabelled image (``unlabelled_codes``).
 UNLABELLED_CODES = ("mean", "snap", "pseudo")
+#: How a circular factor's pseudo-label is made (``pseudo_circular``).
 PSEUDO_CIRCULAR = ("nearest", "read")
 
 
