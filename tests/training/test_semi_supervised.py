@@ -248,6 +248,60 @@ def test_the_edit_cycle_trains_the_decoder_to_draw_what_the_encoder_reads_and_le
         _objective(edit_cycle=-1.0)
 
 
+SPRITE_VIEWS = {"shift": ["shape", "scale", "orientation"], "rot90": ["shape", "scale"], "flip": ["shape", "scale"]}
+
+
+def _views_objective(**config) -> SemiSupervisedVAE:
+    return _objective(latent_dim=8, unlabelled_codes="pseudo", views=SPRITE_VIEWS, views_angle="orientation",
+                      views_position=["pos_x", "pos_y"], **config)
+
+
+def test_a_view_is_drawn_from_its_labels_codes_with_the_turned_angle_and_the_views_own_free_dims():
+    objective = _views_objective(views_decode=0.5)
+    labels = _labels(16, seed=4)
+    labels[3, 1] = -1  # a view whose scale is not known cannot be drawn from codes
+    angles = torch.linspace(0.1, 6.0, 16)  # turned angles, off the grid
+    mean = torch.randn(16, 8)
+    z, known = objective.view_codes(labels, angles, mean)
+    orientation = next(c for c in objective.codes if c.name == "orientation")
+    dims = list(orientation.dims)
+    assert torch.allclose(z[:, dims], torch.stack([angles.cos(), angles.sin()], dim=1))  # the view's own angle
+    others = [d for d in range(6) if d not in dims]
+    known_rows = [i for i in range(16) if i != 3]
+    assert torch.allclose(z[known_rows][:, others], _perfect_mean(objective, labels[known_rows], 8)[:, others])
+    assert torch.equal(z[:, 6:], mean[:, 6:])  # free dims: the encoder's reading of the view
+    assert known.tolist() == [i != 3 for i in range(16)]
+
+
+def test_drawing_the_views_adds_their_reconstruction_and_trains_only_the_decoder():
+    on = _views_objective(views_decode=0.5)
+    off = SemiSupervisedVAE(on.model, SemiSupervisedConfig(**{**on.config.__dict__, "views_decode": 0.0}))
+    off.attach_dataset(DSPRITES)
+    factors = _labels(8, seed=5)
+    images = torch.from_numpy(DSPRITES.sample_observations_from_factors(factors.numpy(), np.random.default_rng(0)))
+    inputs = Inputs(images=images.float(), labels=factors)
+    mean = _perfect_mean(on, factors, 8)
+    torch.manual_seed(1)
+    base, logs = off.supervised(mean, inputs)
+    assert "views_recon" not in logs
+    torch.manual_seed(1)  # the same views: the draw adds only its own term
+    total, logs = on.supervised(mean, inputs)
+    drawn = logs["views_recon"]
+    assert float(drawn) > 100  # an untrained decoder draws 64 x 64 sprites badly (BCE summed over pixels)
+    assert torch.allclose(total, base + 0.5 * drawn, rtol=1e-5)
+    on.model.zero_grad()
+    drawn.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in on.model.encoder.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in on.model.decoder.parameters() if p.grad is not None) > 0
+
+
+def test_drawing_the_views_needs_views_and_a_weight_of_at_least_zero():
+    with pytest.raises(ValueError, match="views_decode draws the label-aware views"):
+        SemiSupervisedConfig(views_decode=0.5)
+    with pytest.raises(ValueError, match="views_decode must be >= 0"):
+        SemiSupervisedConfig(views=SPRITE_VIEWS, views_decode=-1.0)
+
+
 def test_without_decode_labels_the_decoder_reads_the_posterior_mean():
     objective = _objective(decode_labels=False)
     mean, z = torch.randn(4, 10), torch.randn(4, 10)

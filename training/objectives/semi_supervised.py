@@ -39,6 +39,17 @@ loss, per kind). Its gradient reaches the decoder only. It is the latent regress
 (Chen et al. 2016, the mutual-information term on generated images) and of BicycleGAN's cLR-GAN
 (Zhu et al. 2017), and the domain classification of StarGAN's fakes (Choi et al. 2018), with the
 encoder that the labels trained as the reader.
+
+Views the decoder draws (``views_decode``): with few labels the decoder reads exact codes on the
+labelled pool alone, and on every other image the encoder's pseudo-label. The label-aware views
+(``views``) make many exactly labelled images of each labelled one: the same sprite turned,
+mirrored and moved, with its labels moved alike. The decoder also draws each view from its labels'
+codes (plus ``code_noise``) under the Bernoulli reconstruction, so the codes it reads exactly
+cover a quarter turn's and a mirror's worth of orientations and places per labelled image rather
+than one. It is the views' data augmentation (Krizhevsky et al. 2012) given to the generator
+as well as to the encoder, the label-conditioned reconstruction of a conditional VAE (Sohn et al.
+2015, "Learning Structured Output Representation using Deep Conditional Generative Models") on
+the augmented labelled set.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from latentdial.training.objectives.base import (
     Inputs,
     ObjectiveConfig,
     VAEObjective,
+    bernoulli_reconstruction,
     gaussian_kl,
 )
 from latentdial.training.objectives.label_views import LabelViews, check_views
@@ -132,6 +144,12 @@ class SemiSupervisedConfig(ObjectiveConfig):
         hearts snapped, while its unsnapped readings are 3.2 degrees off on average. Yet 4,000
         steps with "read" drew its hearts no better than with "nearest" (0.69 against 0.68;
         configs/sweep/label_study_pseudo_read.toml).
+    views_decode: weight of the views' reconstruction (module docstring): the decoder draws each
+        view whose every named factor is known from its labels' codes (the turned angle for
+        ``views_angle``, plus ``code_noise``; free dims: the encoder's mean of the view, held
+        fixed), Bernoulli reconstruction summed over pixels and averaged over those views. The
+        views are half the batch, so 0.5 weighs each view as one batch image; 0 (the default)
+        draws none. Its gradient reaches the decoder only. Needs ``views``.
     """
 
     factors: list[str] = field(default_factory=list)
@@ -149,9 +167,10 @@ class SemiSupervisedConfig(ObjectiveConfig):
     views_position: list[str] = field(default_factory=list)
     pseudo_turns: bool = False
     pseudo_circular: str = "nearest"
+    views_decode: float = 0.0
 
     WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("edit_cycle", "views", "views_angle", "views_position",
-                                                   "pseudo_turns", "pseudo_circular")
+                                                   "pseudo_turns", "pseudo_circular", "views_decode")
 
     def __post_init__(self) -> None:
         if self.unlabelled_codes not in UNLABELLED_CODES:
@@ -169,9 +188,11 @@ class SemiSupervisedConfig(ObjectiveConfig):
         if self.pseudo_circular != "nearest" and self.unlabelled_codes != "pseudo":
             raise ValueError(f'pseudo_circular shapes pseudo-labels: it needs unlabelled_codes = "pseudo", '
                              f"got {self.unlabelled_codes!r}")
-        if min(self.gamma, self.beta, self.code_noise, self.commitment, self.edit_cycle) < 0:
-            raise ValueError(f"gamma, beta, code_noise, commitment and edit_cycle must be >= 0, got {self.gamma}, "
-                             f"{self.beta}, {self.code_noise}, {self.commitment}, {self.edit_cycle}")
+        for name in ("gamma", "beta", "code_noise", "commitment", "edit_cycle", "views_decode"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"objective.{name} must be >= 0, got {getattr(self, name)}")
+        if self.views_decode > 0 and not self.views:
+            raise ValueError("objective.views_decode draws the label-aware views: it needs objective.views")
 
 
 @dataclass(frozen=True)
@@ -448,18 +469,22 @@ class SemiSupervisedVAE(VAEObjective):
             logs["commit"] = commit
             loss = loss + self.config.commitment * commit
         if self.views is not None:
-            seen = self._views_loss(inputs.images, inputs.labels)
+            seen, drawn = self._views_loss(inputs.images, inputs.labels)
             logs["views"] = seen
             loss = loss + self.config.gamma * seen
+            if drawn is not None:
+                logs["views_recon"] = drawn
+                loss = loss + self.config.views_decode * drawn
         if self.config.edit_cycle > 0:
             cycle = self._edit_cycle(mean, inputs.labels)
             logs["edit_cycle"] = cycle
             loss = loss + self.config.edit_cycle * cycle
         return loss, logs
 
-    def _views_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _views_loss(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The supervised loss of the encoder's reading of one view of each image of the batch's
-        second half (its labelled half; ``views``): ()."""
+        second half (its labelled half; ``views``): (), and with ``views_decode`` the decoder's
+        reconstruction of those views from their labels' codes: () (else None)."""
         assert self.views is not None
         half = images.shape[0] // 2
         y = labels[half:]
@@ -471,7 +496,27 @@ class SemiSupervisedVAE(VAEObjective):
         x, y, turned = self.views(images[half:], y, angles)
         read, _ = self.model.encoder(x)
         total, _ = self._code_loss(read, y, None if turned is None else {self.views.angle: turned})
-        return total
+        if self.config.views_decode <= 0:
+            return total, None
+        z, known = self.view_codes(y, turned, read.detach())
+        per_view = bernoulli_reconstruction(self.model.decoder(z), x)  # (M/2,)
+        return total, (per_view * known).sum() / known.sum().clamp(min=1)
+
+    def view_codes(self, labels: torch.Tensor, angles: torch.Tensor | None,
+                   mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the decoder reads to draw views (``views_decode``): each named factor's label code
+        (the angle ``angles`` (M,) in radians for ``views_angle``) plus ``code_noise``, and the
+        free dims of ``mean`` (M, D). Returns (codes (M, D), known (M,) bool: every named factor
+        of the row is labelled)."""
+        known = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+        named = []
+        for code in self.codes:
+            has, target = self._targets(code, labels)
+            if angles is not None and self.views is not None and code.name == self.views.angle:
+                target = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).to(target.dtype)
+            known = known & has
+            named.append(self._noisy(target))
+        return torch.cat([*named, mean[:, self.num_named:]], dim=1), known
 
     def _code_loss(self, mean: torch.Tensor, labels: torch.Tensor,
                    angles: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
