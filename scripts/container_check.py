@@ -231,6 +231,20 @@ class Server:
     serving_s: float  # start to SERVING (gRPC) and ready (HTTP) from the host
 
 
+def check_docs_page(http_url: str) -> int:
+    """/docs answers and every Swagger UI file it links answers with a body (the image prunes the
+    package's unused files); the number of files fetched."""
+    with urllib.request.urlopen(http_url + "/docs", timeout=10) as r:
+        expect(r.status == 200, f"/docs answered {r.status}")
+        page = r.read().decode()
+    linked = sorted(set(re.findall(r"""["'](/static/swagger/[^"']+)["']""", page)))
+    expect(any(u.endswith("swagger-ui-bundle.js") for u in linked), f"/docs links no swagger-ui-bundle.js: {linked}")
+    for url in linked:
+        with urllib.request.urlopen(http_url + url, timeout=10) as r:
+            expect(r.status == 200 and len(r.read()) > 0, f"{url}, linked from /docs, answered {r.status} or nothing")
+    return len(linked)
+
+
 def start_server(run: Run, name: str, network: str, *extra: str) -> Server:
     """Start the CPU image with every port published on 127.0.0.1 only; wait until it serves."""
     port, http, metrics = free_port(), free_port(), free_port()
@@ -512,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"server {SERVER}: gRPC {srv.grpc}, HTTP {srv.http} ({len(str(listed))} bytes of /v1/models); "
             f"HEALTHCHECK passed after {srv.healthy_s:.1f} s, SERVING (gRPC) and ready (HTTP) from the host "
             f"after {srv.serving_s:.1f} s")
+        log(f"/docs and the {check_docs_page(srv.http)} Swagger UI files it links answer")
 
         t0 = time.monotonic()
         check_app(run, network)
