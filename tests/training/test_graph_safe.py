@@ -70,7 +70,7 @@ GRAPH_SAFE = [*((n, {}) for n in sorted(n for n, c in OBJECTIVES.items() if c.gr
               ("semi_supervised", {"unlabelled_codes": "pseudo",
                                    "views": {"shift": ["shape"], "rot90": ["shape"], "flip": ["shape"]},
                                    "views_angle": "orientation", "pseudo_turns": True,
-                                   "pseudo_circular": "read"})]
+                                   "pseudo_circular": "read", "views_decode": 0.5})]
 
 
 @pytest.mark.parametrize(("name", "config"), GRAPH_SAFE, ids=[f"{n}{'+' if c else ''}{','.join(c)}" for n, c in GRAPH_SAFE])
