@@ -138,12 +138,13 @@ FEW_LABELS = {
 
 def test_the_gpu_label_trials_are_the_shipped_default_recipe_and_length_with_1000_labels():
     spec = load_sweep(REPO / "configs" / "sweep" / "label_study_gpu.toml", REPO)
-    plain, few = spec.trials()
+    plain, few, drawn = spec.trials()
     shipped = load_config(REPO / "configs" / "shipped" / "dsprites.toml")
     # dsprites/5's schedule: 59,300 steps at the constant lr, then 36,000 cooling down to 0
     assert spec.steps == 95300 and spec.chunk_ends() == [59300, 95300]
     assert spec.edits is not None and spec.edits.every_chunk and spec.metrics_preset == "reference"
-    for trial, objective in ((plain, {"num_labelled": 1000}), (few, {**FEW_LABELS, "pseudo_turns": True})):
+    for trial, objective in ((plain, {"num_labelled": 1000}), (few, {**FEW_LABELS, "pseudo_turns": True}),
+                             (drawn, {**FEW_LABELS, "pseudo_turns": True, "views_decode": 0.5})):
         last = chunk_config(trial, spec, spec.steps)
         assert last.device == "cuda" and last.optimizer.cooldown_steps == 36000
         check_chunks(trial, spec)
