@@ -2,6 +2,7 @@
 
     python scripts/readback_split.py models/dsprites/5 [--num 3000] [--out split.json]
     python scripts/readback_split.py models/idsprites/3 --dataset idsprites   # a folder model: its renderer
+    python scripts/readback_split.py models/dsprites/5 --sources dsprites_elsewhere   # another renderer's images
 
 Read-back (``latentdial evaluate-edits``) reconstructs rendered sources and asks the
 attribute reader whether each factor survived. A miss can be the encoder's (it wrote the
@@ -14,6 +15,10 @@ two through the exported ONNX networks:
   by the reader;
 - **recon**: the decoder fed the encoder's mean, read by the reader (read-back itself);
 - **reader**: the reader on the sources (its own ceiling).
+
+With ``--sources`` the images come from another renderer of the same factor grid (as
+``latentdial evaluate-edits --sources``) and the judge is the reader trained on both renderers;
+"drawn" is then against the model's own training renderer's factors, as before.
 
 Each is the fraction of images on which a factor reads as the source's within
 ``EDIT_TOLERANCE``, overall and per shape and per scale. A diagnostic, not a protocol: the
@@ -38,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=None,
                    help="the renderer of the sources and its reader (default: the model's training data; "
                         "a folder model needs one, e.g. idsprites)")
+    p.add_argument("--sources", default=None, metavar="DATASET",
+                   help="draw the images by another renderer of the same grid, e.g. dsprites_elsewhere; the "
+                        "judge is then the reader trained on both renderers")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
 
@@ -59,12 +67,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.model_dir}: the factor card has no calibration table for {missing}; "
               "the split needs one for every factor (a semi-supervised model)", file=sys.stderr)
         return 2
-    reader = load_reader(data.name, train=False, progress=False)
+    also: tuple[str, ...] = ()
+    if args.sources:
+        source_data = resolve_dataset(args.sources)
+        if tuple(source_data.factors_num_values) != tuple(data.factors_num_values):
+            print(f"{args.sources} draws another grid than {data.name}", file=sys.stderr)
+            return 2
+        also = (str(source_data.name),)
+    else:
+        source_data = data
+    reader = load_reader(data.name, also=also, train=False, progress=False)
     encode = onnx_graph_fn(args.model_dir, manifest, "encoder", "mean")
     decode = onnx_graph_fn(args.model_dir, manifest, "decoder", "images")
 
     factors = data.sample_factors(args.num, np.random.default_rng(args.seed))
-    sources = data.sample_observations_from_factors(factors)
+    sources = source_data.sample_observations_from_factors(factors)
     mean = encode(sources)
     true_code = np.zeros_like(mean)
     encoded = factors.copy()
@@ -91,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return {k: {**{n: round(float(a[mask, i].mean()), 4) for i, n in enumerate(names)},
                     "all": round(float(a[mask].all(1).mean()), 4)} for k, a in agree.items()}
 
-    result: dict[str, object] = {"model": str(args.model_dir), "num": args.num, "seed": args.seed, "overall": row(
-        np.ones(len(factors), bool))}
+    result: dict[str, object] = {"model": str(args.model_dir), "num": args.num, "seed": args.seed,
+                                 "sources": str(source_data.name), "overall": row(np.ones(len(factors), bool))}
     for group in ("shape", "scale"):
         if group in names:
             col = names.index(group)
@@ -100,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             result[f"by_{group}"] = {labels[v]: row(factors[:, col] == v) for v in range(data.factors_num_values[col])}
 
     width = max(len(n) for n in names)
-    print(f"{args.model_dir}: {args.num} sources; fraction read as the source within the edit tolerance")
+    print(f"{args.model_dir}: {args.num} sources drawn by {source_data.name}; "
+          "fraction read as the source within the edit tolerance")
     print(f"{'':8s} " + " ".join(f"{n:>{width}s}" for n in (*names, "all")))
     for k, r in result["overall"].items():  # type: ignore[union-attr]
         print(f"{k:8s} " + " ".join(f"{r[n]:>{width}.3f}" for n in (*names, "all")))

@@ -20,18 +20,25 @@ Real World").
     elastic_px = 0.8         # outline warp: mean displacement in pixels, smooth over ~6 px
     blur_sigma = 0.6         # Gaussian blur, sigma drawn in [0.1, blur_sigma] pixels
 
-All off (``p = 0``) by default. The views are drawn by Kornia's batched augmentations, each
-image with its own parameters; they run in the training step, on the training device.
+    families = 0.0           # share of labelled images drawn again from their factors by
+                             # randomised renderers (training/outline_families.py; dSprites grid)
+
+All off (``p = 0``, ``families = 0``) by default. The warps are Kornia's batched augmentations,
+each image with its own parameters; both kinds of view run in the training step, on the training
+device. An image drawn again from its factors may then be warped as well.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from latentdial.training.outline_families import OutlineFamilies
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,16 @@ class AugmentConfig:
     scale: float = 0.04
     elastic_px: float = 0.8
     blur_sigma: float = 0.6
+    families: float = 0.0
+
+    #: fields added after runs were recorded without them: written only when set, so those runs
+    #: still resume and read back from their ledgers as the same recipe
+    WRITTEN_WHEN_SET: ClassVar[tuple[str, ...]] = ("families",)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"augment.p must be in [0, 1], got {self.p}")
+        for name in ("p", "families"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("degrees", "translate_px", "scale", "elastic_px", "blur_sigma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
@@ -56,10 +69,12 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.p > 0
+        return self.p > 0 or self.families > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        defaults = AugmentConfig()
+        return {k: v for k, v in asdict(self).items()
+                if k not in self.WRITTEN_WHEN_SET or v != getattr(defaults, k)}
 
 
 #: the smoothing of the elastic field, in pixels: outlines bend, edges stay straight locally
@@ -94,10 +109,12 @@ def moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class EncoderView(nn.Module):
-    """(N, C, H, W) images in [0, 1] -> the same shape, a random label-preserving redrawing of
-    a share ``p`` of them (each with its own parameters), clipped to [0, 1].
+    """(N, C, H, W) images in [0, 1] (and their (N, F) factor indices, -1 where unlabelled) -> the
+    same shape: a share ``families`` of the fully labelled images drawn again from their factors
+    by randomised renderers (``OutlineFamilies``), then a random label-preserving warp of a share
+    ``p`` of all of them (each with its own parameters), clipped to [0, 1].
 
-    In order: the outline warp (Kornia's elastic transform); then one affine map about the
+    The warp, in order: the outline warp (Kornia's elastic transform); then one affine map about the
     object's centre of mass that turns it, brings its area back to the source's and then
     ``scale`` at most from it, and puts its centre ``translate_px`` at most from where it
     was; then the blur. (A warp over a small object is nearly a shift and a change of size,
@@ -107,10 +124,18 @@ class EncoderView(nn.Module):
 
     def __init__(self, cfg: AugmentConfig, image_size: int) -> None:
         super().__init__()
-        import kornia.augmentation as K  # only runs that augment need Kornia
-
         self.cfg = cfg
+        self.families: OutlineFamilies | None = None
+        if cfg.families > 0:
+            from latentdial.training.outline_families import OutlineFamilies
+
+            self.families = OutlineFamilies()
         self.warp: nn.Module | None = None
+        self.blur: nn.Module | None = None
+        if cfg.p == 0:
+            return
+        import kornia.augmentation as K  # only runs that warp need Kornia
+
         if cfg.elastic_px > 0:
             kernel = 2 * math.ceil(3 * ELASTIC_SMOOTHING_PX) + 1
             alpha = _elastic_alpha(cfg.elastic_px, image_size)
@@ -118,13 +143,21 @@ class EncoderView(nn.Module):
                 kernel_size=(kernel, kernel), sigma=(ELASTIC_SMOOTHING_PX, ELASTIC_SMOOTHING_PX),
                 alpha=(alpha, alpha), p=1.0,
             )
-        self.blur: nn.Module | None = None
         if cfg.blur_sigma > 0:
             sigma = max(cfg.blur_sigma, 0.1)
             kernel = 2 * math.ceil(3 * sigma) + 1
             self.blur = K.RandomGaussianBlur((kernel, kernel), (0.1, sigma), p=1.0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.families is not None:
+            if labels is None:
+                raise ValueError("augment.families draws images from their factors, but the batch has no labels")
+            chosen = (labels >= 0).all(dim=1) & (torch.rand(images.shape[0], device=images.device) < self.cfg.families)
+            if bool(chosen.any()):
+                images = images.clone()
+                images[chosen] = self.families(labels[chosen]).to(images.dtype)
+        if self.cfg.p == 0:
+            return images
         chosen = torch.rand(images.shape[0], device=images.device) < self.cfg.p  # (N,)
         if not bool(chosen.any()):
             return images
@@ -155,6 +188,13 @@ class EncoderView(nn.Module):
         return x.clamp(0.0, 1.0)
 
 
-def build_encoder_view(cfg: AugmentConfig, image_size: int) -> EncoderView | None:
-    """The encoder's view for a run, or None when ``cfg`` redraws nothing."""
+def build_encoder_view(cfg: AugmentConfig, image_size: int, dataset: object | None = None) -> EncoderView | None:
+    """The encoder's view for a run, or None when ``cfg`` redraws nothing.
+
+    Raises ValueError when ``cfg.families`` is set but ``dataset`` does not draw dSprites' grid.
+    """
+    if cfg.families > 0:
+        from latentdial.training.outline_families import check_dsprites_grid
+
+        check_dsprites_grid(dataset)
     return EncoderView(cfg, image_size) if cfg.enabled else None

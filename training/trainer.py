@@ -99,7 +99,15 @@ class Trainer:
         if cfg.init_from:
             _start_from(model, Path(cfg.init_from), skip=tuple(cfg.init_skip))
         self.objective: VAEObjective = obj_cls(model, cfg.objective).to(self.ctx.device)
-        self.objective.encoder_view = build_encoder_view(cfg.augment, cfg.model.image_size)
+        if cfg.augment.families > 0 and not obj_cls.requires_labels:
+            raise TrainingError(
+                f"augment.families draws the encoder's view from each image's factors, but {cfg.objective_name} "
+                "trains without labels; use an objective that reads them (semi_supervised)"
+            )
+        try:
+            self.objective.encoder_view = build_encoder_view(cfg.augment, cfg.model.image_size, self.dataset)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
         self.objective.attach_dataset(self.dataset)
         # the encoder's random views pick images by a data-dependent mask: not capturable
         use_graph = (cfg.cuda_graph and self.ctx.device.startswith("cuda") and self.ctx.world_size == 1

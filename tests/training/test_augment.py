@@ -95,7 +95,7 @@ def test_bad_augment_values_are_config_errors(bad):
 class _Blank(torch.nn.Module):
     """A view that blanks every image."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros_like(x)
 
 

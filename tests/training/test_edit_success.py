@@ -287,6 +287,22 @@ def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp
     assert all(0.0 <= v <= 1.0 for row in r["overall"].values() for v in row.values())
 
 
+def test_readback_split_of_another_renderers_images_is_judged_by_the_reader_of_both(tmp_path, capsys):
+    repo = Path(__file__).resolve().parents[2] / "models" / "dsprites"
+    model_dir = max(repo.iterdir(), key=lambda p: int(p.name))
+    out = tmp_path / "split.json"
+    assert _script_module("readback_split").main([str(model_dir), "--sources", "dsprites_elsewhere", "--num", "200",
+                                                  "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["sources"] == "dsprites_elsewhere"
+    assert r["overall"]["reader"]["all"] >= 0.97  # the judge reads the other renderer's images too
+    assert min(r["overall"]["encoder"][n] for n in ("scale", "pos_x", "pos_y")) >= 0.95, r["overall"]["encoder"]
+    # a renderer of another grid is refused, not misread
+    assert _script_module("readback_split").main([str(model_dir), "--sources", "color_dsprites_elsewhere",
+                                                  "--num", "20"]) == 2
+    assert "another grid" in capsys.readouterr().err
+
+
 def test_readback_split_of_a_folder_model_reads_with_its_renderer_and_the_generic_reader(tmp_path):
     """A folder model knows no renderer of its own: --dataset names one of its grid, and the generic
     reader's comparison by kind applies to the encoder's readings too."""

@@ -67,7 +67,7 @@ _HEART_UNIT = 15.5 / 1.337
 _EPS = 1e-9  # pixel centres exactly on an outline count as inside
 
 
-def _inside(shape: int, x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def inside_sprite(shape: int, x: np.ndarray, y: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Point-in-shape test in sprite-local coordinates (pixels, x right, y up).
 
     Args:
@@ -106,7 +106,7 @@ def render_sprites() -> np.ndarray:
     out = np.zeros((len(SHAPES), len(SCALES), len(ORIENTATIONS), SPRITE_SIZE, SPRITE_SIZE), np.uint8)
     for s in range(len(SHAPES)):
         for k, scale in enumerate(SCALES):
-            out[s, k] = _inside(s, x, y, np.full((1, 1, 1), scale))
+            out[s, k] = inside_sprite(s, x, y, np.full((1, 1, 1), scale))
     return out
 
 

@@ -221,7 +221,7 @@ class VAEObjective(nn.Module):
         """
         inputs = self.inputs(batch)
         x, group = inputs.images, inputs.per_example
-        mean, log_var = self.model.encoder(x if self.encoder_view is None else self.encoder_view(x))  # (M, D)
+        mean, log_var = self.model.encoder(x if self.encoder_view is None else self.encoder_view(x, inputs.labels))  # (M, D)
         mean, log_var, posterior_terms = self.hook_posterior(mean, log_var, inputs)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)  # (M, D)
         logits = self.model.decoder(self.hook_latents(z, mean, inputs))
