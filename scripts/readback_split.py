@@ -14,6 +14,8 @@ two through the exported ONNX networks:
 - **drawn**: the decoder fed the card's code of the true factors (what an edit writes), read
   by the reader;
 - **recon**: the decoder fed the encoder's mean, read by the reader (read-back itself);
+- **snapped**: the decoder fed the encoder's mean snapped to the card's table per factor (what
+  recon would be if the decoder drew codes off the table as surely as the table's own);
 - **reader**: the reader on the sources (its own ceiling).
 
 With ``--sources`` the images come from another renderer of the same factor grid (as
@@ -84,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     sources = source_data.sample_observations_from_factors(factors)
     mean = encode(sources)
     true_code = np.zeros_like(mean)
+    snapped = mean.copy()
     encoded = factors.copy()
     for f, name in enumerate(names):
         entry = entries[name]
         table = np.asarray(entry.latent_table, np.float32)  # (K, len(dims))
         true_code[:, entry.dims] = table[factors[:, f]]
         encoded[:, f] = ((mean[:, entry.dims][:, None, :] - table[None]) ** 2).sum(-1).argmin(1)
+        snapped[:, entry.dims] = table[encoded[:, f]]
     on_sources = reader.read(sources)
     if on_sources.layout is not None:  # a generic reader compares grid indices, circular ones included
         encoder = Reading(encoded, np.zeros(len(factors)), on_sources.layout)
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoder": encoder,
         "drawn": reader.read(decode(true_code)),
         "recon": reader.read(decode(mean)),
+        "snapped": reader.read(decode(snapped)),
         "reader": on_sources,
     }
     agree = {k: agreement(names, r, factors) for k, r in readings.items()}

@@ -278,7 +278,7 @@ def test_readback_split_of_the_shipped_default_separates_encoder_and_decoder(tmp
     out = tmp_path / "split.json"
     assert _script_module("readback_split").main([str(model_dir), "--num", "200", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert set(r["overall"]) == {"encoder", "drawn", "recon", "reader"}
+    assert set(r["overall"]) == {"encoder", "drawn", "recon", "snapped", "reader"}
     assert set(r["by_shape"]) == {"square", "ellipse", "heart"} and len(r["by_scale"]) == 6
     assert r["overall"]["reader"]["all"] >= 0.97  # clean renders: the reader's own ceiling
     # the shipped semi-supervised model writes and draws position and scale within a grid step

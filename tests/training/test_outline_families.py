@@ -202,3 +202,15 @@ def test_a_run_with_families_trains_records_them_and_resumes_only_with_them(tmp_
     with pytest.raises(ConfigError, match="augment"):
         train(load_config(FAMILIES, ["steps=3", "checkpoint_every=1", "init_from=\"\"", "num_threads=1",
                                      "augment.families=0.5"]), out, resume=True, progress=False)
+
+
+def test_the_second_stage_continues_the_first_stages_run_with_half_the_images_drawn_again():
+    first = load_config(FAMILIES)
+    second = load_config(FAMILIES.with_name("dsprites_families_continued.toml"))
+    first_out = next(line.split("--out ")[1].strip() for line in FAMILIES.read_text().splitlines()
+                     if "latentdial train" in line)
+    assert second.init_from == first_out
+    assert first.augment.families == 0.75 and second.augment.families == 0.5
+    for cfg in (first, second):  # each stage ends its own cooldown
+        assert 0 < cfg.optimizer.cooldown_steps <= cfg.steps
+    assert (first.model, first.objective, first.dataset) == (second.model, second.objective, second.dataset)
