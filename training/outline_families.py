@@ -42,6 +42,7 @@ pos_y); images (N, 1, 64, 64) float32 in [0, 1].
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -166,7 +167,14 @@ def draw_family(rng: np.random.Generator, variants: int) -> tuple[list[float], l
 
 def build_bank(variants: int = VARIANTS, seed: int = FAMILY_SEED) -> np.ndarray:
     """(3, variants, BANK_SIZE, BANK_SIZE) float32 masks in {0, 1}: [shape, 0] the training renderer's sprite
-    at scale 1 and orientation 0, [shape, k > 0] the family's outlines, all in the bank's frame."""
+    at scale 1 and orientation 0, [shape, k > 0] the family's outlines, all in the bank's frame.
+
+    Rasterised once per process for each (variants, seed) (about a second); each call returns a copy."""
+    return _bank(variants, seed).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _bank(variants: int, seed: int) -> np.ndarray:
     if variants < 1:
         raise ValueError(f"variants must be >= 1, got {variants}")
     u, v = bank_frame()
@@ -180,6 +188,7 @@ def build_bank(variants: int = VARIANTS, seed: int = FAMILY_SEED) -> np.ndarray:
         bank[1, k] = superellipse(u, v, *ellipses[k - 1])
         cx, cy, units = hearts[k - 1].placed()
         bank[2, k] = hearts[k - 1].inside(u * units + cx, v * units + cy)
+    bank.setflags(write=False)
     return bank
 
 

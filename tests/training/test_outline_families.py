@@ -204,13 +204,19 @@ def test_a_run_with_families_trains_records_them_and_resumes_only_with_them(tmp_
                                      "augment.families=0.5"]), out, resume=True, progress=False)
 
 
-def test_the_second_stage_continues_the_first_stages_run_with_half_the_images_drawn_again():
-    first = load_config(FAMILIES)
-    second = load_config(FAMILIES.with_name("dsprites_families_continued.toml"))
-    first_out = next(line.split("--out ")[1].strip() for line in FAMILIES.read_text().splitlines()
-                     if "latentdial train" in line)
-    assert second.init_from == first_out
-    assert first.augment.families == 0.75 and second.augment.families == 0.5
-    for cfg in (first, second):  # each stage ends its own cooldown
+def _train_out(path: Path) -> str:
+    """The run directory a stage's own command (in its header) trains into."""
+    return next(line.split("--out ")[1].strip() for line in path.read_text().splitlines()
+                if "latentdial train" in line)
+
+
+def test_each_stage_continues_the_last_stages_run_with_fewer_images_drawn_again():
+    paths = [FAMILIES.with_name(f"dsprites_families{tail}.toml") for tail in ("", "_continued", "_third")]
+    stages = [load_config(p) for p in paths]
+    assert stages[0].init_from == "models/dsprites/5"
+    for before, path, stage in zip(paths[:-1], paths[1:], stages[1:], strict=True):
+        assert stage.init_from == _train_out(before), path.name
+    assert [s.augment.families for s in stages] == [0.75, 0.5, 0.25]
+    for cfg in stages:  # each stage ends its own cooldown, on the same model and objective
         assert 0 < cfg.optimizer.cooldown_steps <= cfg.steps
-    assert (first.model, first.objective, first.dataset) == (second.model, second.objective, second.dataset)
+        assert (cfg.model, cfg.objective, cfg.dataset) == (stages[0].model, stages[0].objective, stages[0].dataset)
