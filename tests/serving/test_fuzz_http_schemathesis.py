@@ -52,8 +52,10 @@ LINKS = [
      {"requestBody": {"latents": "$response.body#/latents"}}),
     ("post", "/v1/models/{model}/generate", "post", "/v1/models/{model}/traverse",
      {"requestBody": {"latents": "$response.body#/latents"}}),
+    # the list is sorted by name: models/0 is the editor ("ed", no latent space, so it generates
+    # nothing), models/1 the toy VAE, whose generated latents start the chains above
     ("get", "/v1/models", "post", "/v1/models/{model}/generate",
-     {"parameters": {"path.model": "$response.body#/models/0/name"},
+     {"parameters": {"path.model": "$response.body#/models/1/name"},
       "requestBody": {"count": 2, "seed": 0, "temperature": 1.0, "pins": []}}),
     ("post", "/v1/models/{model}/decode", "post", "/v1/models/{model}/encode",
      {"requestBody": {"images": "$response.body#/images"}}),
