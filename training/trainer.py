@@ -105,9 +105,11 @@ class Trainer:
                 "trains without labels; use an objective that reads them (semi_supervised)"
             )
         try:
-            self.objective.encoder_view = build_encoder_view(cfg.augment, cfg.model.image_size, self.dataset)
+            view = build_encoder_view(cfg.augment, cfg.model.image_size, self.dataset)
         except ValueError as e:
             raise TrainingError(str(e)) from None
+        # on the training device: the families' outline bank is a buffer the view samples there
+        self.objective.encoder_view = None if view is None else view.to(self.ctx.device)
         self.objective.attach_dataset(self.dataset)
         # the encoder's random views pick images by a data-dependent mask: not capturable
         use_graph = (cfg.cuda_graph and self.ctx.device.startswith("cuda") and self.ctx.world_size == 1
