@@ -56,12 +56,13 @@ from latentdial.training.data.dsprites import (
     ORIENTATIONS,
     SCALES,
     SHAPES,
+    ProceduralDSprites,
     inside_sprite,
 )
 
 #: dSprites' factor layout, the only one these renderers draw
-FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
-FACTOR_SIZES = (3, 6, 40, 32, 32)
+FACTOR_NAMES = ProceduralDSprites.factor_names
+FACTOR_SIZES = ProceduralDSprites.factors_num_values
 
 BANK_SIZE = 256
 BANK_HALF_PX = 16.5
@@ -192,13 +193,15 @@ def _bank(variants: int, seed: int) -> np.ndarray:
     return bank
 
 
-def placement(factors: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+def placement(factors: torch.Tensor, scales: torch.Tensor, orientations: torch.Tensor, size: torch.Tensor,
+              offset: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     """(N, 2, 3) maps from the canvas's normalised coordinates (``affine_grid``, align_corners=False)
-    to the bank's: the sprite of ``factors`` (N, 5) drawn ``size`` (N,) times the training size, its
-    centre moved by ``offset`` (N, 2) px (x right, y down) and turned by ``turn`` (N,) more radians."""
-    dtype, device = torch.float32, factors.device
-    scale = torch.as_tensor(SCALES, dtype=dtype, device=device)[factors[:, 1]] * size
-    theta = torch.as_tensor(ORIENTATIONS, dtype=dtype, device=device)[factors[:, 2]] + turn
+    to the bank's: the sprite of ``factors`` (N, 5) (grid values ``scales`` (6,), ``orientations``
+    (40,) radians) drawn ``size`` (N,) times the training size, its centre moved by ``offset`` (N, 2)
+    px (x right, y down) and turned by ``turn`` (N,) more radians."""
+    dtype = torch.float32
+    scale = scales[factors[:, 1]] * size
+    theta = orientations[factors[:, 2]] + turn
     cx = CENTRE_AT_ZERO + factors[:, 3].to(dtype) + offset[:, 0]
     cy = CENTRE_AT_ZERO + factors[:, 4].to(dtype) + offset[:, 1]
     c, s = torch.cos(theta), torch.sin(theta)
@@ -217,6 +220,9 @@ class OutlineFamilies(nn.Module):
         super().__init__()
         self.variants = variants
         self.register_buffer("bank", torch.from_numpy(build_bank(variants, seed)), persistent=False)
+        # the grids on the bank's device, so that a step copies nothing from the host
+        self.register_buffer("scales", torch.as_tensor(SCALES, dtype=torch.float32), persistent=False)
+        self.register_buffer("orientations", torch.as_tensor(ORIENTATIONS, dtype=torch.float32), persistent=False)
 
     def forward(self, factors: torch.Tensor) -> torch.Tensor:
         n, device = factors.shape[0], factors.device
@@ -240,7 +246,7 @@ class OutlineFamilies(nn.Module):
         n = factors.shape[0]
         masks = self.bank[factors[:, 0], variant].unsqueeze(1)  # (N, 1, B, B)
         fine = IMAGE_SIZE * SUPERSAMPLE
-        grid = F.affine_grid(placement(factors, size, offset, turn), [n, 1, fine, fine], align_corners=False)
+        grid = F.affine_grid(placement(factors, self.scales, self.orientations, size, offset, turn), [n, 1, fine, fine], align_corners=False)
         sampled = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         cover = F.avg_pool2d(sampled, SUPERSAMPLE)  # (N, 1, 64, 64)
         return torch.where(binary[:, None, None, None], (cover >= 0.5).to(cover.dtype), cover)
