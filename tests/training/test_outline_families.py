@@ -211,12 +211,12 @@ def _train_out(path: Path) -> str:
 
 
 def test_each_stage_continues_the_last_stages_run_with_fewer_images_drawn_again():
-    paths = [FAMILIES.with_name(f"dsprites_families{tail}.toml") for tail in ("", "_continued", "_third")]
+    paths = [FAMILIES.with_name(f"dsprites_families{tail}.toml") for tail in ("", "_continued", "_third", "_fourth")]
     stages = [load_config(p) for p in paths]
     assert stages[0].init_from == "models/dsprites/5"
     for before, path, stage in zip(paths[:-1], paths[1:], stages[1:], strict=True):
         assert stage.init_from == _train_out(before), path.name
-    assert [s.augment.families for s in stages] == [0.75, 0.5, 0.25]
+    assert [s.augment.families for s in stages] == [0.75, 0.5, 0.25, 0.125]
     for cfg in stages:  # each stage ends its own cooldown, on the same model and objective
         assert 0 < cfg.optimizer.cooldown_steps <= cfg.steps
         assert (cfg.model, cfg.objective, cfg.dataset) == (stages[0].model, stages[0].objective, stages[0].dataset)
