@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=10_000,
                         help="steps between checkpoints (the time limit writes its own; default 10000)")
     parser.add_argument("--eager", action="store_true", help="no CUDA graphs: every step eager")
+    parser.add_argument("--choice-rounds", type=int, default=5,
+                        help="rounds of the export's graph timing on this host (latentdial export "
+                             "--choice-rounds; 0: the server measures at load)")
     parser.add_argument("--cooldown-steps", type=int, default=0,
                         help="decay the lr linearly to 0 over the last N of --steps (default 0: constant lr); "
                              "a run stopped by the budget before it reaches the cooldown has not cooled down")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.out / "models" / name / args.version
         for cmd in (
             latentdial("evaluate", str(run), "--metrics", "mig", "--quiet"),
-            latentdial("export", str(run), str(model_dir), "--overwrite", "--no-torch-program"),
+            latentdial("export", str(run), str(model_dir), "--overwrite", "--no-torch-program",
+                       "--choice-rounds", str(args.choice_rounds)),
         ):
             if subprocess.run(cmd, cwd=args.out, stdout=subprocess.DEVNULL).returncode != 0:
                 failed.append(name)

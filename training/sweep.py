@@ -676,8 +676,10 @@ def _exported(model_dir: Path, steps: int) -> bool:
 
 
 def _export_for_edits(run_dir: Path, model_dir: Path) -> str:
-    """``latentdial export RUN MODEL_DIR`` as the edit evaluation needs it: fp32 ONNX only; its output."""
-    return _command(["export", str(run_dir), str(model_dir), "--no-torch-program"])
+    """``latentdial export RUN MODEL_DIR`` as the edit evaluation needs it: fp32 ONNX only, and no
+    graph timing (``--choice-rounds 0``: what is fastest on this host does not change what an edit
+    draws; a server of the kept export measures at load); its output."""
+    return _command(["export", str(run_dir), str(model_dir), "--no-torch-program", "--choice-rounds", "0"])
 
 
 def _judge_edits(model_dir: Path, edits: EditSpec, report: Path, sheet: Path, *, quiet: bool) -> str:

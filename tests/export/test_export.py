@@ -39,7 +39,8 @@ def exported(tmp_path_factory) -> tuple[Path, Manifest, Path]:
     run = make_run_dir(root / "run")
     model_dir = root / "models" / "sprites" / "3"
     lines: list[str] = []
-    manifest = export_run(run, model_dir, variant_names="fp16,int8", speed_rounds=2, report=lines.append)
+    manifest = export_run(run, model_dir, variant_names="fp16,int8", speed_rounds=2, choice_rounds=0,
+                          report=lines.append)
     assert any("max abs diff" in line for line in lines)
     return model_dir, manifest, run
 
@@ -176,7 +177,7 @@ def test_cli_exports_and_overwrites(tmp_path, capsys):
 
     run = make_run_dir(tmp_path / "run", channels=3, latent_dim=6, card=False)
     target = tmp_path / "models" / "colour" / "2"
-    args = ["export", str(run), str(target), "--exporter", "torchscript", "--no-torch-program"]
+    args = ["export", str(run), str(target), "--exporter", "torchscript", "--no-torch-program", "--choice-rounds", "0"]
     assert main(args) == 0
     assert "max abs diff" in capsys.readouterr().out
     m = Manifest.load(target)

@@ -34,7 +34,8 @@ def model(tmp_path_factory) -> tuple[Path, Manifest]:
     run = write_run_dir(root / "run", channels=3, latent_dim=LATENT_DIM, seed=1,
                         config={"dataset": "x", "objective": "y"})
     model_dir = root / "m" / "1"
-    manifest = export_run(run, model_dir, variant_names="fp16", exporter="torchscript", report=lambda s: None)
+    manifest = export_run(run, model_dir, variant_names="fp16", exporter="torchscript", choice_rounds=0,
+                          report=lambda s: None)
     extra = root / "extra"
     extra.mkdir()
     net = load_run(run).model

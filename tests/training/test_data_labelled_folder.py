@@ -306,7 +306,7 @@ def test_train_data_trains_on_the_folder_and_edits_by_the_schemas_names(tmp_path
     assert [(f["name"], f["kind"], f["dims"]) for f in card["factors"]] == [
         ("shape", "categorical", [0]), ("scale", "continuous", [1]), ("angle", "circular", [2, 3])]
     assert card["factors"][0]["labels"] == ["square", "ellipse", "heart"]
-    exported = _cli("export", "run", "models/mine/1", cwd=tmp_path)
+    exported = _cli("export", "run", "models/mine/1", "--choice-rounds", "0", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
 
     from fixtures.server import ServerThread, make_config

@@ -179,7 +179,7 @@ def test_the_exported_model_keeps_the_encoder_decoder_contract(tmp_path):
     run_dir = train(load_config(SMOKE, [*TINY, "steps=2", "checkpoint_every=2"]), tmp_path / "run", progress=False)
     model_dir = tmp_path / "models" / "infogan-cr" / "1"
     export_run(run_dir, model_dir, exporter="torchscript", torch_program=False, batches=(1, 3),
-               report=lambda _msg: None)
+               choice_rounds=0, report=lambda _msg: None)
     model = load_run(run_dir).model
     rng = np.random.default_rng(0)
     images = rng.random((3, 1, 64, 64), dtype=np.float32)

@@ -56,7 +56,7 @@ def test_cli_on_a_model_directory_runs_the_onnx_encoder_like_torch(run_dir, tmp_
 
     model_dir = tmp_path / "models" / "tiny" / "1"
     export_run(run_dir, model_dir, exporter="torchscript", torch_program=False, batches=(1, 3),
-               report=lambda _msg: None)
+               choice_rounds=0, report=lambda _msg: None)
     by_torch, _ = evaluate_run(run_dir, metrics="mig,unsupervised", num_train=300, seed=1,
                                card=False, write=False, progress=False)
     rc = main(["evaluate", str(model_dir), "--metrics", "mig,unsupervised", "--seed", "1", *SMALL])

@@ -204,7 +204,7 @@ def rgb128(tmp_path_factory):
     run = train(cfg, root / "run", progress=False)
     repository = root / "models"
     model_dir = repository / "rgb128" / "1"
-    assert cli_main(["export", str(run), str(model_dir)]) == 0
+    assert cli_main(["export", str(run), str(model_dir), "--choice-rounds", "0"]) == 0
     x = data.sample_observations(4, np.random.default_rng(1))  # (N, 3, 128, 128) in [0, 1]
     return repository, model_dir, run, (x.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
 

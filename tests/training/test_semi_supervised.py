@@ -383,7 +383,7 @@ def test_config_lists_factors_and_rejects_a_factor_that_is_not_a_name():
 
 def test_a_short_real_run_on_100_labels_learns_them_and_writes_the_supervised_card(tmp_path):
     cfg = load_config(REPO / "configs" / "shipped" / "dsprites.toml", [
-        "steps=300", "log_every=10", "checkpoint_every=300", "batch_size=16", "objective.num_labelled=100",
+        "steps=200", "log_every=10", "checkpoint_every=200", "batch_size=16", "objective.num_labelled=100",
     ])
     trainer = Trainer(cfg, tmp_path / "run", dataset=DSPRITES)
     pool = torch.from_numpy(trainer.stream.pool)
