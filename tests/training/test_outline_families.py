@@ -220,3 +220,13 @@ def test_each_stage_continues_the_last_stages_run_with_fewer_images_drawn_again(
     for cfg in stages:  # each stage ends its own cooldown, on the same model and objective
         assert 0 < cfg.optimizer.cooldown_steps <= cfg.steps
         assert (cfg.model, cfg.objective, cfg.dataset) == (stages[0].model, stages[0].objective, stages[0].dataset)
+
+
+def test_the_plain_cooldown_continues_the_third_stage_with_the_defaults_recipe_and_no_image_drawn_again():
+    third = FAMILIES.with_name("dsprites_families_third.toml")
+    path = FAMILIES.with_name("dsprites_families_plain_cooldown.toml")
+    plain, shipped = load_config(path), load_config(REPO / "configs" / "shipped" / "dsprites.toml")
+    assert plain.init_from == _train_out(third)
+    assert plain.augment.families == 0.0  # the training renderer's images only
+    assert plain.optimizer.cooldown_steps == plain.steps  # the lr cools down over every step
+    assert (plain.model, plain.objective, plain.dataset) == (shipped.model, shipped.objective, shipped.dataset)
