@@ -73,8 +73,24 @@ IMAGES = {  # tag -> Dockerfile
 }
 SIZE_TARGET_MB = {SERVER: 350}
 HEALTH_TIMEOUT_S = 60.0
+# Free space the check needs where its engine keeps its storage: a run from an empty working
+# directory took 2.4 GB at its peak (base image, three builds and their temporary layer copies;
+# measured with df once a second on the 2-core CI machine), so 3 GiB leaves a little room.
+MIN_FREE_GIB = 3.0
 # How a server that is shutting down turns away a call it never ran.
 REFUSED = ("UNAVAILABLE", "CANCELLED")
+
+
+def disk_shortfall(workdir: Path, min_free_gib: float) -> str | None:
+    """Why the disk under ``workdir`` is too full for a build, or None if it has ``min_free_gib``."""
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    if free_gib >= min_free_gib:
+        return None
+    return (f"{free_gib:.1f} GiB free on the disk under {workdir}, and a build needs about {min_free_gib:.1f} GiB; "
+            "free some space (old clones, /tmp/pytest-of-*) or point --workdir (CONTAINER_CHECK_DIR) elsewhere")
 
 
 def free_port() -> int:
@@ -483,7 +499,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--locust-seconds", type=int, default=10)
     p.add_argument("--no-compose", action="store_true", help="skip the compose stack")
     p.add_argument("--reset", action="store_true", help="delete the working directory (all cached images) first")
+    p.add_argument("--min-free-gib", type=float, default=MIN_FREE_GIB,
+                   help=f"refuse to start with less free disk than this under --workdir (default {MIN_FREE_GIB})")
     args = p.parse_args(argv)
+    short = disk_shortfall(args.workdir, args.min_free_gib)
+    if short:
+        log(f"FAILED: {short}")
+        return 2
 
     def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -336,3 +336,23 @@ def test_layer_scan_finds_a_host_only_ca_as_pem_or_der_and_passes_clean_layers(c
     not_a_tar = tmp_path / "config"
     not_a_tar.write_text("{}")
     assert audit._layer_holds(not_a_tar, markers) is None
+
+
+def test_the_check_refuses_to_start_on_a_disk_too_full_for_a_build_and_says_how_full(
+    check_scripts, monkeypatch, tmp_path, capsys
+) -> None:
+    """A full disk used to fail the CPU image's build half-way, as 'no space left on device' from
+    inside the engine; the check now measures first and names the shortfall."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_check
+
+    def must_not_run(*_a, **_k):
+        raise AssertionError("the check went on past a disk it had measured as too full")
+
+    monkeypatch.setattr(container_check, "ensure_prerequisites", must_not_run)
+    workdir = tmp_path / "not" / "made" / "yet"
+    free_gib = shutil.disk_usage(tmp_path).free / 2**30
+    assert container_check.main(["--workdir", str(workdir), "--min-free-gib", str(free_gib * 10 + 1)]) == 2
+    said = capsys.readouterr()
+    assert "GiB free on the disk under" in said.out + said.err and not workdir.exists()
+    assert container_check.disk_shortfall(workdir, 0.0) is None
