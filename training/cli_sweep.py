@@ -5,6 +5,8 @@ Examples::
     latentdial sweep configs/sweep/dsprites.toml --out runs/sweep
     latentdial sweep configs/sweep/dsprites.toml --out runs/sweep --steps 300 --only beta_vae,ada_gvae
     latentdial sweep configs/sweep/label_study.toml --out runs/label-study          # hours: see the file
+    latentdial sweep configs/sweep/label_study.toml --out runs/label-study --only color_dsprites \
+        --seeds 1 --grid 'objective.num_labelled=[1000, 100]'                         # a part of it
     latentdial sweep configs/sweep/label_study.toml --out runs/try --steps 50 --edits 20 --preset fast
     latentdial sweep configs/sweep/label_study.toml --out /shared/study --address auto --cpus-per-trial 4
     latentdial sweep configs/sweep/label_study_gpu.toml --out runs/gpu --train-only --time-limit-s 480  # GPU host
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the sweep's steps per trial (chunk ends at or past it are dropped)")
     parser.add_argument("--seeds", default=None, help="override the sweep's seeds, e.g. 0,1,2")
     parser.add_argument("--only", default=None, help="comma-separated run names to train now")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=[V,...]",
+                        help="only these values of one of the file's grid keys, e.g. "
+                             "--grid 'objective.num_labelled=[10000, 0]' (repeatable)")
     parser.add_argument("--root", type=Path, default=None,
                         help="directory the runs' config paths are relative to (default: the current one)")
     parser.add_argument("--address", default=None,
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         SweepIncomplete,
         load_sweep,
         run_sweep,
+        with_grid,
     )
     from latentdial.training.trainer import TrainingError
 
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     failed = None
     try:
-        spec = load_sweep(args.spec, args.root)
+        spec = with_grid(load_sweep(args.spec, args.root), args.grid)
         if args.steps is not None:
             spec = dataclasses.replace(spec, steps=args.steps)
         if args.seeds is not None:

@@ -93,7 +93,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentdial.training.config import ConfigError, load_config, read_toml
+from latentdial.training.config import ConfigError, load_config, parse_override, read_toml
 from latentdial.training.sweep_select import (
     SelectSpec,
     parse_select,
@@ -407,6 +407,28 @@ def load_sweep(path: Path | str, root: Path | None = None) -> SweepSpec:
         root=root,
         select=parse_select(raw["select"], path) if "select" in raw else None,
     )
+
+
+def with_grid(spec: SweepSpec, overrides: Sequence[str]) -> SweepSpec:
+    """``spec`` with the values of some of its grid keys replaced (``latentdial sweep --grid``).
+
+    Each override is ``KEY=[V1, V2]`` (or ``KEY=V`` for one value), values as TOML literals, e.g.
+    ``objective.num_labelled=[10000, 0]``: runs part of a study, such as the grid points a machine
+    has time for, without a copy of its file. Trials keep their names, so a ledger shared with the
+    whole study records and reads them back as the study's own. Only the file's grid keys can be
+    given (a setting of every trial belongs in a run's ``set``; the seeds in ``--seeds``).
+    """
+    grid = dict(spec.grid)
+    for text in overrides:
+        path, value = parse_override(text)
+        key = ".".join(path)
+        if key == "seed":
+            raise ConfigError(f"--grid {text!r}: the seeds are given with --seeds, e.g. --seeds 1,2")
+        if key not in grid:
+            raise ConfigError(f"--grid {text!r}: {key!r} is not a grid key of this sweep; its grid has "
+                              f"{', '.join(grid) or 'none'}")
+        grid[key] = tuple(value) if isinstance(value, list) else (value,)
+    return dataclasses.replace(spec, grid=tuple(grid.items()))
 
 
 def _edit_spec(table: Any, path: Path | str, root: Path) -> EditSpec:

@@ -599,7 +599,35 @@ def test_cli_preset_and_edits_override_the_sweep_file(tmp_path, monkeypatch, cap
 
 
 
-@pytest.mark.slow
+
+def test_cli_grid_runs_part_of_a_study_as_the_studys_own_trials(tmp_path, monkeypatch, capsys):
+    import latentdial.training.sweep as sweep
+
+    asked: list[SweepSpec] = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec, out, **kwargs: asked.append(spec) or [])
+    monkeypatch.chdir(REPO)
+    study = "configs/sweep/label_study.toml"
+    whole = load_sweep(REPO / study, REPO)
+    out = ["--out", str(tmp_path / "o"), "--quiet"]
+    assert cli_main(["sweep", study, *out, "--grid", "objective.num_labelled=[10000, 0]"]) == 0
+    part = asked[-1]
+    assert part.grid == (("objective.num_labelled", (10000, 0)),) and part.seeds == whole.seeds
+    # the same trials as the whole study's: names and ledger entries agree, so the ledger is shared
+    assert {t.dir_name for t in part.trials()} < {t.dir_name for t in whole.trials()}
+    for t in part.trials():
+        same = whole.trial(t.run.name, t.seed, dict(t.params))
+        assert sweep.ledger_key(t, part) == sweep.ledger_key(same, whole)
+    assert cli_main(["sweep", study, *out, "--grid", "objective.num_labelled=100"]) == 0
+    assert asked[-1].grid == (("objective.num_labelled", (100,)),)
+    # refused before any work, saying what the grid has or where the seeds go
+    for bad, says in (("objective.beta=[1.0]", "not a grid key of this sweep; its grid has objective.num_labelled"),
+                      ("seed=[1]", "--seeds"), ("objective.num_labelled=[]", "has no values"),
+                      ("num_labelled", "must look like key=value")):
+        assert cli_main(["sweep", study, *out, "--grid", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert len(asked) == 2
+
+
 def _ray_session_processes() -> dict[str, bytes]:
     """pid -> command line of every process of a Ray session that the sweep command starts."""
     found = {}
@@ -613,6 +641,7 @@ def _ray_session_processes() -> dict[str, bytes]:
     return found
 
 
+@pytest.mark.slow
 def test_cli_runs_a_sweep_on_a_local_ray_it_starts_and_stops(tmp_path, capsys, monkeypatch):
     import ray
 
