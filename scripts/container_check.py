@@ -32,6 +32,7 @@ Images stay in the engine's storage as the build cache, so a second run is fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -81,16 +82,44 @@ MIN_FREE_GIB = 3.0
 REFUSED = ("UNAVAILABLE", "CANCELLED")
 
 
-def disk_shortfall(workdir: Path, min_free_gib: float) -> str | None:
-    """Why the disk under ``workdir`` is too full for a build, or None if it has ``min_free_gib``."""
+def disk_shortfall(workdir: Path, min_free_gib: float, reclaimed: int = 0) -> str | None:
+    """Why the disk under ``workdir`` is too full for a build, or None if it has ``min_free_gib``.
+
+    ``reclaimed``: bytes that will be freed on that disk before the build (``--reset``).
+    """
     probe = workdir
     while not probe.exists():
         probe = probe.parent
     free_gib = shutil.disk_usage(probe).free / 2**30
-    if free_gib >= min_free_gib:
+    after_gib = free_gib + reclaimed / 2**30
+    if after_gib >= min_free_gib:
         return None
-    return (f"{free_gib:.1f} GiB free on the disk under {workdir}, and a build needs about {min_free_gib:.1f} GiB; "
-            "free some space (old clones, /tmp/pytest-of-*) or point --workdir (CONTAINER_CHECK_DIR) elsewhere")
+    reset = f" ({after_gib:.1f} GiB after --reset)" if reclaimed else ""
+    return (f"{free_gib:.1f} GiB free on the disk under {workdir}{reset}, and a build needs about "
+            f"{min_free_gib:.1f} GiB; free some space (old clones, /tmp/pytest-of-*) or point --workdir "
+            "(CONTAINER_CHECK_DIR) elsewhere")
+
+
+def bytes_on_disk(directory: Path) -> int:
+    """Bytes that deleting ``directory`` would free on its own disk (files elsewhere, links: none)."""
+    if not directory.is_dir():
+        return 0
+    device, total = directory.stat().st_dev, 0
+    for root, dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, name))
+                if st.st_dev == device and st.st_nlink == 1:
+                    total += st.st_blocks * 512
+        dirs[:] = [d for d in dirs if _on_device(os.path.join(root, d), device)]
+    return total
+
+
+def _on_device(path: str, device: int) -> bool:
+    try:
+        return os.lstat(path).st_dev == device
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -502,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-free-gib", type=float, default=MIN_FREE_GIB,
                    help=f"refuse to start with less free disk than this under --workdir (default {MIN_FREE_GIB})")
     args = p.parse_args(argv)
-    short = disk_shortfall(args.workdir, args.min_free_gib)
+    short = disk_shortfall(args.workdir, args.min_free_gib, bytes_on_disk(args.workdir) if args.reset else 0)
     if short:
         log(f"FAILED: {short}")
         return 2

@@ -12,6 +12,7 @@ health service, and the check's own helpers (engine settings, CA layer scan) do 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -356,3 +357,34 @@ def test_the_check_refuses_to_start_on_a_disk_too_full_for_a_build_and_says_how_
     said = capsys.readouterr()
     assert "GiB free on the disk under" in said.out + said.err and not workdir.exists()
     assert container_check.disk_shortfall(workdir, 0.0) is None
+
+
+def test_with_reset_the_disk_the_old_images_hold_counts_as_free(check_scripts, monkeypatch, tmp_path, capsys) -> None:
+    """``--reset`` deletes the working directory before the build, so a disk that its old images
+    fill is not refused; the refusal, when it comes, says what the reset would leave."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_check
+
+    workdir = tmp_path / "storage"
+    (workdir / "overlay" / "l").mkdir(parents=True)
+    (workdir / "overlay" / "l" / "layer").write_bytes(os.urandom(64 * 2**20))
+    held = container_check.bytes_on_disk(workdir)
+    assert 64 * 2**20 <= held < 65 * 2**20 and container_check.bytes_on_disk(tmp_path / "none") == 0
+    free_gib = shutil.disk_usage(tmp_path).free / 2**30
+    just_short = free_gib + 32 / 1024  # 32 MiB short, which the reset's 64 MiB covers
+    assert container_check.disk_shortfall(workdir, just_short) is not None
+    assert container_check.disk_shortfall(workdir, just_short, reclaimed=held) is None
+    said = container_check.disk_shortfall(workdir, free_gib + 1.0, reclaimed=held)
+    assert said is not None and "after --reset" in said
+
+    reached = []
+
+    def stop_at_prerequisites() -> None:
+        reached.append(True)
+        raise container_check.PrerequisiteError("stopped here by the test")
+
+    monkeypatch.setattr(container_check, "ensure_prerequisites", stop_at_prerequisites)
+    assert container_check.main(["--workdir", str(workdir), "--min-free-gib", str(just_short)]) == 2
+    assert not reached and "GiB free on the disk under" in capsys.readouterr().out
+    assert container_check.main(["--workdir", str(workdir), "--min-free-gib", str(just_short), "--reset"]) == 2
+    assert reached and "stopped here by the test" in capsys.readouterr().out
