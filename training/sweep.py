@@ -999,6 +999,13 @@ def line_series(results: Sequence[RunResult], x_key: str, metric: str,
     return series
 
 
+def line_label(label: str, seeds: Sequence[int]) -> str:
+    """A line's legend: its name and how many seeds its points average, as a range where they differ
+    (a study part-way through: ``"dsprites (1-2 seeds)"``)."""
+    low, high = min(seeds), max(seeds)
+    return f"{label} ({low if low == high else f'{low}-{high}'} seed{'s' if high > 1 else ''})"
+
+
 def line_plot(results: Sequence[RunResult], spec: SweepSpec, path: Path) -> bool:
     """``spec``'s plot metric against its plot key, one line per other key, mean over seeds and a
     +- 1 s.d. band. Returns False (and writes nothing) when the sweep has no grid key."""
@@ -1028,9 +1035,8 @@ def line_plot(results: Sequence[RunResult], spec: SweepSpec, path: Path) -> bool
         xs = np.array([position[json.dumps(p[0])] for p in points])
         order = np.argsort(xs)
         xs, mean, sd = xs[order], np.array([p[1] for p in points])[order], np.array([p[2] for p in points])[order]
-        seeds = max(p[3] for p in points)
-        (line,) = ax.plot(xs, mean, marker="o", label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
-        if seeds > 1:
+        (line,) = ax.plot(xs, mean, marker="o", label=line_label(label, [p[3] for p in points]))
+        if max(p[3] for p in points) > 1:
             ax.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
     ticks = sorted(set(position.values()))
     names = {position[json.dumps(v)]: (spec.plot.zero_label or "0") if (numeric and v == 0 and log_x)

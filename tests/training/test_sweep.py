@@ -28,6 +28,7 @@ from latentdial.training.sweep import (
     collect_results,
     edit_columns,
     final_config,
+    line_label,
     line_plot,
     line_series,
     load_sweep,
@@ -574,6 +575,9 @@ def test_the_table_has_a_column_per_grid_key_and_the_plot_one_line_per_run_with_
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not line_plot(results, dataclasses.replace(spec, grid=()), tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+    # the legend says how many seeds each line averages, as a range while a study is part-way through
+    assert line_label("dsprites", [3, 3, 3]) == "dsprites (3 seeds)" and line_label("color", [1]) == "color (1 seed)"
+    assert line_label("dsprites", [2, 2, 1, 1]) == "dsprites (1-2 seeds)"
 
 
 # -- the command, with its own local Ray ------------------------------------------------------------------
