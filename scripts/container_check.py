@@ -101,7 +101,8 @@ def disk_shortfall(workdir: Path, min_free_gib: float, reclaimed: int = 0) -> st
 
 
 def bytes_on_disk(directory: Path) -> int:
-    """Bytes that deleting ``directory`` would free on its own disk (files elsewhere, links: none)."""
+    """Bytes that deleting ``directory`` would surely free on its own disk: files on other disks and
+    files with other hard links (which may outlive the deletion) are not counted."""
     if not directory.is_dir():
         return 0
     device, total = directory.stat().st_dev, 0

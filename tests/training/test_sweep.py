@@ -602,8 +602,6 @@ def test_cli_preset_and_edits_override_the_sweep_file(tmp_path, monkeypatch, cap
     assert "--plot-metric" in capsys.readouterr().err and len(asked) == 3
 
 
-
-
 def test_cli_grid_runs_part_of_a_study_as_the_studys_own_trials(tmp_path, monkeypatch, capsys):
     import latentdial.training.sweep as sweep
 
