@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
 
 def parse_option(text: str) -> tuple[str, object]:
     """``"num_shapes=5"`` -> ("num_shapes", 5). The value is a TOML literal, else a string."""
+    from latentdial.training.config import parse_literal  # imports torch: not at module level
+
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"--dataset-option {text!r} must look like key=value, e.g. num_shapes=5")
-    try:
-        value: object = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.strip(), value
+    return key.strip(), parse_literal(raw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -234,11 +234,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p.strip() for p in key.strip().split(".")]
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key part")
+    return path, parse_literal(raw)
+
+
+def parse_literal(raw: str) -> Any:
+    """The value of one ``key=value`` on a command line: a TOML literal (``8``, ``true``,
+    ``[100, 1000]``, ``"x"``), else the text itself, stripped (``adam`` -> ``"adam"``)."""
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        return tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return path, value
+        return raw.strip()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
