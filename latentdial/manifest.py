@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -209,11 +210,18 @@ class Manifest:
         except json.JSONDecodeError as e:
             raise ManifestError(f"{path} is not valid JSON: {e}") from e
 
-    def verify_files(self, model_dir: Path) -> None:
-        """Check every listed file exists and has its recorded sha256; raise ManifestError if not."""
+    def verify_files(self, model_dir: Path, *, may_be_absent: Collection[FileFormat] = ()) -> None:
+        """Check every listed file exists and has its recorded sha256; raise ManifestError if not.
+
+        ``may_be_absent``: formats whose files may be missing, for a reader that cannot run them
+        (a server without torch never loads a ``torch-export`` program, so a serving image leaves
+        the ``.pt2`` files out). A file of such a format that is present is verified all the same.
+        """
         for f in self.files:
             p = Path(model_dir) / f.path
             if not p.is_file():
+                if f.format in may_be_absent:
+                    continue
                 raise ManifestError(f"{p} is listed in the manifest but missing")
             actual = sha256_file(p)
             if actual != f.sha256:

@@ -325,6 +325,32 @@ def wait_serving(grpc_address: str, http_url: str, t0: float) -> None:
 # ----------------------------------------------------------------------- the checks --
 
 
+def newest_versions(repository: Path) -> list[str]:
+    """``name/version`` of the newest version of each model in ``repository`` (versions compare as
+    numbers): what the images carry (.dockerignore leaves the older ones out)."""
+    newest: dict[str, str] = {}
+    for manifest in repository.glob("*/*/manifest.json"):
+        name, version = manifest.parent.parent.name, manifest.parent.name
+        key = (int(version), "") if version.isdigit() else (-1, version)
+        old = newest.get(name)
+        if old is None or key > ((int(old), "") if old.isdigit() else (-1, old)):
+            newest[name] = version
+    return sorted(f"{n}/{v}" for n, v in newest.items())
+
+
+def check_baked_models(listed: dict) -> str:
+    """CheckFailed unless the baked-in server (``/v1/models``'s answer) serves the newest version of
+    every model in ``models/`` and no version failed to load: the image leaves the torch programs
+    (``*.pt2``) out, and a torch-less server must not ask for them."""
+    states = {f"{m['name']}/{v['version']}": (v["state"], v["reason"])
+              for m in listed["models"] for v in m["version_status"]}
+    expected = newest_versions(ROOT / "models")
+    failed = {ref: reason for ref, (state, reason) in states.items() if state != "ready"}
+    expect(not failed, f"the image's server failed to load {failed}")
+    expect(sorted(states) == expected, f"the image's server serves {sorted(states)}; expected {expected}")
+    return f"the image serves the newest version of each shipped model, all ready: {', '.join(expected)}"
+
+
 def check_app(run: Run, network: str) -> None:
     out = run.tempdir("app", owner_uid=10001)
     run.podman("run", "--rm", "--label", f"org.latentdial.check={run.tag}", "--network", network,
@@ -579,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             f"HEALTHCHECK passed after {srv.healthy_s:.1f} s, SERVING (gRPC) and ready (HTTP) from the host "
             f"after {srv.serving_s:.1f} s")
         log(f"/docs and the {check_docs_page(srv.http)} Swagger UI files it links answer")
+        log(check_baked_models(listed))
 
         t0 = time.monotonic()
         check_app(run, network)

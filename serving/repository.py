@@ -1,7 +1,8 @@
 """The model repository: every ``<repository>/<name>/<version>/`` loaded, verified and warm.
 
 Each version's files are checked against the manifest's sha256 before anything
-is loaded; a version that fails (checksum, manifest, runtime) is logged with the
+is loaded (files of a format no runtime here can load, torch programs where torch is not
+installed, may be absent: the serving images leave them out); a version that fails (checksum, manifest, runtime) is logged with the
 reason and skipped, and the rest are still served. Versions sort numerically
 when they are numbers ("10" after "9"), as text otherwise. The default model is
 the one named by the ``default_model`` setting, or in ``<repository>/default`` (a text
@@ -31,6 +32,7 @@ from latentdial.factor_card import FactorCard, FactorCardError
 from latentdial.manifest import MANIFEST_NAME, Manifest, ManifestError, iter_model_dirs
 from latentdial.serving.errors import InvalidArgument, NotFound
 from latentdial.serving.runtimes import Runtime, RuntimeOptions, load_runtime
+from latentdial.serving.runtimes.selection import formats_not_runnable_here
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ def load_model(path: Path, name: str, version: str, *, runtime: str = "auto", ma
     manifest = Manifest.load(path)
     check_files_contained(manifest, path, name, version, root)
     check_kind(manifest, name, version)
-    manifest.verify_files(path)
+    manifest.verify_files(path, may_be_absent=formats_not_runnable_here())
     card = None
     if manifest.factor_card:
         try:

@@ -29,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from latentdial.manifest import MANIFEST_NAME, Manifest, ManifestError, iter_model_dirs
     from latentdial.serving.runtimes.base import RuntimeFailure
-    from latentdial.serving.runtimes.selection import default_engine_cache
+    from latentdial.serving.runtimes.selection import (
+        default_engine_cache,
+        formats_not_runnable_here,
+    )
     from latentdial.serving.runtimes.tensorrt_build import (
         engine_key,
         ensure_engine,
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{manifest.name}/{manifest.version}: skipped, a model of kind {manifest.kind!r} has no "
                       "TensorRT engines (its graphs run on ONNX Runtime)")
                 continue
-            manifest.verify_files(model_dir)
+            manifest.verify_files(model_dir, may_be_absent=formats_not_runnable_here())
             for graph in ("encoder", "decoder"):
                 if args.force:
                     key, _ = engine_key(trt, gpu, manifest, graph, fp16=args.fp16)

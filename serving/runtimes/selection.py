@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from latentdial.manifest import Graph, Manifest, ManifestError
+from latentdial.manifest import FileFormat, Graph, Manifest, ManifestError
 from latentdial.serving.runtimes.base import (
     Runtime,
     RuntimeFailure,
@@ -50,6 +50,13 @@ def _installed(module: str) -> bool:
 def nvidia_gpu_present() -> bool:
     """Cheap check (no CUDA library loaded) for an NVIDIA driver with a device."""
     return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def formats_not_runnable_here() -> tuple[FileFormat, ...]:
+    """The file formats no runtime here can load: ``torch-export`` where torch is not installed
+    (the serving images). Their files may be absent from a model directory
+    (``Manifest.verify_files(may_be_absent=...)``)."""
+    return () if _installed("torch") else ("torch-export",)
 
 
 def unavailable_reason(name: str, manifest: Manifest | None = None, graph: Graph = "encoder") -> str | None:

@@ -14,6 +14,7 @@ from latentdial.manifest import (
     Manifest,
     ManifestError,
     iter_model_dirs,
+    sha256_file,
 )
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models"
@@ -94,6 +95,32 @@ def test_a_missing_file_is_none_from_find_file_and_a_clear_error_from_graph_file
     assert m.find_file("decoder", "fp32", "torch-export") is None
     with pytest.raises(ManifestError, match=r"no decoder at fp32 \(torch-export\); has \['decoder/fp32', 'encoder/fp32', 'encoder/fp32 \(torch-export\)'\]"):
         m.graph_file("decoder", "fp32", "torch-export")
+
+
+def _written(tmp_path: Path) -> Manifest:
+    """A manifest over two real files in ``tmp_path``: an ONNX graph and a torch program."""
+    for name, data in (("encoder.onnx", b"onnx bytes"), ("encoder.pt2", b"torch program bytes")):
+        (tmp_path / name).write_bytes(data)
+    return _manifest([GraphFile("encoder", "encoder.onnx", sha256_file(tmp_path / "encoder.onnx")),
+                      GraphFile("encoder", "encoder.pt2", sha256_file(tmp_path / "encoder.pt2"),
+                                format="torch-export")])
+
+
+def test_a_file_of_a_format_that_may_be_absent_is_skipped_when_missing_and_checked_when_present(tmp_path):
+    """A torch-less server reads a model directory without its .pt2 files (the serving images leave them
+    out); a present one is still held to its sha256, and other formats must all be there."""
+    m = _written(tmp_path)
+    m.verify_files(tmp_path, may_be_absent=("torch-export",))  # everything present: passes
+    (tmp_path / "encoder.pt2").write_bytes(b"changed")
+    with pytest.raises(ManifestError, match="encoder.pt2: sha256 .* does not match"):
+        m.verify_files(tmp_path, may_be_absent=("torch-export",))
+    (tmp_path / "encoder.pt2").unlink()
+    m.verify_files(tmp_path, may_be_absent=("torch-export",))
+    with pytest.raises(ManifestError, match="encoder.pt2 is listed in the manifest but missing"):
+        m.verify_files(tmp_path)  # by default every listed file must be there
+    (tmp_path / "encoder.onnx").unlink()
+    with pytest.raises(ManifestError, match="encoder.onnx is listed in the manifest but missing"):
+        m.verify_files(tmp_path, may_be_absent=("torch-export",))
 
 
 def test_a_saved_manifest_round_trips_with_its_formats(tmp_path):

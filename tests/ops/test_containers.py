@@ -258,6 +258,54 @@ def test_dockerignore_keeps_runs_venvs_and_caches_out_of_the_build_context() -> 
     assert {"runs", ".venv", ".venv-*", ".cache", "**/__pycache__", ".pytest_cache"} <= ignored
 
 
+def test_the_images_leave_out_the_torch_programs_and_the_older_model_versions(monkeypatch) -> None:
+    """Both images are torch-less: the ``.pt2`` files their manifests list stay out of the build
+    context, and so do versions older than each model's newest (what the check expects served)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_check
+
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert "models/**/*.pt2" in ignored
+    repository = ROOT / "models"
+    older = {f"{m.parent.parent.name}/{m.parent.name}" for m in repository.glob("*/*/manifest.json")}
+    older -= set(container_check.newest_versions(repository))
+    assert older and all(f"models/{ref}" in ignored for ref in older)
+
+
+def test_newest_versions_compare_as_numbers(monkeypatch, tmp_path) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_check
+
+    for ref in ("a/9", "a/10", "b/2", "c/notes"):
+        (tmp_path / ref).mkdir(parents=True)
+        (tmp_path / ref / "manifest.json").write_text("{}")
+    (tmp_path / "d" / "1").mkdir(parents=True)  # no manifest: not a model version
+    assert container_check.newest_versions(tmp_path) == ["a/10", "b/2", "c/notes"]
+
+
+def test_the_baked_in_server_must_serve_every_shipped_model_ready(monkeypatch) -> None:
+    """What ``/v1/models`` of the image's server answers is held to the newest version of each model."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import container_check
+
+    expected = container_check.newest_versions(ROOT / "models")
+
+    def listed(states: dict[str, tuple[str, str]]) -> dict:
+        by_name: dict[str, list] = {}
+        for ref, (state, reason) in states.items():
+            name, version = ref.split("/")
+            by_name.setdefault(name, []).append({"version": version, "state": state, "reason": reason})
+        return {"models": [{"name": n, "version_status": v} for n, v in by_name.items()]}
+
+    all_ready = {ref: ("ready", "") for ref in expected}
+    assert "all ready" in container_check.check_baked_models(listed(all_ready))
+    failed = {**all_ready, expected[0]: ("failed", "encoder.pt2 is listed in the manifest but missing")}
+    with pytest.raises(container_check.CheckFailed, match="failed to load .*encoder.pt2"):
+        container_check.check_baked_models(listed(failed))
+    with pytest.raises(container_check.CheckFailed, match="expected"):
+        container_check.check_baked_models(listed({ref: ("ready", "") for ref in expected[1:]}))
+
+
 def test_podman_settings_keep_every_piece_of_state_under_one_directory(check_scripts, tmp_path) -> None:
     import resource
     import tomllib

@@ -172,6 +172,34 @@ def test_a_served_model_runs_onnxruntime_without_spinning_threads(toy):
         assert _session_config(runtime, "session.intra_op.allow_spinning") == "0"
 
 
+def test_torch_programs_may_be_absent_only_where_torch_is_not_installed(monkeypatch):
+    from latentdial.serving.runtimes import selection
+
+    assert selection.formats_not_runnable_here() == ()  # the dev environment has torch
+    monkeypatch.setattr(selection, "_installed", lambda module: module != "torch")
+    assert selection.formats_not_runnable_here() == ("torch-export",)
+
+
+def test_a_torch_less_server_loads_a_model_whose_torch_programs_were_left_out(toy_repo, tmp_path, monkeypatch):
+    """The serving images carry no .pt2 files; the manifest still lists them (export wrote them)."""
+    import shutil
+
+    from latentdial.manifest import GraphFile, ManifestError
+    from latentdial.serving import repository
+
+    root, _ = toy_repo
+    model_dir = tmp_path / "toy" / "1"
+    shutil.copytree(root / "toy" / "1", model_dir)
+    manifest = Manifest.load(model_dir)
+    manifest.files.append(GraphFile("encoder", "encoder.pt2", "0" * 64, format="torch-export"))
+    manifest.save(model_dir)
+    with pytest.raises(ManifestError, match="encoder.pt2 is listed in the manifest but missing"):
+        repository.load_model(model_dir, "toy", "1", runtime="onnxruntime-cpu")  # torch is installed here
+    monkeypatch.setattr(repository, "formats_not_runnable_here", lambda: ("torch-export",))
+    served = repository.load_model(model_dir, "toy", "1", runtime="onnxruntime-cpu")
+    assert served.encoder.name == "onnxruntime-cpu"
+
+
 def test_negative_intra_op_threads_are_refused():
     with pytest.raises(ValueError, match="intra_op_threads must be >= 0"):
         RuntimeOptions(intra_op_threads=-1)
