@@ -2,8 +2,9 @@
 
 Each version's files are checked against the manifest's sha256 before anything
 is loaded (files of a format no runtime here can load, torch programs where torch is not
-installed, may be absent: the serving images leave them out); a version that fails (checksum, manifest, runtime) is logged with the
-reason and skipped, and the rest are still served. Versions sort numerically
+installed, may be absent: the serving images leave them out); a version that fails
+(checksum, manifest, runtime) is logged with the reason and skipped, and the rest are
+still served. Versions sort numerically
 when they are numbers ("10" after "9"), as text otherwise. The default model is
 the one named by the ``default_model`` setting, or in ``<repository>/default`` (a text
 file holding the model name), or ``"default"`` in ``<repository>/config.json``, or the
