@@ -326,14 +326,14 @@ def wait_serving(grpc_address: str, http_url: str, t0: float) -> None:
 
 
 def newest_versions(repository: Path) -> list[str]:
-    """``name/version`` of the newest version of each model in ``repository`` (versions compare as
-    numbers): what the images carry (.dockerignore leaves the older ones out)."""
+    """``name/version`` of the newest version of each model in ``repository``, in the server's own
+    version order (``version_key``): what the images carry (.dockerignore leaves the older ones out)."""
+    from latentdial.manifest import iter_model_dirs
+    from latentdial.serving.repository import version_key
+
     newest: dict[str, str] = {}
-    for manifest in repository.glob("*/*/manifest.json"):
-        name, version = manifest.parent.parent.name, manifest.parent.name
-        key = (int(version), "") if version.isdigit() else (-1, version)
-        old = newest.get(name)
-        if old is None or key > ((int(old), "") if old.isdigit() else (-1, old)):
+    for name, version, _ in iter_model_dirs(repository):
+        if name not in newest or version_key(version) > version_key(newest[name]):
             newest[name] = version
     return sorted(f"{n}/{v}" for n, v in newest.items())
 

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from latentdial.manifest import iter_model_dirs
+
 pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,7 +269,7 @@ def test_the_images_leave_out_the_torch_programs_and_the_older_model_versions(mo
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert "models/**/*.pt2" in ignored
     repository = ROOT / "models"
-    older = {f"{m.parent.parent.name}/{m.parent.name}" for m in repository.glob("*/*/manifest.json")}
+    older = {f"{name}/{version}" for name, version, _ in iter_model_dirs(repository)}
     older -= set(container_check.newest_versions(repository))
     assert older and all(f"models/{ref}" in ignored for ref in older)
 
@@ -276,11 +278,12 @@ def test_newest_versions_compare_as_numbers(monkeypatch, tmp_path) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import container_check
 
-    for ref in ("a/9", "a/10", "b/2", "c/notes"):
+    for ref in ("a/9", "a/10", "b/2", "c/notes", "e/3", "e/draft"):
         (tmp_path / ref).mkdir(parents=True)
         (tmp_path / ref / "manifest.json").write_text("{}")
     (tmp_path / "d" / "1").mkdir(parents=True)  # no manifest: not a model version
-    assert container_check.newest_versions(tmp_path) == ["a/10", "b/2", "c/notes"]
+    # a non-numeric version sorts after the numbers, as the server orders them (version_key)
+    assert container_check.newest_versions(tmp_path) == ["a/10", "b/2", "c/notes", "e/draft"]
 
 
 def test_the_baked_in_server_must_serve_every_shipped_model_ready(monkeypatch) -> None:
